@@ -1,0 +1,452 @@
+"""Gem-Miner ``hc_iter`` (Sreenivasan et al. 2022; ``ksreenivasan/pruning_is_enough``), SPEC §8.3.
+
+Each prunable weight gets a frozen signed-constant weight w, a score s ∈ [0, 1] trained
+through a straight-through estimator (STE), and a non-trainable flag f.  Every T epochs
+the smallest |s| among the flagged weights lose their flag (BottomK), so that after
+P = ⌊(E−1)/T⌋ prunes at most ≈d·N flags remain.  Then the scores are rounded, the mask
+is frozen, and the weights are finetuned through it.
+
+Two modes decide the final mask from (f, s):
+
+``"thesis"``
+    mask = f ∧ (s > 0.5), exactly as upstream and the thesis.  The target is only an
+    upper bound: with the thesis's FC settings (λ = 1e-4 plus wd 5e-4 on the scores) the
+    scores sink below 0.5 and the effective density ends near 3 % for every target ≥ 5 %.
+``"target"`` (default, corrected)
+    mask = the round(d·N) highest scores among the flagged weights (exact global count,
+    seeded ties; :func:`pruners.base.select_global`).  Mining is *identical* in both modes
+    (same seed → same flags and scores); only this rounding step differs.  Because
+    scores above 0.5 rank first, the result is the mined effective mask f ∧ (s > 0.5),
+    trimmed if it holds more than round(d·N) weights, or completed with the
+    highest-scoring flagged-but-inactive weights if it holds fewer.  Flags are never
+    revived, so if the BottomK schedule leaves fewer than round(d·N) flags (its ceil
+    rounding can remove up to P extra weights, e.g. 5968 flags vs 5970 at FC 5 %) the
+    mask is all flags: density is within P/N of the target, far inside 0.5 % of N.
+
+``unflag=True`` sets s ← 1 before rounding (upstream ``unflag_before_finetune``), so the
+mask is the flags in either mode.
+
+The stored "rounded scores" are chosen so that mask = flag ∧ rounded score in every
+mode: 1[s > 0.5] (thesis), the selection (target), all ones (unflag).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from models.masks import prunable_layers, raw_weight, replace_parametrization, set_masks
+from utils.errors import UserError
+from utils.seeding import generator, stream_seed
+
+from .base import Method, MethodResult, check_density, kept_count, register, select_global
+
+MODES = ("target", "thesis")
+
+
+# --------------------------------------------------------------------------- schedule arithmetic
+
+def num_prunes(epochs: int, period: int) -> int:
+    """P = ⌊(E−1)/T⌋: prunes happen after 0-based epochs e with e % T == 0 and e ≠ 0, e ≤ E−1."""
+    if period < 1:
+        raise UserError(f"Gem-Miner period must be ≥ 1, got {period}")
+    return max(epochs - 1, 0) // period
+
+
+def prune_rate(density: float, prunes: int) -> float:
+    """Per-prune fraction r = 1 − d^(1/P) of the remaining flags (float64); 0 if P = 0."""
+    return 0.0 if prunes <= 0 else 1.0 - float(density) ** (1.0 / prunes)
+
+
+def prune_count(n_flags: int, rate: float) -> int:
+    """Flags removed by one BottomK prune: ⌈r·#flags⌉ in float64."""
+    return min(int(math.ceil(rate * n_flags)), n_flags)
+
+
+def flag_schedule(total: int, density: float, prunes: int) -> list[int]:
+    """Flag counts after each of the ``prunes`` BottomK prunes of ``total`` weights (SPEC §3)."""
+    rate, n, out = prune_rate(density, prunes), total, []
+    for _ in range(prunes):
+        n -= prune_count(n, rate)
+        out.append(n)
+    return out
+
+
+# --------------------------------------------------------------------------- parametrization
+
+class GemMinerMask(nn.Module):
+    """Parametrization ``W -> W · m`` with m = STE(1[s > 0.5]) · f.
+
+    ``scores`` is a trainable Parameter in [0, 1] (init U(0, 1) from ``generator``);
+    ``flag`` a bool buffer (init all True).  The forward value is exactly
+    1[s > 0.5]·f (computed as ``hard + (s − s.detach())``, which equals ``hard`` bit for
+    bit), and ∂/∂s passes the gradient straight through: ∂L/∂s = ∂L/∂m · f.  So the live
+    model *is* the rounded model in the forward pass.
+    """
+
+    def __init__(self, shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        scores = torch.rand(tuple(shape), generator=generator, dtype=torch.float32)
+        self.scores = nn.Parameter(scores.to(device) if device is not None else scores)
+        self.register_buffer("flag", torch.ones(tuple(shape), dtype=torch.bool, device=self.scores.device))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        s = self.scores
+        hard = (s > 0.5).to(s.dtype)
+        m = (hard + (s - s.detach())) * self.flag.to(s.dtype)
+        return weight * m.to(weight.dtype)
+
+    def current_mask(self) -> Tensor:
+        return self.flag & (self.scores.detach() > 0.5)
+
+
+def gem_masks(model: nn.Module) -> dict[str, GemMinerMask]:
+    """The :class:`GemMinerMask` of every prunable layer (looked up afresh: ``.to()`` may swap buffers)."""
+    out = {}
+    for name, module in prunable_layers(model).items():
+        p = module.parametrizations.weight[-1] if hasattr(module, "parametrizations") else None
+        if not isinstance(p, GemMinerMask):
+            raise ValueError(f"layer {name} has no GemMinerMask")
+        out[name] = p
+    return out
+
+
+def attach_gem_masks(model: nn.Module, gen: torch.Generator) -> None:
+    """Replace every prunable layer's parametrization by a fresh :class:`GemMinerMask`."""
+    for module in prunable_layers(model).values():
+        w = raw_weight(module)
+        replace_parametrization(module, GemMinerMask(w.shape, gen, device=w.device))
+
+
+@torch.no_grad()
+def signed_constant_(model: nn.Module) -> None:
+    """w = sign(w₀)·√2/√fan_in on every prunable weight, fan_in = c_in·k·k (sign(0) → +1)."""
+    for module in prunable_layers(model).values():
+        w = raw_weight(module)
+        fan_in = w[0].numel()
+        sign = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        w.copy_(sign * math.sqrt(2.0 / fan_in))
+
+
+def count_flags(model: nn.Module) -> int:
+    return sum(int(p.flag.sum()) for p in gem_masks(model).values())
+
+
+def count_effective(model: nn.Module) -> int:
+    return sum(int(p.current_mask().sum()) for p in gem_masks(model).values())
+
+
+@torch.no_grad()
+def keep_top_flags(model: nn.Module, n_keep: int, gen: torch.Generator) -> None:
+    """Keep the flags of the ``n_keep`` largest |s| among flagged weights (exact count, seeded ties)."""
+    masks = gem_masks(model)
+    keep = select_global({n: p.scores.detach().abs() for n, p in masks.items()}, n_keep,
+                         {n: p.flag for n, p in masks.items()}, gen)
+    for n, p in masks.items():
+        p.flag.copy_(keep[n].to(p.flag.device) & p.flag)
+
+
+def bottom_k_prune(model: nn.Module, rate: float, gen: torch.Generator) -> int:
+    """One BottomK step: unflag the ⌈r·#flags⌉ smallest |s| among f = 1, globally. Returns #flags left."""
+    n_flags = count_flags(model)
+    keep_top_flags(model, n_flags - prune_count(n_flags, rate), gen)
+    return count_flags(model)
+
+
+# --------------------------------------------------------------------------- the method
+
+@register
+class GemMiner(Method):
+    """Gem-Miner ``hc_iter``: score mining with iterative BottomK flag pruning, then finetuning.
+
+    Args (defaults are the thesis FC values; the ResNet config passes its own):
+        mining_epochs: E of the mining phase; ``None`` → the training config's epochs.
+        period: T, prune after 0-based epochs e with e % T == 0, e ≠ 0.
+        lr, momentum, weight_decay, schedule: SGD on the scores (cosine, T_max = E).
+        score_l2: λ of the λΣs² loss term.
+        batch_size: mining batch size.
+        mode: ``"target"`` (exact round(d·N) among the flags) or ``"thesis"`` (f ∧ s > 0.5).
+        unflag: s ← 1 before rounding, so the mask is the flags.
+        sanity_checks: also return the weight-reinit and mask-shuffle finetunes.
+        sanity_seeds: only run the sanity finetunes for these seeds (``None``: all).
+        val_size: hold-out images for ``val_acc`` (if ``data`` has no validation split yet).
+        log_val: log ``val_acc`` every epoch.
+        train_biases: also finetune biases (BN β included); off in the thesis, so β stays 0.
+
+    The run's ``TrainConfig`` is the finetune config (E epochs).  ``run`` returns
+    ``{"gem-miner": …, "gem-miner-reinit": …, "gem-miner-shuffle": …}``.
+    """
+    name = "gem-miner"
+    model_kwargs = {"fc": {"hidden_bias": False, "output_bias": False},
+                    "resnet20": {"prune_shortcuts": False, "fc_bias": False}}
+
+    def __init__(self, mining_epochs: int | None = None, period: int = 2, lr: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
+                 score_l2: float = 1e-4, batch_size: int = 128, mode: str = "target",
+                 unflag: bool = False, sanity_checks: bool = True, sanity_seeds: list[int] | None = None,
+                 val_size: int = 5000, log_val: bool = True, train_biases: bool = False):
+        if mode not in MODES:
+            raise UserError(f"unknown Gem-Miner mode {mode!r}; choose from {', '.join(MODES)}")
+        if period < 1:
+            raise UserError(f"Gem-Miner period must be ≥ 1, got {period}")
+        if mining_epochs is not None and mining_epochs < 1:
+            raise UserError(f"Gem-Miner mining_epochs must be ≥ 1, got {mining_epochs}")
+        self.mining_epochs = mining_epochs
+        self.period = int(period)
+        self.lr, self.momentum, self.weight_decay, self.schedule = lr, momentum, weight_decay, schedule
+        self.score_l2 = score_l2
+        self.batch_size = batch_size
+        self.mode = mode
+        self.unflag = bool(unflag)
+        self.sanity_checks = bool(sanity_checks)
+        self.sanity_seeds = None if sanity_seeds is None else [int(s) for s in sanity_seeds]
+        self.val_size = int(val_size)
+        self.log_val = bool(log_val)
+        self.train_biases = bool(train_biases)
+
+    # ---- phases ----------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module, seed: int) -> None:
+        """Signed-constant weights, U(0,1) scores, all flags 1, everything but the scores frozen."""
+        signed_constant_(model)
+        attach_gem_masks(model, generator(seed, "scores"))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in gem_masks(model).values():
+            p.scores.requires_grad_(True)
+
+    def mining_config(self, train_cfg, epochs: int):
+        from utils.train import TrainConfig
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, schedule=self.schedule, bf16=train_cfg.bf16,
+                           channels_last=train_cfg.channels_last,
+                           eval_batch_size=train_cfg.eval_batch_size, device=train_cfg.device)
+
+    def mine(self, model: nn.Module, data, density: float, train_cfg, *, seed: int, epochs: int,
+             progress: bool = True, monitor: Callable[[int, nn.Module], None] | None = None
+             ) -> tuple[pd.DataFrame, dict]:
+        """Train the scores for ``epochs`` epochs with BottomK prunes; returns (history, facts).
+
+        ``monitor(epoch, model)`` is called after each epoch's prune (for tests).
+        """
+        from utils.train import Hooks, train
+        total = sum(p.flag.numel() for p in gem_masks(model).values())
+        prunes = num_prunes(epochs, self.period)
+        rate = prune_rate(density, prunes)
+        gen = generator(seed, "prune")
+        state = {"prune_epochs": [], "stopped": None, "frozen": None}
+        lam = self.score_l2
+
+        def reg(m: nn.Module) -> Tensor:
+            return lam * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
+
+        @torch.no_grad()
+        def after_step(m: nn.Module) -> None:
+            for name, p in gem_masks(m).items():
+                if state["frozen"] is not None:
+                    p.scores.copy_(state["frozen"][name])
+                else:
+                    p.scores.clamp_(0.0, 1.0)
+
+        def after_epoch(epoch: int, m: nn.Module) -> dict:
+            if (state["stopped"] is None and epoch % self.period == 0 and epoch != 0
+                    and len(state["prune_epochs"]) < prunes):
+                bottom_k_prune(m, rate, gen)
+                state["prune_epochs"].append(epoch)
+            if state["stopped"] is None and count_effective(m) == 0:
+                # Effective density hit 0: stop mining, prune the flags straight to the target.
+                keep_top_flags(m, kept_count(density, total), gen)
+                state["stopped"] = epoch
+                state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
+            if monitor is not None:
+                monitor(epoch, m)
+            with torch.no_grad():
+                reg_value = float(reg(m)) if lam else 0.0
+            return {"reg_loss": reg_value}
+
+        columns = self._columns(data, train_cfg, lambda m: count_flags(m) / total)
+        cfg = self.mining_config(train_cfg, epochs)
+        history = train(model, data, cfg, seed=seed,
+                        params=[p.scores for p in gem_masks(model).values()],
+                        hooks=Hooks(loss=reg if lam else None, after_step=after_step,
+                                    after_epoch=after_epoch, columns=columns),
+                        phase="mining", epoch_offset=-1, log_initial=False, progress=progress,
+                        desc="gem-miner mining")
+        facts = {"prunes": len(state["prune_epochs"]), "prune_epochs": state["prune_epochs"],
+                 "planned_prunes": prunes, "prune_rate": rate,
+                 "stopped_at_epoch": state["stopped"], "flags": count_flags(model),
+                 "effective_mined": count_effective(model), "total": total}
+        return history, facts
+
+    @torch.no_grad()
+    def round_masks(self, model: nn.Module, density: float, seed: int
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Final (mask, flags, rounded scores) per layer; mask = flags ∧ rounded scores."""
+        masks_ = gem_masks(model)
+        flags = {n: p.flag.detach().clone() for n, p in masks_.items()}
+        if self.unflag:
+            rounded = {n: torch.ones_like(f) for n, f in flags.items()}
+        elif self.mode == "thesis":
+            rounded = {n: p.scores.detach() > 0.5 for n, p in masks_.items()}
+        else:
+            total = sum(f.numel() for f in flags.values())
+            rounded = select_global({n: p.scores.detach() for n, p in masks_.items()},
+                                    kept_count(density, total), flags, generator(seed, "round"))
+        mask = {n: flags[n] & rounded[n].to(flags[n].device) for n in flags}
+        return mask, flags, rounded
+
+    def finetune(self, model: nn.Module, data, train_cfg, *, seed: int, epoch_offset: int,
+                 flag_density: float, progress: bool = True, desc: str = "gem-miner finetune"
+                 ) -> pd.DataFrame:
+        """Train ``*.weight`` (BN γ included; biases only with ``train_biases``) through the fixed masks.
+
+        The first row (phase ``"rounded"``, epoch ``epoch_offset``) is the post-rounding evaluation.
+        """
+        from utils.train import Hooks, train
+        params = self.finetune_parameters(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        columns = self._columns(data, train_cfg, lambda m: flag_density)
+        history = train(model, data, train_cfg, seed=seed, params=params,
+                        hooks=Hooks(columns=columns), phase="finetune", epoch_offset=epoch_offset,
+                        log_initial=True, progress=progress, desc=desc)
+        history.loc[0, "phase"] = "rounded"
+        history["reg_loss"] = 0.0
+        return history
+
+    def finetune_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        out = []
+        for name, p in model.named_parameters():
+            if name.endswith(".weight") or name.endswith("parametrizations.weight.original"):
+                out.append(p)
+            elif self.train_biases and name.endswith(".bias"):
+                out.append(p)
+        return out
+
+    def _columns(self, data, train_cfg, flag_density: Callable[[nn.Module], float]):
+        from models.masks import density as model_density
+        from utils.train import evaluate, pick_device, use_bf16
+        has_val = self.log_val and getattr(data, "val_x", None) is not None and len(data.val_y) > 0
+
+        def columns(m: nn.Module) -> dict:
+            row = {"density_effective": model_density(m), "density_flag": flag_density(m)}
+            if has_val:
+                device = pick_device(train_cfg.device)
+                row["val_acc"] = evaluate(m, data.val_x, data.val_y, data, train_cfg.eval_batch_size, device,
+                                          use_bf16(m, train_cfg, device))["top1"]
+            else:
+                row["val_acc"] = math.nan
+            return row
+        return columns
+
+    # ---- the whole run ---------------------------------------------------------------------
+
+    def run(self, model: nn.Module, data, density: float, train_cfg, *, seed: int,
+            progress: bool = True) -> dict[str, MethodResult]:
+        from utils.data import split_validation
+        density = check_density(density)
+        val_seed = None
+        if self.val_size and getattr(data, "val_x", None) is None:
+            if self.val_size >= len(data.train_y):
+                raise UserError(f"val_size {self.val_size} ≥ {len(data.train_y)} training images")
+            val_seed = stream_seed(seed, "val")
+            data = split_validation(data, self.val_size, val_seed)
+        mining_epochs = self.mining_epochs if self.mining_epochs is not None else train_cfg.epochs
+
+        self.prepare(model, seed)
+        mining_history, facts = self.mine(model, data, density, train_cfg, seed=seed,
+                                          epochs=mining_epochs, progress=progress)
+        mined = {n: p.scores.detach().clone() for n, p in gem_masks(model).items()}
+        mask, flags, rounded = self.round_masks(model, density, seed)
+        total = facts["total"]
+        n_flags = facts["flags"]
+        flag_density = n_flags / total
+
+        # Freeze: plain masks; keep pruned weights (the flag analysis reads flagged-but-inactive ones).
+        set_masks(model, mask, zero_pruned=False)
+        base = copy.deepcopy(model)            # post-rounding: init weights + final mask
+        init_model = copy.deepcopy(base)
+        history = self.finetune(model, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
+                                flag_density=flag_density, progress=progress)
+        history = pd.concat([mining_history, history], ignore_index=True)
+
+        kept = sum(int(m.sum()) for m in mask.values())
+        completed = sum(int((mask[n] & ~(mined[n].to(mask[n].device) > 0.5)).sum()) for n in mask)
+        info = {"mode": self.mode, "unflag": self.unflag, "target_density": density,
+                "target_kept": kept_count(density, total), "density": kept / total, "kept": kept,
+                "density_flag": flag_density, "flags": n_flags,
+                "density_effective_mined": facts["effective_mined"] / total,
+                "completed_inactive": completed if self.mode == "target" else 0,
+                "mining_epochs": mining_epochs, "period": self.period,
+                "prunes": facts["prunes"], "prune_epochs": facts["prune_epochs"],
+                "planned_prunes": facts["planned_prunes"],
+                "prune_rate": facts["prune_rate"], "stopped_at_epoch": facts["stopped_at_epoch"],
+                "score_l2": self.score_l2, "val_size": len(data.val_y) if data.val_y is not None else 0,
+                "val_split_seed": val_seed}
+        extras = {f"flag.{n}": f.cpu() for n, f in flags.items()}
+        extras.update({f"scores.{n}": r.cpu().bool() for n, r in rounded.items()})
+        if val_seed is not None:
+            extras["val_indices"] = data.val_indices.clone()
+        results = {self.name: MethodResult(model, init_model, history, extras, support=flags, info=info)}
+
+        if self.sanity_checks and (self.sanity_seeds is None or seed in self.sanity_seeds):
+            results.update(self._sanity(base, mask, flags, rounded, mining_history, data, train_cfg,
+                                        seed=seed, mining_epochs=mining_epochs, total=total,
+                                        progress=progress))
+        return results
+
+    def _sanity(self, base: nn.Module, mask, flags, rounded, mining_history, data, train_cfg, *,
+                seed: int, mining_epochs: int, total: int, progress: bool) -> dict[str, MethodResult]:
+        out = {}
+        gen = generator(seed, "sanity")
+
+        # Weight reinit: kaiming-normal weights, same mask.
+        reinit = copy.deepcopy(base)
+        with torch.no_grad():
+            for module in prunable_layers(reinit).values():
+                nn.init.kaiming_normal_(raw_weight(module), mode="fan_in", nonlinearity="relu", generator=gen)
+        init_reinit = copy.deepcopy(reinit)
+        hist = self.finetune(reinit, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
+                             flag_density=sum(int(f.sum()) for f in flags.values()) / total,
+                             progress=progress, desc="gem-miner reinit")
+        out[f"{self.name}-reinit"] = MethodResult(
+            reinit, init_reinit, pd.concat([mining_history, hist], ignore_index=True),
+            support=flags, info={"sanity": "weight-reinit", "mode": self.mode, "unflag": self.unflag,
+                                 "density": sum(int(m.sum()) for m in mask.values()) / total})
+
+        # Mask shuffle.
+        shuffle = copy.deepcopy(base)
+        if self.mode == "thesis":
+            # Thesis/upstream: permute the flags per layer, AND with the *unshuffled* rounded scores.
+            new_flags = {n: _permute(f, gen) for n, f in flags.items()}
+            new_mask = {n: new_flags[n] & rounded[n].to(new_flags[n].device) for n in flags}
+            support = new_flags
+        else:
+            # Default: permute the effective mask within each layer (per-layer density preserved).
+            new_mask = {n: _permute(m, gen) for n, m in mask.items()}
+            new_flags, support = new_mask, None
+        set_masks(shuffle, new_mask, zero_pruned=False)
+        init_shuffle = copy.deepcopy(shuffle)
+        hist = self.finetune(shuffle, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
+                             flag_density=sum(int(f.sum()) for f in new_flags.values()) / total,
+                             progress=progress, desc="gem-miner shuffle")
+        out[f"{self.name}-shuffle"] = MethodResult(
+            shuffle, init_shuffle, pd.concat([mining_history, hist], ignore_index=True),
+            extras={f"flag.{n}": f.cpu() for n, f in new_flags.items()} if self.mode == "thesis" else {},
+            support=support,
+            info={"sanity": "mask-shuffle", "mode": self.mode, "unflag": self.unflag,
+                  "density": sum(int(m.sum()) for m in new_mask.values()) / total})
+        return out
+
+
+def _permute(t: Tensor, gen: torch.Generator) -> Tensor:
+    flat = t.reshape(-1)
+    idx = torch.randperm(flat.numel(), generator=gen).to(flat.device)
+    return flat[idx].view(t.shape).clone()

@@ -1,0 +1,150 @@
+"""SynFlow: iterative synaptic-flow pruning at init, without data (SPEC §8.1).
+
+Tanaka et al. 2020, ``ganguli-lab/Synaptic-Flow`` (``prune.py``, ``Pruners/pruners.py``).
+Every scoring works on ``deepcopy(model).double().eval()`` with all parameters and
+floating buffers made non-negative (``abs_``); the flow is R = Σ copy(ones(1, *shape)),
+and the score of each prunable weight is |θ ⊙ ∂R/∂θ| through the current mask (pruned
+weights score 0).  Masks are chosen by the shared exact-k :func:`select_global`
+inside the current mask (no revival, seeded tie-breaks), on the schedule
+D_l = d^(l/L), D = D_l^(k/n) (:func:`exponential_schedule`).
+
+The live model is never cast, abs'ed or run: its masks are installed once at the
+end (pruned raw weights are zeroed as by every pruner, see ``set_masks``).
+All L·n scorings reuse one float64 copy, which is exactly equivalent to re-copying
+the live model each time (no training happens between scorings).
+
+Densities are fractions in (0, 1].
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor, nn
+
+from models.masks import get_masks, prunable_layers, raw_weight, set_masks
+from utils.errors import UserError
+
+from .base import Method, check_density, exponential_schedule, kept_count, register, select_global
+
+
+def linearize(model: nn.Module) -> nn.Module:
+    """The float64 eval-mode copy used for scoring, with every parameter and floating buffer abs'ed."""
+    work = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in work.parameters():
+            p.abs_()
+        for b in work.buffers():
+            if b.is_floating_point():
+                b.abs_()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    for m in prunable_layers(work).values():
+        raw_weight(m).requires_grad_(True)
+    return work
+
+
+def _flow_and_scores(work: nn.Module, data_shape: tuple[int, ...]) -> tuple[float, dict[str, Tensor]]:
+    """R and |θ ⊙ ∂R/∂θ| for a linearised copy (see :func:`linearize`)."""
+    layers = prunable_layers(work)
+    weights = [raw_weight(m) for m in layers.values()]
+    device = weights[0].device
+    ones = torch.ones((1, *data_shape), dtype=torch.float64, device=device)
+    flow = work(ones).sum()
+    grads = torch.autograd.grad(flow, weights, allow_unused=True)
+    scores = {}
+    for name, w, g in zip(layers, weights, grads):
+        g = torch.zeros_like(w) if g is None else g
+        scores[name] = (w.detach() * g).abs()
+    return flow.item(), scores
+
+
+def synflow_scores(model: nn.Module, data_shape: tuple[int, ...]) -> dict[str, Tensor]:
+    """SynFlow scores ``{layer: float64 tensor shaped like the weight}`` of ``model`` (unchanged).
+
+    Args:
+        model: a masked model (any mode/dtype); it is deep-copied, never modified.
+        data_shape: one input's shape without the batch dimension, e.g. (1, 28, 28).
+    """
+    return _flow_and_scores(linearize(model), tuple(data_shape))[1]
+
+
+def synflow_flow(model: nn.Module, data_shape: tuple[int, ...]) -> float:
+    """The synaptic flow R = Σ f(ones) of the linearised ``model`` (0 means no input-output path)."""
+    work = linearize(model)
+    with torch.no_grad():
+        ones = torch.ones((1, *data_shape), dtype=torch.float64, device=raw_weight(
+            next(iter(prunable_layers(work).values()))).device)
+        return work(ones).sum().item()
+
+
+def synflow_prune(model: nn.Module, density: float, *, data_shape: tuple[int, ...], levels: int = 10,
+                  iterations: int = 1, generator: torch.Generator | None = None,
+                  scope: str = "global") -> list[dict]:
+    """Prune ``model`` in place to ``density`` with SynFlow; returns the per-step log.
+
+    Args:
+        model: masked model; pruning starts from its current mask and never revives.
+        density: target fraction of prunable weights kept (exact count round(d·N)).
+        data_shape: one input's shape, e.g. (1, 28, 28) or (3, 32, 32).
+        levels, iterations: the schedule L × n (thesis FC 10×1, thesis ResNet 10×100,
+            paper 1×100); L·n scorings in total.
+        generator: tie-break stream (``utils.seeding.generator(seed, "prune")``).
+        scope: ``"global"`` (SynFlow) or ``"layer"`` (each layer keeps round(d·N_l)).
+
+    Returns:
+        one dict per scoring: ``step, level, iteration, target`` (the scheduled density),
+        ``flow`` (R before that pruning step), ``density`` (after it) and ``layers``
+        (per-layer densities after it, from the masks).
+    """
+    density = check_density(density)
+    if levels < 1 or iterations < 1:
+        raise UserError(f"SynFlow needs levels >= 1 and iterations >= 1, got {levels} x {iterations}")
+    data_shape = tuple(data_shape)
+    work = linearize(model)
+    total = sum(raw_weight(m).numel() for m in prunable_layers(work).values())
+    log = []
+    for step, target in enumerate(exponential_schedule(density, levels, iterations)):
+        flow, scores = _flow_and_scores(work, data_shape)
+        masks = select_global(scores, kept_count(target, total), get_masks(work), generator, scope)
+        set_masks(work, masks)
+        kept = {n: int(m.sum()) for n, m in masks.items()}
+        log.append({"step": step + 1, "level": step // iterations + 1, "iteration": step % iterations + 1,
+                    "target": target, "flow": flow, "density": sum(kept.values()) / total,
+                    "layers": {n: kept[n] / masks[n].numel() for n in masks}})
+    set_masks(model, get_masks(work))
+    return log
+
+
+@register
+class SynFlow(Method):
+    """SynFlow at init (SPEC §8.1): ``levels`` × ``iterations`` data-free scorings, global exact-k.
+
+    Options: ``levels`` L and ``iterations`` n (thesis FC 10×1 — the default —, thesis
+    ResNet-20 10×100, paper 1×100), ``scope`` (``"global"``).  After :meth:`prune`,
+    ``self.log`` holds the per-step log of :func:`synflow_prune`.
+    """
+    name = "synflow"
+
+    def __init__(self, levels: int = 10, iterations: int = 1, scope: str = "global"):
+        if int(levels) < 1 or int(iterations) < 1:
+            raise UserError(f"SynFlow needs levels >= 1 and iterations >= 1, got {levels} x {iterations}")
+        self.levels, self.iterations, self.scope = int(levels), int(iterations), scope
+        self.log: list[dict] = []
+
+    def prune(self, model, density, *, seed, data_shape):
+        from utils.seeding import generator
+        self.log = synflow_prune(model, density, data_shape=data_shape, levels=self.levels,
+                                 iterations=self.iterations, generator=generator(seed, "prune"),
+                                 scope=self.scope)
+
+    def run(self, model, data, density, train_cfg, *, seed, progress=True):
+        results = super().run(model, data, density, train_cfg, seed=seed, progress=progress)
+        # One summary row per level (the full log has L·n rows) for run.json.
+        per_level = [row for row in self.log if row["iteration"] == self.iterations]
+        results[self.name].info.update(
+            {"levels": self.levels, "iterations": self.iterations,
+             "synflow_log": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                              for k, v in row.items()} for row in per_level]})
+        return results

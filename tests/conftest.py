@@ -1,0 +1,30 @@
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(tmp_path_factory):
+    """A data directory in the official layouts, copied from ../shared/data; skips if absent.
+
+    Honours $SPARSE_DATA_DIR when it already holds the files (no copy needed).
+    """
+    from utils.data import dataset_files_present
+    env = os.environ.get("SPARSE_DATA_DIR")
+    if env and dataset_files_present("mnist", Path(env)):
+        return Path(env)
+    local = ROOT / "data"
+    if dataset_files_present("mnist", local):
+        return local
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip("no MNIST copy available (../shared/data missing)")
+    dest = tmp_path_factory.mktemp("data")
+    shutil.copytree(SHARED_DATA / "mnist", dest / "mnist")
+    return dest

@@ -1,0 +1,103 @@
+"""CLI: bad input gets one line and exit code 2 with nothing left on disk; the end-to-end smoke."""
+import json
+import shutil
+
+import pytest
+
+from utils import data as D
+from utils import results
+from utils.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], err
+
+
+TRAIN = ["train", "--experiment", "fc_mnist", "--method", "random", "--density", "50", "--seed", "21"]
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ({"--experiment": "nope"}, "unknown experiment 'nope'"),
+    ({"--method": "nope"}, "unknown method 'nope'"),
+    ({"--density": "0"}, "density must be in (0, 100]"),
+    ({"--density": "-5"}, "density must be in (0, 100]"),
+    ({"--density": "100.5"}, "density must be in (0, 100]"),
+    ({"--density": "abc"}, "density must be a number"),
+    ({"--profile": "nope"}, "unknown profile 'nope'"),
+])
+def test_bad_train_arguments(capsys, tmp_path, change, pattern):
+    argv = list(TRAIN)
+    for key, value in change.items():
+        if key in argv:
+            argv[argv.index(key) + 1] = value
+        else:
+            argv += [key, value]
+    code, _, err = run_cli(capsys, *argv, "--results", tmp_path / "res", "--data-dir", tmp_path)
+    assert_one_line_error(code, err, pattern)
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("run.json"))
+
+
+def test_missing_and_truncated_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "_download", lambda url, dest: (_ for _ in ()).throw(OSError("offline")))
+    code, _, err = run_cli(capsys, *TRAIN, "--data-dir", tmp_path, "--results", tmp_path / "res")
+    assert_one_line_error(code, err, "train-images-idx3-ubyte.gz")
+    from test_data import write_tiny_mnist
+    write_tiny_mnist(tmp_path, gz=False)
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-3])
+    code, _, err = run_cli(capsys, *TRAIN, "--data-dir", tmp_path, "--results", tmp_path / "res")
+    assert_one_line_error(code, err, "truncated")
+    assert not list((tmp_path / "res").rglob("run.json"))
+
+
+def test_unknown_sweep_config(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "sweep", tmp_path / "missing.yaml")
+    assert_one_line_error(code, err, "does not exist")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(real_data_dir, tmp_path_factory):
+    """A random-pruned FC at 50 %, trained on 5k MNIST images for 2 epochs, stored."""
+    root = tmp_path_factory.mktemp("results")
+    code = main(TRAIN + ["--epochs", "2", "--train-subset", "5000", "--data-dir", str(real_data_dir),
+                         "--results", str(root), "--quiet"])
+    assert code == 0
+    return root
+
+
+def test_end_to_end_smoke(smoke_run, capsys):
+    run = results.load_run("fc_mnist", "random", 0.5, 21, smoke_run)
+    assert run.history["top1"].iloc[-1] > 80.0
+    assert len(run.history) == 3 and run.history["epoch"].tolist() == [0, 1, 2]
+    assert run.info["density_achieved"] == pytest.approx(59_842 / 119_400)
+    assert run.info["config"]["overrides"] == {"epochs": 2, "train_subset": 5000}
+    assert results.load_probe("mnist", smoke_run)[0].shape == (600, 1, 28, 28)
+    code, out, _ = run_cli(capsys, *TRAIN, "--results", smoke_run)
+    assert code == 0 and "already stored" in out
+
+
+def test_verify_detects_tampering_and_versions(smoke_run, capsys, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(smoke_run, root)
+    code, out, _ = run_cli(capsys, "verify", "--results", root)
+    assert code == 0 and "1 stored run(s) verified" in out
+    run_path = results.run_dir("fc_mnist", "random", 0.5, 21, root)
+    history = run_path / "history.csv"
+    history.write_text(history.read_text().replace("train", "trian", 1))
+    code, _, err = run_cli(capsys, "verify", "--results", root)
+    assert_one_line_error(code, err, "history.csv fails its sha256 check")
+    shutil.rmtree(root)
+    shutil.copytree(smoke_run, root)
+    record = json.loads((run_path / "run.json").read_text())
+    record["format_version"] = 0
+    (run_path / "run.json").write_text(json.dumps(record))
+    code, _, err = run_cli(capsys, "verify", "--results", root)
+    assert_one_line_error(code, err, "format version 0")

@@ -1,0 +1,138 @@
+"""Runs store: round trip, checksums, tampering, versions, atomic writes."""
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import models
+from pruners.base import Random
+from utils import results
+from utils.errors import RunStoreError
+
+HISTORY = pd.DataFrame({"epoch": [0, 1], "phase": ["train", "train"], "train_loss": [float("nan"), 0.5],
+                        "top1": [10.0, 90.0]})
+
+
+def stored(tmp_path, model_name="fc", density=0.2, support=None, extras=None):
+    torch.manual_seed(3)
+    model = models.build_model(model_name)
+    Random().prune(model, density, seed=21, data_shape=(1, 28, 28))
+    init = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    path = results.save_run(results.run_dir("exp", "random", density, 21, tmp_path), model=model,
+                            init_model=init, history=HISTORY, model_spec={"name": model_name, "kwargs": {}},
+                            record={"experiment": "exp", "method": "random", "density_target": density,
+                                    "seed": 21, "profile": "p"}, support=support, extras=extras)
+    return path, model, init
+
+
+@pytest.mark.parametrize("model_name,shape", [("fc", (5, 1, 28, 28)), ("resnet20", (2, 3, 32, 32))])
+def test_round_trip_identical_tensors_and_outputs(tmp_path, model_name, shape):
+    path, model, init = stored(tmp_path, model_name)
+    run = results.load_run("exp", "random", 0.2, 21, tmp_path)
+    assert path.name == "s21" and path.parent.name == "d20"
+    # Only active values are stored: originals compare equal through the mask.
+    for (ka, a), (kb, b) in zip(model.state_dict().items(), run.model.state_dict().items()):
+        assert ka == kb
+        if ka.endswith(".original"):
+            mask = run.model.state_dict()[ka.replace("original", "0.mask")]
+            a, b = a * mask, b
+        assert torch.equal(a, b), ka
+    x = torch.randn(shape)
+    assert torch.equal(model.eval()(x), run.model(x))
+    assert torch.equal(init.eval()(x), run.init_model().eval()(x))
+    assert run.info["density_achieved"] == pytest.approx(0.2, abs=1e-5)
+    pd.testing.assert_frame_equal(run.history, HISTORY)
+
+
+def test_support_and_extras_round_trip(tmp_path):
+    torch.manual_seed(0)
+    flags = {n: torch.rand(m.shape) < 0.5 for n, m in models.get_masks(models.fc()).items()}
+    extras = {f"flag.{n}": f for n, f in flags.items()} | {"scores.layers.0": torch.rand(100, 784)}
+    path, model, _ = stored(tmp_path, support=flags, extras=extras)
+    run = results.load_run_dir(path)
+    got = run.extras()
+    assert all(torch.equal(got[k], v) for k, v in extras.items())
+    assert torch.equal(run.masks("flag")["layers.0"], flags["layers.0"])
+    weights = models.raw_weight(run.model.layers[0])
+    original = models.raw_weight(model.layers[0])
+    keep = flags["layers.0"] | models.mask_of(model.layers[0])
+    assert torch.equal(weights[keep], original[keep])
+
+
+def test_storage_is_compact(tmp_path):
+    path, _, _ = stored(tmp_path, density=0.05)
+    size = (path / "final.safetensors").stat().st_size
+    assert size < 0.06 * 119_400 * 4 + 119_400 / 8 + 10_000
+
+
+def test_tampered_file_is_rejected(tmp_path):
+    path, _, _ = stored(tmp_path)
+    data = bytearray((path / "final.safetensors").read_bytes())
+    data[-1] ^= 1
+    (path / "final.safetensors").write_bytes(bytes(data))
+    with pytest.raises(RunStoreError, match="sha256"):
+        results.load_run_dir(path)
+
+
+def test_edited_run_json_is_rejected(tmp_path):
+    path, _, _ = stored(tmp_path)
+    record = json.loads((path / "run.json").read_text())
+    record["density_achieved"] = 0.5
+    (path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunStoreError, match="digest"):
+        results.load_run_dir(path)
+    (path / "run.json").write_text("{not json")
+    with pytest.raises(RunStoreError, match="corrupt"):
+        results.load_run_dir(path)
+
+
+def test_incompatible_version_is_rejected(tmp_path):
+    path, _, _ = stored(tmp_path)
+    record = json.loads((path / "run.json").read_text())
+    record["format_version"] = 99
+    (path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunStoreError, match="format version 99"):
+        results.load_run_dir(path)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    class Broken(pd.DataFrame):
+        def to_csv(self, *a, **k):
+            raise OSError("disk full")
+    target = results.run_dir("exp", "random", 0.2, 21, tmp_path)
+    with pytest.raises(OSError):
+        results.save_run(target, model=models.fc(), init_model=None, history=Broken(HISTORY),
+                         model_spec={"name": "fc"}, record={"experiment": "exp"})
+    assert not target.exists() and not list(target.parent.iterdir())
+
+
+def test_existing_run_is_not_overwritten_by_accident(tmp_path):
+    path, _, _ = stored(tmp_path)
+    with pytest.raises(RunStoreError, match="already"):
+        stored(tmp_path)
+    assert results.is_complete(path)
+
+
+def test_runs_table_and_summary(tmp_path):
+    stored(tmp_path)
+    table = results.write_summary(tmp_path)
+    assert table[["method", "density", "seed"]].values.tolist() == [["random", 0.2, 21]]
+    assert table["final_top1"].iloc[0] == 90.0
+    assert (tmp_path / "summary.csv").is_file() and "90.00 ± 0.00 (1)" in (tmp_path / "README.md").read_text()
+
+
+def test_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(RunStoreError, match="no stored run exp/random/d5/s21"):
+        results.load_run("exp", "random", 0.05, 21, tmp_path)
+
+
+def test_clean_partial_removes_half_written_dirs(tmp_path):
+    half = tmp_path / "exp" / "random" / "d20" / ".s21.tmp-abc"
+    half.mkdir(parents=True)
+    (half / "final.safetensors").write_bytes(b"partial")
+    assert results.clean_partial(tmp_path) == 1 and not half.exists()

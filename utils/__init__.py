@@ -1,0 +1,1 @@
+"""Library of sparse-network-analysis: data, training, runs store, analysis, plots, CLI."""

@@ -1,0 +1,132 @@
+"""Command line: ``python -m utils.cli {train,sweep,runs,summary} ...``.
+
+Densities on the command line are % of prunable weights remaining, in (0, 100].
+Bad input (unknown experiment/method/profile, a density outside (0, 100], missing
+or corrupt data or runs) prints one ``error: ...`` line and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+
+def _csv(cast):
+    return lambda text: [cast(x) for x in text.split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m utils.cli", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", help="hyperparameter profile of the config (default: the config's)")
+    common.add_argument("--data-dir", help="dataset directory (default $SPARSE_DATA_DIR, else data/)")
+    common.add_argument("--results", help="runs store root (default: the repository's results/)")
+    common.add_argument("--epochs", type=int, help="override the profile's epochs (recorded in run.json)")
+    common.add_argument("--train-subset", type=int, help="use only the first N training images")
+    common.add_argument("--test-subset", type=int, help="use only the first N test images")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    train = sub.add_parser("train", parents=[common], help="train and store one run")
+    train.add_argument("--experiment", required=True, help="config name, e.g. fc_mnist, resnet20_cifar10")
+    train.add_argument("--method", required=True, help="e.g. random, synflow, gem-miner, deepr, dnw")
+    train.add_argument("--density", required=True, help="% of weights remaining, in (0, 100]")
+    train.add_argument("--seed", type=int, required=True)
+    train.add_argument("--force", action="store_true", help="retrain even if the run is stored")
+
+    sweep = sub.add_parser("sweep", parents=[common], help="train every run of a config not yet stored")
+    sweep.add_argument("config", help="config file or experiment name")
+    sweep.add_argument("--methods", type=_csv(str), help="comma-separated subset of methods")
+    sweep.add_argument("--densities", type=_csv(float), help="comma-separated subset of densities (%%)")
+    sweep.add_argument("--seeds", type=_csv(int), help="comma-separated subset of seeds")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at once in separate processes (default 1)")
+    sweep.add_argument("--max-runs", type=int, help="stop after this many runs")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do")
+
+    runs = sub.add_parser("runs", help="list stored runs")
+    runs.add_argument("--results", help="runs store root")
+
+    verify = sub.add_parser("verify", help="check the checksums of every stored run and load it")
+    verify.add_argument("--results", help="runs store root")
+
+    summary = sub.add_parser("summary", help="rewrite results/summary.csv and results/README.md")
+    summary.add_argument("--results", help="runs store root")
+    return parser
+
+
+def _overrides(args):
+    from .experiment import Overrides
+    return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are stored; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    from . import results
+    from .experiment import RunSpec, execute, grid, is_done, load_config, percent_to_fraction, \
+        profile_of, sweep
+    if args.command == "train":
+        config = load_config(args.experiment)
+        profile, _ = profile_of(config, args.profile)
+        from pruners import get_method
+        get_method(args.method)  # fail fast on an unknown method
+        spec = RunSpec(config["experiment"], args.method, percent_to_fraction(args.density), args.seed, profile)
+        root = results.DEFAULT_ROOT if args.results is None else args.results
+        if not args.force and is_done(spec, __import__("pathlib").Path(root)):
+            print(f"already stored: {spec.label} (use --force to retrain)")
+            return 0
+        paths = execute(spec, config, data_dir=args.data_dir, root=args.results,
+                        overrides=_overrides(args), progress=not args.quiet, force=args.force)
+        results.write_summary(args.results)
+        for path in paths:
+            run = results.load_run_dir(path)
+            print(f"stored {path}: top-1 {run.history['top1'].iloc[-1]:.2f}%, "
+                  f"density {100 * run.info['density_achieved']:.3f}%")
+        return 0
+    if args.command == "sweep":
+        config = load_config(args.config)
+        specs = grid(config, args.profile, args.methods, args.densities, args.seeds)
+        if args.dry_run:
+            from pathlib import Path
+            root = Path(args.results or results.DEFAULT_ROOT)
+            for spec in specs:
+                print(("done  " if is_done(spec, root) else "todo  ") + spec.label)
+            return 0
+        done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
+                     jobs=args.jobs, max_runs=args.max_runs, progress=not args.quiet)
+        print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored or left for later")
+        return 0
+    if args.command == "runs":
+        import pandas as pd
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(results.runs(args.results).drop(columns="path").to_string(index=False))
+        return 0
+    if args.command == "verify":
+        from pathlib import Path
+        root = Path(args.results or results.DEFAULT_ROOT)
+        paths = sorted(p.parent for p in root.glob("*/*/d*/s*/run.json"))
+        for path in paths:
+            results.load_run_dir(path)
+        print(f"{len(paths)} stored run(s) verified under {root}")
+        return 0
+    if args.command == "summary":
+        table = results.write_summary(args.results)
+        print(f"summary of {len(table)} runs written")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

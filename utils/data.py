@@ -1,0 +1,340 @@
+"""Datasets as in-memory uint8 tensors, with batched normalisation and augmentation.
+
+MNIST is read from the official IDX files (``.gz`` or raw) and CIFAR-10 from the
+official ``cifar-10-batches-py`` layout, under a data directory chosen by
+``--data-dir``, else ``$SPARSE_DATA_DIR``, else ``data/``.  Missing files are
+downloaded from the official hosts with a progress bar and checked against their
+known checksums; offline, a :class:`~utils.errors.DataError` names the files
+expected and where to put them.
+
+Images stay uint8 (N, C, H, W) in memory; :func:`batches` normalises (and for
+CIFAR-10 pad-4 random-crops and flips) whole batches at once.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool
+    num_classes: int = 10
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", (1, 28, 28), (0.1307,), (0.3081,), augment=False),
+    "cifar10": DatasetInfo("cifar10", (3, 32, 32), (0.491, 0.482, 0.447), (0.247, 0.243, 0.262),
+                           augment=True),
+}
+
+# md5 of the *uncompressed* IDX content, so re-gzipped copies verify too.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "http://yann.lecun.com/exdb/mnist/")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+@dataclass
+class Dataset:
+    """In-memory dataset. Images uint8 (N, C, H, W); labels int64 (N,).
+
+    ``val_*`` is a held-out split of the training set (empty unless requested);
+    ``val_indices`` are its indices into the original training set.
+    """
+    info: DatasetInfo
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+    val_indices: Tensor | None = None
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first ``n_train`` / ``n_test`` images (for smoke runs)."""
+        return Dataset(self.info, self.train_x[:n_train], self.train_y[:n_train],
+                       self.test_x[:n_test], self.test_y[:n_test],
+                       self.val_x, self.val_y, self.val_indices)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir`` if given, else ``$SPARSE_DATA_DIR``, else ``data/``."""
+    return Path(data_dir or os.environ.get("SPARSE_DATA_DIR") or "data")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _mnist_path(root: Path, stem: str) -> Path | None:
+    for candidate in (root / "mnist" / f"{stem}.gz", root / "mnist" / stem,
+                      root / f"{stem}.gz", root / stem,
+                      root / "MNIST" / "raw" / f"{stem}.gz", root / "MNIST" / "raw" / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dataset_files_present(name: str, data_dir: Path) -> bool:
+    """Whether the official files of ``name`` exist under ``data_dir`` (not verified)."""
+    if name == "mnist":
+        return all(_mnist_path(data_dir, stem) for stem in MNIST_FILES)
+    return all((data_dir / "cifar-10-batches-py" / f).is_file() for f in CIFAR10_FILES)
+
+
+def _missing_message(name: str, root: Path, detail: str) -> str:
+    if name == "mnist":
+        expected = ", ".join(f"{s}.gz" for s in MNIST_FILES)
+        where = f"{root / 'mnist'}/"
+    else:
+        expected = ", ".join(CIFAR10_FILES)
+        where = f"{root / 'cifar-10-batches-py'}/"
+    return (f"{name}: {detail}. Expected {expected} in {where} "
+            f"(set --data-dir or $SPARSE_DATA_DIR to the directory that holds them)")
+
+
+def parse_idx(raw: bytes) -> np.ndarray:
+    """Parse an IDX file (uint8 payload) into an array shaped by its header."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError("not an uint8 IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    count = int(np.prod(dims))
+    if len(raw) != offset + count:
+        raise ValueError(f"truncated IDX file: header says {count} values, found {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError) as exc:
+            raise ValueError(f"corrupt gzip ({exc})") from None
+    return data
+
+
+def _download(url: str, dest: Path) -> None:
+    """Download ``url`` to ``dest`` atomically, with a progress bar."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, tqdm(total=total or None, unit="B", unit_scale=True,
+                                                  desc=f"download {dest.name}") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _download_mnist(root: Path) -> None:
+    for stem in MNIST_FILES:
+        if _mnist_path(root, stem):
+            continue
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                _download(mirror + stem + ".gz", root / "mnist" / f"{stem}.gz")
+                break
+            except OSError as exc:
+                errors.append(str(exc))
+        else:
+            raise DataError(_missing_message("mnist", root, f"{stem}.gz is missing and could not be "
+                                             f"downloaded ({errors[-1]})"))
+
+
+def _download_cifar10(root: Path) -> None:
+    archive = root / "cifar-10-python.tar.gz"
+    try:
+        if not archive.is_file():
+            _download(CIFAR10_URL, archive)
+    except OSError as exc:
+        raise DataError(_missing_message("cifar10", root, f"files are missing and could not be "
+                                         f"downloaded ({exc})")) from None
+    if _md5(archive.read_bytes()) != CIFAR10_MD5:
+        archive.unlink()
+        raise DataError(_missing_message("cifar10", root, "the downloaded archive failed its md5 check"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
+               verify: bool = True) -> Dataset:
+    """MNIST as uint8 (N, 1, 28, 28) tensors: 60k train, 10k test.
+
+    Raises:
+        DataError: a file is missing (and cannot be downloaded), truncated or fails its md5.
+    """
+    root = resolve_data_dir(data_dir)
+    if download and not dataset_files_present("mnist", root):
+        _download_mnist(root)
+    arrays = {}
+    for stem, md5 in MNIST_FILES.items():
+        path = _mnist_path(root, stem)
+        if path is None:
+            raise DataError(_missing_message("mnist", root, f"{stem}(.gz) is missing"))
+        try:
+            raw = _read_maybe_gz(path)
+            arrays[stem] = parse_idx(raw)
+        except ValueError as exc:
+            raise DataError(_missing_message("mnist", root, f"{path.name} is unreadable: {exc}")) from None
+        if verify and _md5(raw) != md5:
+            raise DataError(_missing_message("mnist", root, f"{path.name} fails its md5 check"))
+    as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)
+    as_labels = lambda a: torch.from_numpy(a.astype(np.int64))
+    return Dataset(DATASETS["mnist"],
+                   as_images(arrays["train-images-idx3-ubyte"]), as_labels(arrays["train-labels-idx1-ubyte"]),
+                   as_images(arrays["t10k-images-idx3-ubyte"]), as_labels(arrays["t10k-labels-idx1-ubyte"]))
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads the CIFAR-10 batch dicts while refusing every class but numpy's array rebuild."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.shape != (len(labels), 3072):
+        raise ValueError(f"data has shape {data.shape}, expected ({len(labels)}, 3072)")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """CIFAR-10 as uint8 (N, 3, 32, 32) tensors: 50k train, 10k test.
+
+    Raises:
+        DataError: a batch file is missing (and cannot be downloaded), truncated or malformed.
+    """
+    root = resolve_data_dir(data_dir)
+    if download and not dataset_files_present("cifar10", root):
+        _download_cifar10(root)
+    parts = {}
+    for name in CIFAR10_FILES:
+        path = root / "cifar-10-batches-py" / name
+        if not path.is_file():
+            raise DataError(_missing_message("cifar10", root, f"{name} is missing"))
+        try:
+            parts[name] = _read_cifar_batch(path)
+        except Exception as exc:  # any parse failure of a data file is a data error
+            raise DataError(_missing_message("cifar10", root, f"{name} is unreadable: {exc}")) from None
+    train_x = np.concatenate([parts[f"data_batch_{i}"][0] for i in range(1, 6)])
+    train_y = np.concatenate([parts[f"data_batch_{i}"][1] for i in range(1, 6)])
+    test_x, test_y = parts["test_batch"]
+    return Dataset(DATASETS["cifar10"], torch.from_numpy(train_x), torch.from_numpy(train_y),
+                   torch.from_numpy(test_x.copy()), torch.from_numpy(test_y))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+                 val_size: int = 0, val_seed: int = 0) -> Dataset:
+    """Load ``"mnist"`` or ``"cifar10"``, optionally holding out ``val_size`` training images.
+
+    The validation split is a seeded random subset (``val_seed``); its indices are kept
+    in ``Dataset.val_indices`` so runs can store them.
+    """
+    loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
+    if name not in loaders:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(loaders)}")
+    data = loaders[name](data_dir, download=download)
+    if val_size:
+        return split_validation(data, val_size, val_seed)
+    return data
+
+
+def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:
+    """Move a seeded random ``val_size`` subset of the training set to ``val_*``."""
+    perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_size].sort().values, perm[val_size:].sort().values
+    return Dataset(data.info, data.train_x[train], data.train_y[train], data.test_x, data.test_y,
+                   data.train_x[val], data.train_y[val], val)
+
+
+def normalize(x: Tensor, info: DatasetInfo, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 (B, C, H, W) -> normalised float (B, C, H, W) on ``x``'s device."""
+    mean = torch.tensor(info.mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    return (x.to(dtype) / 255.0 - mean) / std
+
+
+def augment(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """Pad-``padding`` random crop plus horizontal flip of a uint8 batch (B, C, H, W), per image."""
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = (dy.view(b, 1) + torch.arange(h).view(1, h)).to(x.device)      # (B, H)
+    cols = dx.view(b, 1) + torch.arange(w).view(1, w)                      # (B, W)
+    cols = torch.where(flip.view(b, 1), cols.flip(1), cols).to(x.device)
+    idx_b = torch.arange(b, device=x.device).view(b, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[idx_b, rows.view(b, h, 1), cols.view(b, 1, w)]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def batches(x: Tensor, y: Tensor, batch_size: int, info: DatasetInfo, *, shuffle: bool = False,
+            generator: torch.Generator | None = None, train_augment: bool = False,
+            device: torch.device | str = "cpu", drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield normalised (and optionally augmented) batches ``(B, C, H, W) float32, (B,) int64``.
+
+    The order depends only on ``generator``'s state, so a seeded generator gives a
+    deterministic batch order.
+    """
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        if train_augment and info.augment:
+            xb = augment(xb, generator)
+        yield normalize(xb.to(device, non_blocking=True), info), y[idx].to(device, non_blocking=True)
+
+
+def probe_images(data: Dataset, n: int = 600, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``n`` fixed test images (seeded choice, sorted indices), uint8, and their labels."""
+    idx = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return data.test_x[idx].clone(), data.test_y[idx].clone()

@@ -1,0 +1,253 @@
+"""Experiment configs and the resumable runner shared by the CLI, notebooks and Slurm.
+
+A config (``configs/<experiment>.yaml``) names the dataset, the model, the grid
+(methods × densities × seeds, plus extra runs) and profiles of hyperparameters.
+:func:`execute` trains one run and stores it; :func:`sweep` runs a grid, skipping
+runs already stored, so a killed sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from models import build_model
+from pruners import get_method
+from pruners.base import check_density
+from . import results
+from .data import Dataset, load_dataset, probe_images, split_validation
+from .errors import UserError
+from .seeding import seed_init
+from .train import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+# ----------------------------------------------------------------------------- configs
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """``configs/<name>.yaml`` for an experiment name, or the given path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise UserError(f"unknown experiment {str(name_or_path)!r}; choose from {known}")
+    return candidate
+
+
+def load_config(name_or_path: str | os.PathLike) -> dict:
+    """Read and check an experiment config."""
+    path = config_path(name_or_path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({exc.__class__.__name__})") from None
+    for key in ("experiment", "dataset", "model", "methods", "densities", "seeds", "profiles"):
+        if key not in config:
+            raise UserError(f"{path} lacks the key {key!r}")
+    config["_path"] = str(path)
+    return config
+
+
+def profile_of(config: dict, profile: str | None) -> tuple[str, dict]:
+    name = profile or config.get("default_profile") or next(iter(config["profiles"]))
+    if name not in config["profiles"]:
+        raise UserError(f"unknown profile {name!r} for {config['experiment']}; "
+                        f"choose from {', '.join(config['profiles'])}")
+    return name, config["profiles"][name]
+
+
+def percent_to_fraction(percent: float) -> float:
+    """CLI/config density in percent (0, 100] -> fraction, with a clear error outside."""
+    try:
+        value = float(percent)
+    except (TypeError, ValueError):
+        raise UserError(f"density must be a number in (0, 100], got {percent!r}") from None
+    if not 0 < value <= 100:
+        raise UserError(f"density must be in (0, 100] (% of weights remaining), got {percent}")
+    return value / 100
+
+
+# ----------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid. ``density`` is a fraction."""
+    experiment: str
+    method: str
+    density: float
+    seed: int
+    profile: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment}/{self.method}/d{results.density_label(self.density)}/s{self.seed}"
+
+
+@dataclass
+class Overrides:
+    """Run-time changes to a profile, recorded in ``run.json`` (e.g. for smoke runs)."""
+    epochs: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def method_settings(profile: dict, method: str, seed: int) -> tuple[dict, dict]:
+    """(method options, training overrides) of ``method`` in a profile."""
+    section = copy.deepcopy((profile.get("methods") or {}).get(method) or {})
+    if "options" in section or "train" in section:
+        options, train = section.get("options") or {}, section.get("train") or {}
+    else:
+        options, train = section, {}
+    sanity_seeds = options.pop("sanity_seeds", None)
+    if sanity_seeds is not None:
+        options["sanity_checks"] = seed in sanity_seeds
+    return options, train
+
+
+def grid(config: dict, profile: str | None = None, methods: list[str] | None = None,
+         densities: list[float] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
+    """All runs of a config (densities in percent in the config, fractions in the specs)."""
+    profile_name, _ = profile_of(config, profile)
+    entries = [{"method": m, "densities": config["densities"], "seeds": config["seeds"]}
+               for m in config["methods"]]
+    entries += [{"densities": config["densities"], "seeds": config["seeds"], **e}
+                for e in config.get("extra_runs") or []]
+    specs = []
+    for entry in entries:
+        if methods and entry["method"] not in methods:
+            continue
+        for d in entry["densities"]:
+            if densities and float(d) not in [float(x) for x in densities]:
+                continue
+            for s in entry["seeds"]:
+                if seeds and s not in seeds:
+                    continue
+                specs.append(RunSpec(config["experiment"], entry["method"], percent_to_fraction(d),
+                                     int(s), profile_name))
+    return specs
+
+
+@lru_cache(maxsize=2)
+def _cached_dataset(name: str, data_dir: str | None) -> Dataset:
+    return load_dataset(name, data_dir)
+
+
+def prepare_data(config: dict, data_dir: str | None, overrides: Overrides) -> Dataset:
+    data = _cached_dataset(config["dataset"], data_dir)
+    if overrides.train_subset or overrides.test_subset:
+        data = data.subset(overrides.train_subset, overrides.test_subset)
+    return data
+
+
+def ensure_probe(data: Dataset, root: Path) -> None:
+    """Store the dataset's fixed probe set (600 test images) once, for the analyses."""
+    if not results.probe_path(data.info.name, root).is_file():
+        full = _cached_dataset(data.info.name, None) if len(data.test_y) < 600 else data
+        results.save_probe(data.info.name, *probe_images(full), root=root)
+
+
+def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
+            root: str | os.PathLike | None = None, overrides: Overrides | None = None,
+            progress: bool = True, force: bool = False) -> list[Path]:
+    """Train one run and store it (and any variants the method produces). Returns the run dirs."""
+    overrides = overrides or Overrides()
+    root = Path(root or results.DEFAULT_ROOT)
+    density = check_density(spec.density)
+    _, profile = profile_of(config, spec.profile)
+    options, train_overrides = method_settings(profile, spec.method, spec.seed)
+    method = get_method(spec.method, **options)
+    train_values = {**(profile.get("train") or {}), **train_overrides}
+    if overrides.epochs is not None:
+        train_values["epochs"] = overrides.epochs
+    train_cfg = TrainConfig.from_dict(train_values)
+    data = prepare_data(config, data_dir, overrides)
+    ensure_probe(data, root)
+
+    model_kwargs = dict(method.model_kwargs.get(config["model"], {}))
+    seed_init(spec.seed)
+    model = build_model(config["model"], **model_kwargs)
+    start = time.perf_counter()
+    outputs = method.run(model, data, density, train_cfg, seed=spec.seed, progress=progress)
+    wall = time.perf_counter() - start
+    written = []
+    # The primary run is written last, so its presence means every variant is stored.
+    for name in sorted(outputs, key=lambda n: n == spec.method):
+        out = outputs[name]
+        record = {
+            "experiment": spec.experiment, "method": name, "density_target": density,
+            "seed": spec.seed, "profile": spec.profile, "dataset": config["dataset"],
+            "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
+                       "method_options": options, "overrides": overrides.as_dict()},
+            "wall_time_s": wall, "info": out.info,
+        }
+        path = results.run_dir(spec.experiment, name, density, spec.seed, root)
+        written.append(results.save_run(path, model=out.model, init_model=out.init_model,
+                                        history=out.history, model_spec={"name": config["model"],
+                                                                         "kwargs": model_kwargs},
+                                        record=record, extras=out.extras, support=out.support,
+                                        overwrite=True))
+    return written
+
+
+def is_done(spec: RunSpec, root: Path) -> bool:
+    """Whether ``spec`` is stored completely (with the same profile; another profile is an error)."""
+    path = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
+    if not results.is_complete(path):
+        return False
+    stored = results.read_record(path, verify=False).get("profile")
+    if stored != spec.profile:
+        raise UserError(f"{path} holds a run of profile {stored!r}, not {spec.profile!r}; "
+                        f"use another --results directory")
+    return True
+
+
+def _worker(args) -> list[str]:
+    spec, config, data_dir, root, overrides, threads = args
+    os.environ["SPARSE_NUM_THREADS"] = str(threads)
+    return [str(p) for p in execute(spec, config, data_dir=data_dir, root=root, overrides=overrides,
+                                    progress=False)]
+
+
+def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
+          root: str | os.PathLike | None = None, overrides: Overrides | None = None,
+          jobs: int = 1, max_runs: int | None = None, progress: bool = True) -> list[RunSpec]:
+    """Run every spec not yet stored, ``jobs`` at a time. Returns the specs that were run.
+
+    Half-written run directories from a killed sweep are removed first.
+    """
+    root = Path(root or results.DEFAULT_ROOT)
+    results.clean_partial(root)
+    todo = [s for s in specs if not is_done(s, root)][:max_runs]
+    if not todo:
+        return []
+    bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
+    if jobs <= 1:
+        for spec in todo:
+            bar.set_postfix_str(spec.label)
+            execute(spec, config, data_dir=data_dir, root=root, overrides=overrides, progress=progress)
+            bar.update()
+    else:
+        from .train import available_cores
+        threads = max(1, available_cores() // jobs)
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = {pool.submit(_worker, (s, config, data_dir, root, overrides, threads)): s for s in todo}
+            for future in as_completed(futures):
+                future.result()
+                bar.set_postfix_str(futures[future].label)
+                bar.update()
+    bar.close()
+    results.write_summary(root)
+    return todo

@@ -1,0 +1,469 @@
+"""The runs store: one directory per run, compact, checksummed, never unpickled.
+
+Layout: ``<root>/<experiment>/<method>/d<density %>/s<seed>/`` holding
+
+- ``run.json``: config, versions, target and achieved density (overall and per
+  layer), wall time, the storage format, the sha256 of every other file, and a
+  digest of its own content;
+- ``history.csv``: one row per epoch;
+- ``init.safetensors`` / ``final.safetensors``: the weights with masks as training
+  started and ended.  Per prunable layer ``<layer>.mask`` (``np.packbits`` of the
+  flattened bool mask, uint8), optionally ``<layer>.support`` (packed positions whose
+  values are kept, a superset of the mask; default the mask) and ``<layer>.values``
+  (float32 values at the support positions, row-major).  Every other state entry
+  (biases, BatchNorm) is stored dense under its state-dict key;
+- ``extras.safetensors`` (optional): method extras (Gem-Miner flags and scores, DEEPR
+  signs); bool tensors packed like masks.
+
+A run directory is written under a temporary name and renamed into place, so it
+either exists complete or not at all.  Densities in this API are fractions; the
+directory names use percent (``d5`` = 5 %).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+from models import build_model
+from models.masks import prunable_layers, raw_weight, set_masks
+from .errors import RunStoreError, UserError
+
+FORMAT = "sparse-network-analysis/run"
+FORMAT_VERSION = 1
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "results"
+STORAGE = ("safetensors; per prunable layer: <layer>.mask = np.packbits of the flattened bool "
+           "mask (uint8, C order), optional <layer>.support (packed, superset of mask), "
+           "<layer>.values = float32 values at support positions; other state entries dense")
+
+
+# ----------------------------------------------------------------------------- paths
+def density_label(density: float) -> str:
+    """Fraction -> percent label used in paths: 0.05 -> "5", 0.001 -> "0.1"."""
+    return f"{round(density * 100, 6):g}"
+
+
+def run_dir(experiment: str, method: str, density: float, seed: int,
+            root: str | os.PathLike | None = None) -> Path:
+    """Directory of one run (density as a fraction)."""
+    return Path(root or DEFAULT_ROOT) / experiment / method / f"d{density_label(density)}" / f"s{seed}"
+
+
+def is_complete(path: Path) -> bool:
+    """A run directory counts once its ``run.json`` exists (directories appear atomically)."""
+    return (path / "run.json").is_file()
+
+
+# ----------------------------------------------------------------------------- tensors
+def pack_bool(mask: Tensor) -> Tensor:
+    """bool tensor -> uint8 ``np.packbits`` of its flattened (C-order) values."""
+    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().reshape(-1).astype(bool)))
+
+
+def unpack_bool(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Inverse of :func:`pack_bool`."""
+    n = math.prod(shape)
+    bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
+    return torch.from_numpy(bits.reshape(shape))
+
+
+def _masked_keys(model: nn.Module) -> set[str]:
+    return {f"{name}.parametrizations.weight." for name in prunable_layers(model)}
+
+
+def encode_model(model: nn.Module, support: dict[str, Tensor] | None = None
+                 ) -> tuple[dict[str, Tensor], dict[str, list[int]]]:
+    """Model -> (compact tensors, shapes). See the module docstring for the format."""
+    tensors, shapes = {}, {}
+    support = support or {}
+    for name, module in prunable_layers(model).items():
+        mask = _current_mask(module)
+        keep = support.get(name, mask).to(mask.device).bool() | mask
+        weight = raw_weight(module).detach()
+        shapes[name] = list(weight.shape)
+        tensors[f"{name}.mask"] = pack_bool(mask)
+        if not torch.equal(keep, mask):
+            tensors[f"{name}.support"] = pack_bool(keep)
+        tensors[f"{name}.values"] = weight[keep].float().cpu().contiguous()
+    skip = tuple(_masked_keys(model))
+    for key, value in model.state_dict().items():
+        if not key.startswith(skip):
+            tensors[key] = value.detach().cpu().contiguous()
+    return tensors, shapes
+
+
+def _current_mask(module: nn.Module) -> Tensor:
+    from models.masks import mask_of
+    return mask_of(module).detach().bool()
+
+
+@torch.no_grad()
+def decode_into(model: nn.Module, tensors: dict[str, Tensor], shapes: dict[str, list[int]]) -> nn.Module:
+    """Load compact tensors (from :func:`encode_model`) into a freshly built model."""
+    masks = {}
+    for name, module in prunable_layers(model).items():
+        shape = tuple(shapes[name])
+        mask = unpack_bool(tensors[f"{name}.mask"], shape)
+        keep = unpack_bool(tensors[f"{name}.support"], shape) if f"{name}.support" in tensors else mask
+        weight = torch.zeros(shape, dtype=raw_weight(module).dtype)
+        weight[keep] = tensors[f"{name}.values"].to(weight.dtype)
+        raw_weight(module).copy_(weight)
+        masks[name] = mask
+    set_masks(model, masks, zero_pruned=False)
+    compact = {f"{name}.{part}" for name in masks for part in ("mask", "support", "values")}
+    rest = {k: v for k, v in tensors.items() if k not in compact}
+    skip = tuple(_masked_keys(model))
+    missing, _ = model.load_state_dict(rest, strict=False)
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing:
+        raise RunStoreError(f"stored weights lack {missing[:3]}")
+    return model
+
+
+def encode_extras(extras: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors, meta = {}, {}
+    for key, value in extras.items():
+        value = value.detach().cpu()
+        if value.dtype == torch.bool:
+            tensors[key] = pack_bool(value)
+            meta[key] = {"packed": True, "shape": list(value.shape)}
+        else:
+            tensors[key] = value.contiguous()
+            meta[key] = {"packed": False, "shape": list(value.shape)}
+    return tensors, meta
+
+
+def decode_extras(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Tensor]:
+    return {k: unpack_bool(v, tuple(meta[k]["shape"])) if meta[k]["packed"] else v
+            for k, v in tensors.items()}
+
+
+# ----------------------------------------------------------------------------- writing
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+    try:
+        project = md.version("sparse-network-analysis")
+    except md.PackageNotFoundError:
+        project = "unknown"
+    return {"project": project, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "format_version": str(FORMAT_VERSION)}
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module | None,
+             history: pd.DataFrame, model_spec: dict, record: dict,
+             extras: dict[str, Tensor] | None = None, support: dict[str, Tensor] | None = None,
+             overwrite: bool = False) -> Path:
+    """Store one run atomically at ``path`` and return it.
+
+    Args:
+        path: the run directory (see :func:`run_dir`).
+        model, init_model: trained model and the model as training started.
+        history: per-epoch history DataFrame.
+        model_spec: ``{"name": ..., "kwargs": {...}}`` for :func:`models.build_model`.
+        record: extra ``run.json`` content (experiment, method, density_target, seed, config, ...).
+        extras: method tensors (bool tensors are bit-packed).
+        support: per layer, positions whose weights are kept beyond the mask.
+        overwrite: replace an existing complete run (otherwise it is an error).
+    """
+    from models.masks import density, layer_densities
+    path = Path(path)
+    if is_complete(path) and not overwrite:
+        raise RunStoreError(f"{path} already holds a complete run (use overwrite/--force)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        files = {}
+        for label, m in (("final", model), ("init", init_model)):
+            if m is None:
+                continue
+            tensors, shapes = encode_model(m, support if label == "final" else None)
+            (tmp / f"{label}.safetensors").write_bytes(st_save(tensors, metadata={"shapes": json.dumps(shapes)}))
+            files[f"{label}.safetensors"] = None
+        extras_meta = None
+        if extras:
+            tensors, extras_meta = encode_extras(extras)
+            (tmp / "extras.safetensors").write_bytes(st_save(tensors))
+            files["extras.safetensors"] = None
+        history.to_csv(tmp / "history.csv", index=False)
+        files["history.csv"] = None
+        files = {name: _sha256(tmp / name) for name in files}
+        full = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "storage": STORAGE,
+            **record,
+            "model": model_spec,
+            "density_achieved": density(model),
+            "layer_densities": layer_densities(model),
+            "extras": extras_meta,
+            "versions": versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": files,
+        }
+        full["digest"] = _digest(json.loads(json.dumps(full, default=_json_default)))
+        (tmp / "run.json").write_text(json.dumps(full, indent=1, default=_json_default))
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def clean_partial(root: str | os.PathLike | None = None) -> int:
+    """Remove half-written run directories (``.s<seed>.tmp-*``) left by a killed run. Returns the count."""
+    root = Path(root or DEFAULT_ROOT)
+    count = 0
+    if root.is_dir():
+        for tmp in root.rglob(".*.tmp-*"):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+                count += 1
+    return count
+
+
+# ----------------------------------------------------------------------------- reading
+def read_record(path: str | os.PathLike, verify: bool = True) -> dict:
+    """``run.json`` of a run directory, with its format, digest and file checksums verified."""
+    path = Path(path)
+    file = path / "run.json"
+    if not file.is_file():
+        raise RunStoreError(f"no stored run at {path} (run.json missing)")
+    try:
+        record = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunStoreError(f"{file} is corrupt ({exc.__class__.__name__})") from None
+    if record.get("format") != FORMAT:
+        raise RunStoreError(f"{file} is not a run of this project")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise RunStoreError(f"{path} has format version {record.get('format_version')}, "
+                            f"this version reads {FORMAT_VERSION}; retrain or use a matching release")
+    if verify:
+        if record.get("digest") != _digest(record):
+            raise RunStoreError(f"{file} was modified after it was written (digest mismatch)")
+        for name, sha in record["files"].items():
+            if not (path / name).is_file():
+                raise RunStoreError(f"{path / name} is missing")
+            if _sha256(path / name) != sha:
+                raise RunStoreError(f"{path / name} fails its sha256 check (corrupt or tampered)")
+    return record
+
+
+def _read_tensors(file: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    data = file.read_bytes()
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise RunStoreError(f"{file} is unreadable ({exc})") from None
+    header_len = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+    return tensors, metadata
+
+
+def build_from_record(record: dict) -> nn.Module:
+    spec = record["model"]
+    return build_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def load_weights(path: str | os.PathLike, which: str = "final", record: dict | None = None) -> nn.Module:
+    """The model stored in a run directory: ``which`` is ``"final"`` or ``"init"``."""
+    path = Path(path)
+    record = record or read_record(path)
+    tensors, metadata = _read_tensors(path / f"{which}.safetensors")
+    model = build_from_record(record)
+    return decode_into(model, tensors, json.loads(metadata["shapes"]))
+
+
+class Run(NamedTuple):
+    """A stored run: ``model, history, info, path = load_run(...)``."""
+    model: nn.Module
+    history: pd.DataFrame
+    info: dict
+    path: Path
+
+    def init_model(self) -> nn.Module:
+        """The model as training started (init weights and initial masks)."""
+        return load_weights(self.path, "init", self.info)
+
+    def extras(self) -> dict[str, Tensor]:
+        """Method extras (Gem-Miner ``flag.<layer>``/``scores.<layer>``, DEEPR ``signs.<layer>``)."""
+        file = self.path / "extras.safetensors"
+        if not file.is_file():
+            return {}
+        tensors, _ = _read_tensors(file)
+        return decode_extras(tensors, self.info["extras"])
+
+    def masks(self, mode: str = "effective") -> dict[str, Tensor]:
+        """Per-layer masks: ``"effective"`` (default) or ``"flag"`` (Gem-Miner's flags, the thesis's view)."""
+        from models.masks import get_masks
+        if mode == "effective":
+            return get_masks(self.model)
+        if mode == "flag":
+            flags = {k.removeprefix("flag."): v for k, v in self.extras().items() if k.startswith("flag.")}
+            return flags or get_masks(self.model)
+        raise UserError(f"unknown mask mode {mode!r}; choose 'effective' or 'flag'")
+
+
+def load_run_dir(path: str | os.PathLike) -> Run:
+    """Load a run from its directory (checksums verified)."""
+    path = Path(path)
+    record = read_record(path)
+    model = load_weights(path, "final", record)
+    model.eval()
+    history = pd.read_csv(path / "history.csv")
+    return Run(model, history, record, path)
+
+
+def load_run(experiment: str, method: str, density: float, seed: int,
+             root: str | os.PathLike | None = None) -> Run:
+    """Load one stored run: ``model, history, info, path = load_run("fc_mnist", "synflow", 0.05, 21)``.
+
+    Args:
+        experiment: e.g. ``"fc_mnist"``, ``"resnet20_cifar10"``.
+        method: e.g. ``"synflow"``, ``"gem-miner"``, ``"random"``.
+        density: target density as a fraction (0.05 = 5 %).
+        seed: 21, 42 or 63 in the stored grid.
+        root: runs store root (default the repository's ``results/``).
+
+    Returns:
+        :class:`Run` with the trained model (eval mode), its history, the ``run.json``
+        record and the directory.
+    """
+    path = run_dir(experiment, method, density, seed, root)
+    if not is_complete(path):
+        raise RunStoreError(f"no stored run {experiment}/{method}/d{density_label(density)}/s{seed} "
+                            f"under {Path(root or DEFAULT_ROOT)}")
+    return load_run_dir(path)
+
+
+def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Everything stored under ``root``: one row per run, read from ``run.json`` and ``history.csv``.
+
+    Columns: experiment, method, density (target fraction), seed, density_achieved,
+    final_top1, best_top1, wall_time_s, profile, path.  Checksums are not verified here
+    (use :func:`load_run` or :func:`read_record`).
+    """
+    root = Path(root or DEFAULT_ROOT)
+    rows = []
+    for file in sorted(root.glob("*/*/d*/s*/run.json")):
+        record = read_record(file.parent, verify=False)
+        history = pd.read_csv(file.parent / "history.csv")
+        final_phase = history[history["phase"] == history["phase"].iloc[-1]]
+        rows.append({
+            "experiment": record["experiment"], "method": record["method"],
+            "density": record["density_target"], "seed": record["seed"],
+            "density_achieved": record["density_achieved"],
+            "final_top1": float(history["top1"].iloc[-1]), "best_top1": float(final_phase["top1"].max()),
+            "epochs": int(final_phase["epoch"].iloc[-1] - final_phase["epoch"].iloc[0]) if len(final_phase) > 1 else 0,
+            "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
+            "path": str(file.parent.relative_to(root)),
+        })
+    columns = ["experiment", "method", "density", "seed", "density_achieved", "final_top1",
+               "best_top1", "epochs", "wall_time_s", "profile", "path"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ----------------------------------------------------------------------------- probe set
+def probe_path(dataset: str, root: str | os.PathLike | None = None) -> Path:
+    return Path(root or DEFAULT_ROOT) / "probe" / f"{dataset}.safetensors"
+
+
+def save_probe(dataset: str, images: Tensor, labels: Tensor, root: str | os.PathLike | None = None) -> Path:
+    """Store the fixed probe images (uint8 (N, C, H, W)) and labels of a dataset."""
+    path = probe_path(dataset, root)
+    write_atomic(path, st_save({"images": images.contiguous(), "labels": labels.contiguous()}))
+    return path
+
+
+def load_probe(dataset: str, root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+    """The stored probe set: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    path = probe_path(dataset, root)
+    if not path.is_file():
+        raise RunStoreError(f"no probe set for {dataset} at {path}; run a training of that dataset first")
+    tensors, _ = _read_tensors(path)
+    return tensors["images"], tensors["labels"]
+
+
+# ----------------------------------------------------------------------------- summary
+def accuracy_table(table: pd.DataFrame, value: str = "final_top1") -> pd.DataFrame:
+    """Method × density (%) table of ``value`` as "mean ± std (n)" over seeds."""
+    def cell(values: pd.Series) -> str:
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        return f"{values.mean():.2f} ± {std:.2f} ({len(values)})"
+    table = table.assign(density_pct=(table["density"] * 100).round(6))
+    return table.pivot_table(index="method", columns="density_pct", values=value, aggfunc=cell)
+
+
+def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Rewrite ``summary.csv`` and the tables of ``README.md`` under ``root``. Returns the summary."""
+    root = Path(root or DEFAULT_ROOT)
+    table = runs(root)
+    write_atomic(root / "summary.csv", table.to_csv(index=False).encode())
+    lines = ["# Stored runs", "",
+             "Generated by `python -m utils.cli summary` from the runs below; do not edit by hand.",
+             "Each cell: final test top-1 (%) as mean ± std over seeds (number of seeds).",
+             "Densities are % of prunable weights remaining (target); `summary.csv` has the "
+             "achieved densities, best accuracies and wall times of every run.", ""]
+    for experiment, part in table.groupby("experiment"):
+        profiles = ", ".join(sorted(part["profile"].dropna().unique()))
+        lines += [f"## {experiment} (profile: {profiles})", "",
+                  accuracy_table(part).fillna("").to_markdown(), ""]
+        achieved = part.assign(density_pct=(part["density"] * 100).round(6),
+                               achieved_pct=part["density_achieved"] * 100)
+        pivot = achieved.pivot_table(index="method", columns="density_pct", values="achieved_pct",
+                                     aggfunc="mean").round(2)
+        lines += ["Achieved density (% remaining, mean over seeds):", "",
+                  pivot.to_markdown(), ""]
+    write_atomic(root / "README.md", "\n".join(lines).encode())
+    return table
+

@@ -1,0 +1,238 @@
+"""The training engine: SGD with schedules, bf16 autocast + channels_last for conv nets
+on CPU, per-epoch history, tqdm progress.  Runs unchanged on CUDA.
+
+Hooks let pruners that train (Gem-Miner, DEEPR, DNW) reuse the loop: a custom
+optimizer, a subset of parameters, an extra loss term, and callbacks after each
+step and each epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from models.masks import density as model_density
+from .data import Dataset, batches
+from .errors import UserError
+from .seeding import generator
+
+SCHEDULES = ("constant", "multistep", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training phase.
+
+    Attributes:
+        epochs, batch_size: as usual; the thesis uses batch 64.
+        lr, momentum, nesterov, weight_decay: SGD settings.
+        schedule: ``constant``, ``multistep`` (×``gamma`` at each epoch in ``milestones``)
+            or ``cosine`` (T_max = epochs).
+        bf16: autocast to bfloat16 (fp32 master weights). ``None``: on for conv nets on CPU.
+        channels_last: NHWC memory format for conv nets. ``None``: follows ``bf16``.
+        eval_batch_size: batch size for evaluation (no effect on results).
+        device: ``"cpu"``, ``"cuda"``, ... ; ``None`` picks CUDA when available.
+    """
+    epochs: int = 25
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    bf16: bool | None = None
+    channels_last: bool | None = None
+    eval_batch_size: int = 1000
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        self.milestones = tuple(self.milestones)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a config mapping; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise UserError(f"unknown training option(s) {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (``$SPARSE_NUM_THREADS`` overrides, e.g. in parallel sweeps)."""
+    if os.environ.get("SPARSE_NUM_THREADS"):
+        return int(os.environ["SPARSE_NUM_THREADS"])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def use_bf16(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast is the default for conv nets on CPU; FC nets gain nothing from it."""
+    return cfg.bf16 if cfg.bf16 is not None else (device.type == "cpu" and has_conv(model))
+
+
+def make_optimizer(params: Iterable[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (plain, momentum or Nesterov) with weight decay."""
+    return torch.optim.SGD(list(params), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch LR schedule (call ``step()`` once per epoch)."""
+    if cfg.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def _prepare_input(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Dataset, batch_size: int = 1000,
+             device: torch.device | str = "cpu", bf16: bool = False,
+             channels_last: bool = False) -> dict[str, float]:
+    """Mean cross-entropy loss, top-1 and top-5 accuracy (%) of ``model`` on uint8 images ``x``.
+
+    The model is put in eval mode and restored to its previous mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    loss_sum, top1, top5 = 0.0, 0, 0
+    for xb, yb in batches(x, y, batch_size, data.info, device=device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(_prepare_input(xb, channels_last)).float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        top = logits.topk(5, dim=1).indices
+        top1 += (top[:, 0] == yb).sum().item()
+        top5 += (top == yb[:, None]).any(dim=1).sum().item()
+    model.train(was_training)
+    n = len(y)
+    return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
+
+
+@dataclass
+class Hooks:
+    """Optional customisation of :func:`train` for pruners that train.
+
+    Attributes:
+        loss: extra loss term ``loss(model) -> Tensor`` added to the cross-entropy.
+        after_step: called after every optimizer step with the model (e.g. clamp scores).
+        after_epoch: called with ``(epoch, model)`` after each epoch, before evaluation;
+            may return a dict of extra history columns.
+        columns: ``columns(model) -> dict`` of extra history columns for every row.
+    """
+    loss: Callable[[nn.Module], Tensor] | None = None
+    after_step: Callable[[nn.Module], None] | None = None
+    after_epoch: Callable[[int, nn.Module], dict | None] | None = None
+    columns: Callable[[nn.Module], dict] | None = None
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
+          optimizer: torch.optim.Optimizer | None = None, params: Iterable[Tensor] | None = None,
+          hooks: Hooks | None = None, phase: str = "train", epoch_offset: int = 0,
+          log_initial: bool = True, progress: bool = True, desc: str | None = None) -> pd.DataFrame:
+    """Train ``model`` in place on ``data`` and return its per-epoch history.
+
+    Args:
+        model: any module; masked weights stay exactly zero (their gradients are zero).
+        data: in-memory dataset; batches are drawn from the ``data`` stream of ``seed``.
+        cfg: hyperparameters.
+        seed: run seed (fixes the batch order and augmentation).
+        optimizer: a ready optimizer (e.g. DEEPR); default SGD over ``params``.
+        params: parameters to optimise; default every parameter with ``requires_grad``.
+        hooks: extra loss / callbacks, see :class:`Hooks`.
+        phase: value of the ``phase`` column.
+        epoch_offset: first epoch number (to continue a history).
+        log_initial: add row 0, the evaluation before training.
+
+    Returns:
+        DataFrame with one row per epoch: ``epoch, phase, train_loss, test_loss, top1,
+        top5, density, seconds`` (+ hook columns).  Accuracies in %, density a fraction.
+    """
+    hooks = hooks or Hooks()
+    device = pick_device(cfg.device)
+    torch.set_num_threads(available_cores())
+    bf16 = use_bf16(model, cfg, device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else (bf16 and has_conv(model))
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if optimizer is None:
+        optimizer = make_optimizer(params if params is not None else
+                                   (p for p in model.parameters() if p.requires_grad), cfg)
+    scheduler = make_scheduler(optimizer, cfg) if cfg.schedule != "constant" else None
+    data_gen = generator(seed, "data")
+    rows: list[dict] = []
+
+    def log(epoch: int, train_loss: float, seconds: float, extra: dict | None = None) -> None:
+        test = evaluate(model, data.test_x, data.test_y, data, cfg.eval_batch_size, device, bf16,
+                        channels_last)
+        row = {"epoch": epoch, "phase": phase, "train_loss": train_loss, "test_loss": test["loss"],
+               "top1": test["top1"], "top5": test["top5"], "density": model_density(model),
+               "seconds": seconds}
+        if hooks.columns:
+            row.update(hooks.columns(model))
+        row.update(extra or {})
+        rows.append(row)
+
+    if log_initial:
+        log(epoch_offset, math.nan, 0.0)
+    bar = tqdm(range(cfg.epochs), desc=desc or phase, disable=not progress, leave=False)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for xb, yb in batches(data.train_x, data.train_y, cfg.batch_size, data.info, shuffle=True,
+                              generator=data_gen, train_augment=True, device=device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(_prepare_input(xb, channels_last))
+            loss = F.cross_entropy(logits.float(), yb)
+            total = loss + hooks.loss(model) if hooks.loss else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if hooks.after_step:
+                hooks.after_step(model)
+            loss_sum += loss.detach() * len(yb)
+            seen += len(yb)
+        if scheduler:
+            scheduler.step()
+        extra = hooks.after_epoch(epoch, model) if hooks.after_epoch else None
+        train_loss = loss_sum.item() / max(seen, 1)
+        log(epoch_offset + epoch + 1, train_loss, time.perf_counter() - start, extra)
+        bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{rows[-1]['top1']:.2f}")
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return pd.DataFrame(rows)
