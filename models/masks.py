@@ -81,13 +81,19 @@ def attach_masks(model: nn.Module) -> nn.Module:
 
 
 def replace_parametrization(module: nn.Module, parametrization: nn.Module) -> None:
-    """Swap the layer's weight parametrization, keeping the original tensor object."""
-    if parametrize.is_parametrized(module, "weight"):
-        original = module.parametrizations.weight.original
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        with torch.no_grad():
-            module.weight = original  # keep the same Parameter object for optimizers
-    parametrize.register_parametrization(module, "weight", parametrization, unsafe=True)
+    """Make ``parametrization`` the layer's only weight parametrization, keeping the original tensor.
+
+    The entry of the existing ``ParametrizationList`` is swapped in place rather than
+    removed and re-registered: ``remove_parametrizations`` deletes the ``weight``
+    property from the parametrized class, which a ``deepcopy`` shares with the original.
+    """
+    if not parametrize.is_parametrized(module, "weight"):
+        parametrize.register_parametrization(module, "weight", parametrization, unsafe=True)
+        return
+    plist = module.parametrizations.weight
+    plist[0] = parametrization
+    while len(plist) > 1:
+        del plist[len(plist) - 1]
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,8 @@ from .base import Method, MethodResult, check_density, kept_count, register
 
 BIAS_MODES = ("ignore", "as_connections", "second_bias")
 SCOPES = ("global", "layer")
+INITS = ("normal", "scaled")
+INIT_LABELS = {"normal": "N(0, 1/fan_in)", "scaled": "N(0, 1/(fan_in*d_layer))"}
 
 
 # --------------------------------------------------------------------------- parametrizations
@@ -261,6 +263,41 @@ def _sample(n: int, k: int, generator: torch.Generator | None, device) -> Tensor
     return chosen.to(device)
 
 
+def _pick_dormant(flat: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """``k`` distinct positions drawn uniformly among the dormant entries (``flat <= 0``) of a
+    1-D CPU tensor.  Uses rejection sampling (no scan of the dormant set) when dormant
+    entries are plentiful; the procedure is symmetric in the dormant positions, so the
+    k-subset is exactly uniform."""
+    n = flat.numel()
+    dormant = flat <= 0
+    n_dormant = int(dormant.sum())
+    if k > n_dormant:
+        raise RuntimeError(f"cannot re-activate {k} connections: only {n_dormant} dormant")
+    if 4 * n_dormant < n or 4 * k > n_dormant:
+        pool = torch.nonzero(dormant).squeeze(1)
+        return pool[_sample(pool.numel(), k, generator, "cpu")]
+    chosen = torch.empty(0, dtype=torch.long)
+    while chosen.numel() < k:
+        draw = torch.randint(0, n, (k - chosen.numel(),), generator=generator)
+        chosen = torch.unique(torch.cat([chosen, draw[dormant[draw]]]))
+    return chosen
+
+
+def _set_flat(p: Tensor, index: Tensor, values) -> None:
+    """``p.flatten()[index] = values`` in place, for any memory format (e.g. channels_last)."""
+    if index.numel():
+        p[torch.unravel_index(index.to(p.device), p.shape)] = values
+
+
+def _split(index: Tensor, sizes: Sequence[int]) -> list[Tensor]:
+    """Split flat indices into the concatenation of tensors of ``sizes`` into per-tensor indices."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(index[(index >= start) & (index < start + size)] - start)
+        start += size
+    return out
+
+
 def _check_common(lr: float, l1: float, temp: float) -> None:
     if lr < 0:
         raise ValueError(f"invalid learning rate {lr}")
@@ -357,23 +394,21 @@ class DEEPR(torch.optim.Optimizer):
     @torch.no_grad()
     def _adjust_initial(self, tensors: list[Tensor]) -> None:
         for unit, budget in self._units(tensors):
-            flat_active = torch.cat([(p > 0).reshape(-1).cpu() for p in unit])
-            n_active = int(flat_active.sum())
+            flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
+            n_active = int((flat > 0).sum())
             if n_active == budget:
                 continue
-            want_active = n_active < budget
-            pool = torch.nonzero(~flat_active if want_active else flat_active).squeeze(1)
-            pick = pool[_sample(pool.numel(), abs(budget - n_active), self.generator, "cpu")]
-            start = 0
-            for p in unit:
-                sel = pick[(pick >= start) & (pick < start + p.numel())] - start
-                flat = p.view(-1)
-                sel = sel.to(p.device)
-                if want_active:
-                    flat[sel] = flat[sel].abs().clamp(min=self._reset_value(p))
+            if n_active < budget:      # activate missing ones at max(|θ|, reset_val)
+                pick = _pick_dormant(flat, budget - n_active, self.generator)
+            else:                      # deactivate surplus ones: θ ← −θ
+                pick = _pick_dormant(torch.where(flat > 0, -1.0, 1.0), n_active - budget, self.generator)
+            for p, sel in zip(unit, _split(pick, [q.numel() for q in unit])):
+                values = p.detach().reshape(-1)[sel.to(p.device)]
+                if n_active < budget:
+                    values = values.abs().clamp(min=self._reset_value(p))
                 else:
-                    flat[sel] = -flat[sel]
-                start += p.numel()
+                    values = -values
+                _set_flat(p, sel, values)
 
     def _check(self, tensors: list[Tensor]) -> None:
         for unit, budget in self._units(tensors):
@@ -405,27 +440,24 @@ class DEEPR(torch.optim.Optimizer):
                 active = p > 0
                 grad = p.grad if p.grad is not None else torch.zeros_like(p)
                 update = (grad + l1) * (-lr)
-                if std > 0:
-                    update = update + _noise(p, std, self.generator)
+                if std > 0:            # noise drawn for the active entries only
+                    n_active = int(active.sum())
+                    noise = torch.zeros_like(p).masked_scatter_(
+                        active, _noise(p.new_empty(n_active), std, self.generator))
+                    update = update + noise
                 p.add_(torch.where(active, update, torch.zeros((), dtype=p.dtype, device=p.device)))
         tensors = self._rewire_tensors()
         self.last_reactivated = 0
         for unit, budget in self._units(tensors):
-            dormant = [(p <= 0).reshape(-1) for p in unit]
-            n_active = sum(p.numel() - int(d.sum()) for p, d in zip(unit, dormant))
-            missing = budget - n_active
+            flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
+            missing = budget - int((flat > 0).sum())
             if missing < 0:
-                raise RuntimeError(f"DEEPR: {n_active} active connections exceed the budget {budget}")
+                raise RuntimeError(f"DEEPR: {budget - missing} active connections exceed the budget {budget}")
             if missing == 0:
                 continue
-            pool = torch.nonzero(torch.cat([d.cpu() for d in dormant])).squeeze(1)
-            pick = pool[_sample(pool.numel(), missing, self.generator, "cpu")]
-            start = 0
-            for p, g in zip(unit, dormant):
-                sel = pick[(pick >= start) & (pick < start + p.numel())] - start
-                if sel.numel():
-                    p.view(-1)[sel.to(p.device)] = self._reset_value(p)
-                start += p.numel()
+            pick = _pick_dormant(flat, missing, self.generator)
+            for p, sel in zip(unit, _split(pick, [q.numel() for q in unit])):
+                _set_flat(p, sel, self._reset_value(p))
             self.last_reactivated += missing
         self._check(tensors)
         return loss
@@ -511,8 +543,8 @@ def _check_plain_sgd(train_cfg, name: str) -> None:
 
 @torch.no_grad()
 def init_rewiring(model: nn.Module, nc: int, *, seed: int, scope: str = "global",
-                  reset_val: float = 1e-12, prune_generator: torch.Generator | None = None
-                  ) -> tuple[list[nn.Parameter], list[nn.Parameter], list[int]]:
+                  reset_val: float = 1e-12, prune_generator: torch.Generator | None = None,
+                  init: str = "normal") -> tuple[list[nn.Parameter], list[nn.Parameter], list[int]]:
     """Convert ``model`` (biases ignored) and initialise it as in Bellec's script.
 
     θ = |w₀| with w₀ ~ N(0, 1/fan_in) (torch's global RNG, the init stream) on exactly
@@ -520,8 +552,13 @@ def init_rewiring(model: nn.Module, nc: int, *, seed: int, scope: str = "global"
     :func:`layer_budgets` per layer), θ = −|w₀| elsewhere (dormant); signs s = ±1 from
     the ``sign`` stream.  Pass ``prune_generator`` to continue an existing prune stream
     (the methods then use it for the optimizer's noise and re-activation).
+    ``init="scaled"`` draws w₀ ~ N(0, 1/(fan_in·d_l)) instead, d_l the layer's active
+    fraction, so the pre-activation variance matches a dense N(0, 1/fan_in) layer
+    (a deep net at low density otherwise starts with a vanishing signal).
     Returns ``(rewireable, other, budgets)``.
     """
+    if init not in INITS:
+        raise UserError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
     from utils.seeding import generator
     rewireable, other = convert_to_deep_rewireable(model, handle_biases="ignore", keep_signs=True)
     layers = rewireable_layers(model)
@@ -542,7 +579,10 @@ def init_rewiring(model: nn.Module, nc: int, *, seed: int, scope: str = "global"
             actives.append(a)
     for (name, layer), active in zip(layers.items(), actives):
         theta = raw_weight(layer)
-        w0 = torch.randn(theta.shape, dtype=theta.dtype) / math.sqrt(_fan_in(theta))
+        variance = 1 / _fan_in(theta)
+        if init == "scaled":
+            variance /= max(active.float().mean().item(), 1 / active.numel())
+        w0 = torch.randn(theta.shape, dtype=theta.dtype) * math.sqrt(variance)
         magnitude = w0.abs()
         active = active.view(theta.shape)
         value = torch.where(active, magnitude.clamp(min=reset_val), -magnitude)
@@ -579,17 +619,20 @@ class DeepRMethod(Method):
     batch 64), and the lr applies to θ.
 
     Options: ``l1`` (1e-4), ``temp`` (None -> lr/210), ``reset_val`` (1e-12),
-    ``scope`` (``"global"`` or ``"layer"``).
+    ``scope`` (``"global"`` or ``"layer"``), ``init`` (``"normal"``: w₀ ~ N(0, 1/fan_in) as in
+    Bellec's script and SPEC; ``"scaled"``: N(0, 1/(fan_in·d_layer)), see :func:`init_rewiring`).
     """
     name = "deepr"
 
     def __init__(self, l1: float = 1e-4, temp: float | None = None, reset_val: float = 1e-12,
-                 scope: str = "global"):
+                 scope: str = "global", init: str = "normal"):
         if scope not in SCOPES:
             raise UserError(f"unknown scope {scope!r}; choose 'global' or 'layer'")
         if not reset_val > 0:
             raise UserError(f"reset_val must be > 0, got {reset_val}")
-        self.l1, self.temp, self.reset_val, self.scope = l1, temp, reset_val, scope
+        if init not in INITS:
+            raise UserError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
+        self.l1, self.temp, self.reset_val, self.scope, self.init = l1, temp, reset_val, scope, init
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.seeding import generator
@@ -600,7 +643,8 @@ class DeepRMethod(Method):
         nc = kept_count(density, n_total)
         gen = generator(seed, "prune")
         rewireable, other, budgets = init_rewiring(model, nc, seed=seed, scope=self.scope,
-                                                   reset_val=self.reset_val, prune_generator=gen)
+                                                   reset_val=self.reset_val, prune_generator=gen,
+                                                   init=self.init)
         init_model = convert_from_deep_rewireable(copy.deepcopy(model))
         temp = self.temp if self.temp is not None else train_cfg.lr / 210
         optimizer = DEEPR(_groups(rewireable, other), nc=nc if self.scope == "global" else budgets,
@@ -611,7 +655,7 @@ class DeepRMethod(Method):
         extras = _signs_extras(model)
         convert_from_deep_rewireable(model)
         info = {"nc": nc, "scope": self.scope, "budgets": budgets, "l1": self.l1, "temp": temp,
-                "reset_val": self.reset_val, "lr": train_cfg.lr, "init": "N(0, 1/fan_in)",
+                "reset_val": self.reset_val, "lr": train_cfg.lr, "init": INIT_LABELS[self.init],
                 "biases": "plain SGD, not rewired", "density_achieved": nc / n_total}
         return {self.name: MethodResult(model, init_model, history, extras, info=info)}
 
@@ -622,13 +666,16 @@ class SoftDeepRMethod(Method):
     and ends at whatever connectivity the sampler reaches (``info["density_achieved"]``).
 
     Options: ``l1`` (1e-5), ``temp`` (None -> lr·l1²/18), ``min_weight`` (None -> −3·l1),
-    ``init_density`` (None -> the run's density).
+    ``init_density`` (None -> the run's density), ``init`` (as for ``deepr``).
     """
     name = "soft-deepr"
 
     def __init__(self, l1: float = 1e-5, temp: float | None = None, min_weight: float | None = None,
-                 init_density: float | None = None):
+                 init_density: float | None = None, init: str = "normal"):
+        if init not in INITS:
+            raise UserError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
         self.l1, self.temp, self.min_weight, self.init_density = l1, temp, min_weight, init_density
+        self.init = init
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.seeding import generator
@@ -639,7 +686,7 @@ class SoftDeepRMethod(Method):
         n_total = sum(raw_weight(m).numel() for m in prunable_layers(model).values())
         n0 = kept_count(start_density, n_total)
         gen = generator(seed, "prune")
-        rewireable, other, _ = init_rewiring(model, n0, seed=seed, prune_generator=gen)
+        rewireable, other, _ = init_rewiring(model, n0, seed=seed, prune_generator=gen, init=self.init)
         init_model = convert_from_deep_rewireable(copy.deepcopy(model))
         temp = self.temp if self.temp is not None else train_cfg.lr * self.l1 ** 2 / 18
         min_weight = self.min_weight if self.min_weight is not None else -3 * self.l1
@@ -654,5 +701,5 @@ class SoftDeepRMethod(Method):
                 "density_achieved": achieved,
                 "connectivity_min": min(optimizer.connectivity_log, default=achieved),
                 "connectivity_max": max(optimizer.connectivity_log, default=achieved), "l1": self.l1, "temp": temp, "min_weight": min_weight,
-                "lr": train_cfg.lr, "init": "N(0, 1/fan_in)", "biases": "plain SGD, not rewired"}
+                "lr": train_cfg.lr, "init": INIT_LABELS[self.init], "biases": "plain SGD, not rewired"}
         return {self.name: MethodResult(model, init_model, history, extras, info=info)}

@@ -18,7 +18,6 @@ import copy
 
 import torch
 from torch import Tensor, nn
-
 from torch.nn.utils import parametrize
 
 from models.masks import Mask, get_masks, prunable_layers, replace_parametrization

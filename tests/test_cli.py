@@ -65,9 +65,9 @@ def test_unknown_sweep_config(capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_run(real_data_dir, tmp_path_factory):
-    """A random-pruned FC at 50 %, trained on 5k MNIST images for 2 epochs, stored."""
+    """A random-pruned FC at 50 %, trained on 5k MNIST images for 2 epochs (smoke profile), stored."""
     root = tmp_path_factory.mktemp("results")
-    code = main(TRAIN + ["--epochs", "2", "--train-subset", "5000", "--data-dir", str(real_data_dir),
+    code = main(TRAIN + ["--profile", "smoke", "--train-subset", "5000", "--data-dir", str(real_data_dir),
                          "--results", str(root), "--quiet"])
     assert code == 0
     return root
@@ -78,9 +78,10 @@ def test_end_to_end_smoke(smoke_run, capsys):
     assert run.history["top1"].iloc[-1] > 80.0
     assert len(run.history) == 3 and run.history["epoch"].tolist() == [0, 1, 2]
     assert run.info["density_achieved"] == pytest.approx(59_842 / 119_400)
-    assert run.info["config"]["overrides"] == {"epochs": 2, "train_subset": 5000}
+    assert run.info["config"]["overrides"] == {"train_subset": 5000}
+    assert run.info["profile"] == "smoke" and run.info["config"]["train"]["epochs"] == 2
     assert results.load_probe("mnist", smoke_run)[0].shape == (600, 1, 28, 28)
-    code, out, _ = run_cli(capsys, *TRAIN, "--results", smoke_run)
+    code, out, _ = run_cli(capsys, *TRAIN, "--profile", "smoke", "--results", smoke_run)
     assert code == 0 and "already stored" in out
 
 

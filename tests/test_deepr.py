@@ -191,6 +191,39 @@ def test_deepr_noise_only_on_active_and_reproducible():
     assert torch.equal(run(), run())
 
 
+@pytest.mark.parametrize("nc", [5, 150])   # rejection sampling and full-scan paths
+def test_deepr_channels_last_conv(nc):
+    torch.manual_seed(0)
+    net = ConvNet().to(memory_format=torch.channels_last)
+    rewireable, other = convert_to_deep_rewireable(net, handle_biases="ignore",
+                                                   generator=torch.Generator().manual_seed(0))
+    assert raw_weight(net.conv).is_contiguous(memory_format=torch.channels_last)
+    opt = DEEPR([{"params": rewireable}, {"params": other, "rewire": False}], nc=nc, lr=0.2, l1=1e-3,
+                generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    total = 0
+    for _ in range(200):
+        random_grads(rewireable + other, gen)
+        opt.step()
+        total += opt.last_reactivated
+        assert sum(int((p > 0).sum()) for p in rewireable) == nc
+    assert total > 0
+
+
+def test_pick_dormant_is_uniform():
+    from pruners.deepr import _pick_dormant
+    flat = torch.ones(40)
+    flat[::2] = -1.0                         # 20 dormant entries
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(40)
+    for _ in range(2000):
+        pick = _pick_dormant(flat, 2, gen)
+        assert pick.unique().numel() == 2 and (flat[pick] <= 0).all()
+        counts[pick] += 1
+    assert counts[1::2].sum() == 0
+    assert (counts[::2] - 200).abs().max() < 60   # binomial sd ≈ 13
+
+
 def test_deepr_equals_sgd_without_rewiring():
     torch.manual_seed(0)
     plain = small_fc()
@@ -314,6 +347,22 @@ def test_soft_deepr_method_run():
     assert res.history["density"].iloc[0] == pytest.approx(0.05, abs=1e-4)
     assert res.info["density_achieved"] == pytest.approx(res.history["density"].iloc[-1])
     assert 0 < res.info["density_achieved"] <= 1
+
+
+def test_scaled_init_variance():
+    from models.fc import fc
+    from pruners.deepr import init_rewiring
+    torch.manual_seed(0)
+    stds = {}
+    for init in ("normal", "scaled"):
+        model = fc()
+        n_total = sum(raw_weight(m).numel() for m in prunable_layers(model).values())
+        init_rewiring(model, round(0.05 * n_total), seed=21, init=init)
+        theta = raw_weight(model.layers[1])
+        stds[init] = theta[theta > 0].pow(2).mean().sqrt().item() * 10   # sqrt(fan_in) = 10
+    assert stds["normal"] == pytest.approx(1.0, rel=0.15)
+    d_layer = (raw_weight(model.layers[1]) > 0).float().mean().item()
+    assert stds["scaled"] == pytest.approx(d_layer ** -0.5, rel=0.15)
 
 
 def test_methods_reject_momentum():

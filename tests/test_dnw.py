@@ -87,7 +87,7 @@ def test_forward_and_gradient_equal_upstream():
     layer = nn.Linear(30, 20, bias=False)
     w0 = layer.weight.detach().clone()
     d = 0.3
-    install_topk(layer_holder := nn.Sequential(layer), d)  # noqa: F841
+    install_topk(nn.Sequential(layer), d)
     k = kept_count(d, w0.numel())
     prune_rate = (w0.numel() - k + 0.5) / w0.numel()  # upstream zeroes int(rate·numel) = numel - k
     x = torch.randn(16, 30)

@@ -7,7 +7,7 @@ import torch
 import pruners.magnitude
 from models import FC, fc, get_masks, mask_of, prunable_layers, raw_weight
 from pruners.base import Random, get_method, kept_count
-from pruners.magnitude import IMP, Magnitude, imp_schedule, magnitude_scores, prune_by_magnitude
+from pruners.magnitude import IMP, Magnitude, imp_schedule, prune_by_magnitude
 from utils.data import DATASETS, Dataset
 from utils.errors import UserError
 from utils.seeding import generator

@@ -93,6 +93,16 @@ class RunSpec:
         return f"{self.experiment}/{self.method}/d{results.density_label(self.density)}/s{self.seed}"
 
 
+def target_density(config: dict, spec: RunSpec) -> float:
+    """The density (fraction) a run prunes to: 10^-c for a label with a thesis compression c,
+    the label itself for ``exact_label_methods`` (Gem-Miner) and unlisted labels."""
+    label = round(spec.density * 100, 6)
+    compression = {float(k): float(v) for k, v in (config.get("compression") or {}).items()}
+    if label in compression and spec.method not in (config.get("exact_label_methods") or []):
+        return 10 ** -compression[label]
+    return spec.density
+
+
 @dataclass
 class Overrides:
     """Run-time changes to a profile, recorded in ``run.json`` (e.g. for smoke runs)."""
@@ -165,7 +175,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
     """Train one run and store it (and any variants the method produces). Returns the run dirs."""
     overrides = overrides or Overrides()
     root = Path(root or results.DEFAULT_ROOT)
-    density = check_density(spec.density)
+    density = check_density(target_density(config, spec))
     _, profile = profile_of(config, spec.profile)
     options, train_overrides = method_settings(profile, spec.method, spec.seed)
     method = get_method(spec.method, **options)
@@ -187,13 +197,14 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
     for name in sorted(outputs, key=lambda n: n == spec.method):
         out = outputs[name]
         record = {
-            "experiment": spec.experiment, "method": name, "density_target": density,
+            "experiment": spec.experiment, "method": name, "density_label": spec.density,
+            "density_target": density,
             "seed": spec.seed, "profile": spec.profile, "dataset": config["dataset"],
             "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
                        "method_options": options, "overrides": overrides.as_dict()},
             "wall_time_s": wall, "info": out.info,
         }
-        path = results.run_dir(spec.experiment, name, density, spec.seed, root)
+        path = results.run_dir(spec.experiment, name, spec.density, spec.seed, root)
         written.append(results.save_run(path, model=out.model, init_model=out.init_model,
                                         history=out.history, model_spec={"name": config["model"],
                                                                          "kwargs": model_kwargs},

@@ -371,7 +371,8 @@ def load_run(experiment: str, method: str, density: float, seed: int,
     Args:
         experiment: e.g. ``"fc_mnist"``, ``"resnet20_cifar10"``.
         method: e.g. ``"synflow"``, ``"gem-miner"``, ``"random"``.
-        density: target density as a fraction (0.05 = 5 %).
+        density: the grid density as a fraction (0.05 for the "5 %" runs; run.json holds the
+            exact target, e.g. 10^-1.3 for the thesis's SynFlow/random "5 %").
         seed: 21, 42 or 63 in the stored grid.
         root: runs store root (default the repository's ``results/``).
 
@@ -389,7 +390,8 @@ def load_run(experiment: str, method: str, density: float, seed: int,
 def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Everything stored under ``root``: one row per run, read from ``run.json`` and ``history.csv``.
 
-    Columns: experiment, method, density (target fraction), seed, density_achieved,
+    Columns: experiment, method, density (the grid label as a fraction, as in the path), seed,
+    density_target (the fraction pruned to), density_achieved,
     final_top1, best_top1, wall_time_s, profile, path.  Checksums are not verified here
     (use :func:`load_run` or :func:`read_record`).
     """
@@ -401,14 +403,15 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         final_phase = history[history["phase"] == history["phase"].iloc[-1]]
         rows.append({
             "experiment": record["experiment"], "method": record["method"],
-            "density": record["density_target"], "seed": record["seed"],
+            "density": record.get("density_label", record["density_target"]), "seed": record["seed"],
+            "density_target": record["density_target"],
             "density_achieved": record["density_achieved"],
             "final_top1": float(history["top1"].iloc[-1]), "best_top1": float(final_phase["top1"].max()),
             "epochs": int(final_phase["epoch"].iloc[-1] - final_phase["epoch"].iloc[0]) if len(final_phase) > 1 else 0,
             "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
             "path": str(file.parent.relative_to(root)),
         })
-    columns = ["experiment", "method", "density", "seed", "density_achieved", "final_top1",
+    columns = ["experiment", "method", "density", "seed", "density_target", "density_achieved", "final_top1",
                "best_top1", "epochs", "wall_time_s", "profile", "path"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -1,0 +1,527 @@
+"""The thesis figures (SPEC §10), computed from a runs store and drawn with :mod:`utils.plots`.
+
+Each figure has a name (the file stem of SPEC §10) and a builder that reads only the
+runs store (``results/`` by default; probe images from ``results/probe/``), computes the
+analysis and returns a figure.  Builders first check that every run they need is
+stored and raise :class:`MissingRuns` otherwise, so :func:`make` can skip the figure
+with one clear line instead of failing.
+
+>>> store = Store("results", mask_mode="effective", compat=None)
+>>> make(["fc_acc", "50_sparse_layers"], store, "figures")   # writes figures/fc_acc.{pdf,png}, ...
+
+Options of :class:`Store`:
+
+- ``mask_mode="effective"`` (default) analyses Gem-Miner's effective mask (the weights
+  the network actually uses); ``"flag"`` analyses its flags, as the thesis did.
+- ``compat="thesis"`` switches every analysis to the thesis's own computation
+  (``thesis=True`` statistics, flattened-layer distances without propagation, linearised
+  activations); ``None`` is the corrected default.
+- ``fast=True`` uses 200 instead of 600 probe images for the correlation matrix.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import plots
+from .results import Run, is_complete, load_probe, load_run, run_dir
+
+FC, RESNET = "fc_mnist", "resnet20_cifar10"
+METHODS = ("gem-miner", "synflow", "random")
+TAGS = {"gem-miner": "gem", "synflow": "syn", "random": "rnd"}
+SEEDS = (21, 42, 63)
+DENSITIES = (2, 5, 10, 20, 50)
+RANDOM_FC = ("random-fc", 7)
+ARCH = {FC: "FC 784-100×5-10 / MNIST", RESNET: "ResNet-20 / CIFAR-10"}
+#: seeds shown by the single-run figures (the thesis's titles were wrong; we show the true seed)
+MAP_SEED = 42
+KERNEL_SEEDS = {"gem-miner": 21, "synflow": 42, "random": 42}
+
+
+class MissingRuns(LookupError):
+    """Some runs a figure needs are not stored; ``str()`` summarises them on one line."""
+
+    def __init__(self, missing: Sequence[tuple[str, str, float, int]], root: Path, detail: str | None = None):
+        self.missing = list(missing)
+        self.root = root
+        super().__init__(detail or f"{len(self.missing)} run(s) missing under {root}: "
+                                   f"{summarise(self.missing)}")
+
+
+def summarise(keys: Iterable[tuple[str, str, float, int]]) -> str:
+    """``[(experiment, method, density %, seed), ...]`` → ``"fc_mnist/synflow d2,5 × s21,42,63; ..."``."""
+    by_density = defaultdict(list)
+    for exp, method, d, s in keys:
+        by_density[(exp, method, d)].append(s)
+    grouped = defaultdict(list)
+    for (exp, method, d), seeds in by_density.items():
+        grouped[(exp, method, tuple(sorted(seeds)))].append(d)
+    parts = []
+    for (exp, method, seeds), dens in grouped.items():
+        parts.append(f"{exp}/{method} d{','.join(f'{d:g}' for d in sorted(dens))} × "
+                     f"s{','.join(map(str, seeds))}")
+    return "; ".join(parts)
+
+
+def tag(method: str, seed: int) -> str:
+    """Run tag of a heatmap tick: ``gem_21``, ``syn_42``, ``rnd_63``."""
+    return f"{TAGS.get(method, method)}_{seed}"
+
+
+# ----------------------------------------------------------------------------- store
+class Store:
+    """Cached read access to a runs store with the analysis options of the notebook.
+
+    Args:
+        root: runs store root (``"results"``).
+        mask_mode: ``"effective"`` or ``"flag"`` (Gem-Miner flags, the thesis's view).
+        compat: ``None`` (corrected analyses) or ``"thesis"``.
+        fast: fewer probe images for the correlation matrix.
+    """
+
+    def __init__(self, root: str | os.PathLike = "results", mask_mode: str = "effective",
+                 compat: str | None = None, fast: bool = False):
+        if mask_mode not in ("effective", "flag"):
+            raise ValueError(f"mask_mode must be 'effective' or 'flag', got {mask_mode!r}")
+        if compat not in (None, "thesis"):
+            raise ValueError(f"compat must be None or 'thesis', got {compat!r}")
+        self.root = Path(root)
+        self.mask_mode = mask_mode
+        self.compat = compat
+        self.fast = fast
+        self._runs: dict[tuple, Run] = {}
+        self._units: dict[tuple, list[np.ndarray]] = {}
+        self.written: list[str] = []
+        self.skipped: dict[str, str] = {}
+
+    @property
+    def thesis(self) -> bool:
+        return self.compat == "thesis"
+
+    def has(self, experiment: str, method: str, density: float, seed: int) -> bool:
+        """Whether the run (density in %) is stored."""
+        return is_complete(run_dir(experiment, method, density / 100, seed, self.root))
+
+    def require(self, keys: Iterable[tuple[str, str, float, int]]) -> None:
+        """Raise :class:`MissingRuns` unless every ``(experiment, method, density %, seed)`` is stored."""
+        missing = [k for k in keys if not self.has(*k)]
+        if missing:
+            raise MissingRuns(missing, self.root)
+
+    def run(self, experiment: str, method: str, density: float, seed: int) -> Run:
+        """The stored run (density in %), loaded once and verified."""
+        key = (experiment, method, density, seed)
+        if key not in self._runs:
+            self._runs[key] = load_run(experiment, method, density / 100, seed, self.root)
+        return self._runs[key]
+
+    def masks(self, experiment: str, method: str, density: float, seed: int) -> dict[str, torch.Tensor]:
+        """Bool masks of the analysis layers under the store's mask mode."""
+        from models import analysis_layers
+        run = self.run(experiment, method, density, seed)
+        masks = run.masks(self.mask_mode)
+        return {name: masks[name] for name in analysis_layers(run.model)}
+
+    def units(self, experiment: str, method: str, density: float, seed: int) -> list[np.ndarray]:
+        """W⊙mask per analysis layer (float64), under the store's mask mode."""
+        from .analysis import get_units
+        key = (experiment, method, density, seed)
+        if key not in self._units:
+            run = self.run(*key)
+            override = self.masks(*key) if self.mask_mode == "flag" else None
+            self._units[key] = get_units(run.model, override)
+        return self._units[key]
+
+    def model(self, experiment: str, method: str, density: float, seed: int) -> torch.nn.Module:
+        """The trained model; in flag mode a copy whose masks are the Gem-Miner flags."""
+        import copy
+        from models import set_masks
+        run = self.run(experiment, method, density, seed)
+        if self.mask_mode == "effective" or not any(k.startswith("flag.") for k in run.extras()):
+            return run.model
+        model = copy.deepcopy(run.model)
+        set_masks(model, run.masks("flag"), zero_pruned=False)
+        return model.eval()
+
+    def label(self, method: str) -> str:
+        """Display name; Gem-Miner is marked "(flags)" in flag mode."""
+        name = plots.METHOD_LABELS.get(method, method)
+        return f"{name} (flags)" if method == "gem-miner" and self.mask_mode == "flag" else name
+
+    def inventory(self) -> pd.DataFrame:
+        """Seeds stored per experiment, method and density (%): a quick view of the store."""
+        from .results import runs
+        table = runs(self.root)
+        if table.empty:
+            return table
+        table = table.assign(density_pct=(table["density"] * 100).round(6))
+        return table.pivot_table(index=["experiment", "method"], columns="density_pct", values="seed",
+                                 aggfunc="count", fill_value=0)
+
+
+def grid(experiment: str, methods=METHODS, densities=DENSITIES, seeds=SEEDS) -> list[tuple]:
+    return [(experiment, m, d, s) for m in methods for d in densities for s in seeds]
+
+
+# ----------------------------------------------------------------------------- helpers
+def accuracy_curve(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch, top-1) of the training that produced the final weights.
+
+    Gem-Miner: the post-rounding row plus finetuning (x starts at 0), S/R/Random-FC: the
+    evaluation before training plus every epoch.
+    """
+    phases = set(history["phase"])
+    if "rounded" in phases:
+        h = history[history["phase"].isin(["rounded", "finetune"])]
+    else:
+        h = history[history["phase"] != "mining"]
+    x = h["epoch"].to_numpy() - h["epoch"].iloc[0]
+    return x, h["top1"].to_numpy(dtype=float)
+
+
+def _stack(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    n = min(len(x) for x, _ in curves)
+    return curves[0][0][:n], np.vstack([y[:n] for _, y in curves])
+
+
+def _layer_density(masks: dict[str, torch.Tensor]) -> np.ndarray:
+    return np.array([100.0 * float(m.float().mean()) for m in masks.values()])
+
+
+def _pooled(per_seed: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """[[layer arrays of seed 1], [of seed 2], ...] → per layer, the seeds concatenated."""
+    return [np.concatenate([np.asarray(s[i], dtype=float).ravel() for s in per_seed])
+            for i in range(len(per_seed[0]))]
+
+
+# ----------------------------------------------------------------------------- N01 accuracy
+def accuracy(store: Store, experiment: str):
+    """``fc_acc`` / ``resnet_acc``: seed-mean test top-1 per epoch, panels G/S/R, a line per density."""
+    store.require(grid(experiment))
+    panels = {}
+    for method in METHODS:
+        lines = {}
+        for d in DENSITIES:
+            lines[f"{d}%"] = _stack([accuracy_curve(store.run(experiment, method, d, s).history)
+                                     for s in SEEDS])
+        title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
+        panels[title] = lines
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}, target density (% remaining)")
+
+
+def random_fc_accuracy(store: Store):
+    """``rnd_7_acc``: Random-FC test top-1 per epoch, one line per seed (x is epochs)."""
+    method, d = RANDOM_FC
+    store.require([(FC, method, d, s) for s in SEEDS])
+    curves = {s: accuracy_curve(store.run(FC, method, d, s).history) for s in SEEDS}
+    achieved = np.mean([store.run(FC, method, d, s).info["density_achieved"] for s in SEEDS]) * 100
+    return plots.seed_curves(curves, title=f"Random-FC ({achieved:.1f}% density): test accuracy")
+
+
+# ----------------------------------------------------------------------------- N02 density per layer
+def sparse_layers(store: Store, experiment: str, density: float):
+    """``50_sparse_layers`` etc.: seed-mean density per analysis layer, a line per method."""
+    store.require(grid(experiment, densities=[density]))
+    lines, errors, colors = {}, {}, {}
+    for method in METHODS:
+        values = np.vstack([_layer_density(store.masks(experiment, method, density, s)) for s in SEEDS])
+        label = store.label(method)
+        lines[label], errors[label] = values.mean(0), values.std(0)
+        colors[label] = plots.METHOD_COLORS[method]
+    return plots.layer_density_lines(
+        lines, title=f"{ARCH[experiment]}: density per layer at {density:g}% target density",
+        errors=errors, colors=colors)
+
+
+def random_fc_sparse(store: Store):
+    """``rnd_7_sparse``: Random-FC density per layer, one line per seed."""
+    method, d = RANDOM_FC
+    store.require([(FC, method, d, s) for s in SEEDS])
+    lines = {f"seed {s}": _layer_density(store.masks(FC, method, d, s)) for s in SEEDS}
+    colors = {f"seed {s}": plots.SEED_COLORS[s] for s in SEEDS}
+    return plots.layer_density_lines(lines, title="Random-FC: density per layer",
+                                     ylabel="Density per layer (% remaining)", colors=colors)
+
+
+# ----------------------------------------------------------------------------- N03 1-D statistics
+def _fc_violins(store: Store, density: float, stat: Callable[[np.ndarray], np.ndarray], ylabel: str,
+                title: str, ylim):
+    store.require(grid(FC, densities=[density]))
+    panels = {}
+    for method in METHODS:
+        panels[store.label(method)] = _pooled([[stat(layer) for layer in store.units(FC, method, density, s)]
+                                               for s in SEEDS])
+    colors = {store.label(m): plots.METHOD_COLORS[m] for m in METHODS}
+    return plots.violins_per_layer(panels, ylabel, title=title, ylim=ylim, colors=colors)
+
+
+def weight_dist(store: Store, density: float = 5):
+    """``weight_dist_5``: per-unit mean gap between consecutive kept inputs, per layer, seeds pooled."""
+    from .analysis import weight_distances
+    return _fc_violins(store, density, lambda l: weight_distances(l, thesis=store.thesis),
+                       "Mean gap between kept inputs", f"FC, {density:g}% density: distance between "
+                       "a unit's neighbouring weights (3 seeds pooled)", (0, 100))
+
+
+def number_clusters(store: Store, density: float = 20):
+    """``number_clusters_20``: clusters (runs of consecutive inputs) per unit, per layer."""
+    from .analysis import layer_clusters
+    return _fc_violins(store, density, lambda l: layer_clusters(l, thesis=store.thesis),
+                       "Clusters per unit", f"FC, {density:g}% density: number of clusters per unit "
+                       "(3 seeds pooled)", (0, 225))
+
+
+def sign_ratio_clusters(store: Store, density: float = 20):
+    """``sign_ratio_clusters_20``: share of positive weights in each cluster of ≥ 2 weights."""
+    from .analysis import sign_ratios
+    return _fc_violins(store, density, lambda l: sign_ratios(l, thesis=store.thesis),
+                       "Share of positive weights per cluster", f"FC, {density:g}% density: sign ratio "
+                       "of clusters with ≥ 2 weights (3 seeds pooled)", (0, 1.02))
+
+
+def dists_random_fc(store: Store):
+    """``dists_rnd_7``: Random-FC gaps, clusters, sign ratios (layers 1–5) and relative positions."""
+    from .analysis import layer_clusters, sign_ratios, weight_distances, weight_positions
+    method, d = RANDOM_FC
+    store.require([(FC, method, d, s) for s in SEEDS])
+    units = [store.units(FC, method, d, s) for s in SEEDS]
+    th = store.thesis
+    panels = {
+        "Gaps": _pooled([[weight_distances(l, thesis=th) for l in u] for u in units]),
+        "Clusters": _pooled([[layer_clusters(l, thesis=th) for l in u] for u in units]),
+        "Sign ratios (layers 1–5)": _pooled([[sign_ratios(l, thesis=th) for l in u[:5]] for u in units]),
+        "Positions / in_features": _pooled([[weight_positions(l, relative=True) for l in u] for u in units]),
+    }
+    color = plots.METHOD_COLORS["random-fc"]
+    return plots.violins_per_layer(
+        panels, ["Mean gap between kept inputs", "Clusters per unit", "Share of positive weights",
+                 "Position / in_features"],
+        title="Random-FC: 1-D statistics per layer (3 seeds pooled)",
+        ylim=[None, None, (0, 1.02), (0, 1.02)], layout=(2, 2), figsize=(12, 8),
+        colors={k: color for k in panels}, sharey=False)
+
+
+# ----------------------------------------------------------------------------- N04 distances
+DISTANCE_TITLES = {"maed": "Distances based on Mean Error",
+                   "sasd": "Distances based on Structure and Sign Distance",
+                   "nnstd": "Distances based on Edit Distance"}
+
+
+def _nine(store: Store, experiment: str, density: float) -> tuple[list, list[str]]:
+    store.require(grid(experiment, densities=[density]))
+    units = [store.units(experiment, m, density, s) for m in METHODS for s in SEEDS]
+    return units, [tag(m, s) for m in METHODS for s in SEEDS]
+
+
+def distance_figure(store: Store, metric: str, density: float, title: str | None = None):
+    """``MAED-50``, ``SaSD-2``, ``fc-NNSTD-10`` ...: 9×9 matched network distances of the FC runs."""
+    from .analysis import distance_matrix
+    units, names = _nine(store, FC, density)
+    df = distance_matrix(units, metric, names=names, compat=store.compat)
+    how = "thesis computation" if store.thesis else "matched units, permutations propagated"
+    return plots.distance_heatmap(
+        df, f"{title or DISTANCE_TITLES[metric]}\nFC, {density:g}% density ({how})",
+        cbar_label=f"{metric.upper() if metric != 'sasd' else 'SaSD'} (mean over layers)", vmin=0)
+
+
+# ----------------------------------------------------------------------------- N05 convergent learning
+def probe_images(store: Store, dataset: str = "mnist") -> torch.Tensor:
+    """The stored probe images of ``dataset``, normalised (fewer in fast mode)."""
+    from .data import DATASETS, normalize
+    images, _ = load_probe(dataset, store.root)
+    if store.fast:
+        images = images[:200]
+    return normalize(images, DATASETS[dataset])
+
+
+def correlation_figure(store: Store, density: float = 10):
+    """``fc-cor-matrix-10``: convergent-learning similarity (mean matched correlation) of 9 FC runs."""
+    from .analysis import similarity_matrix
+    from .results import probe_path
+    store.require(grid(FC, densities=[density]))
+    if not probe_path("mnist", store.root).is_file():
+        raise MissingRuns([], store.root, f"no MNIST probe images at {probe_path('mnist', store.root)}")
+    images = probe_images(store)
+    models = [store.model(FC, m, density, s) for m in METHODS for s in SEEDS]
+    names = [tag(m, s) for m in METHODS for s in SEEDS]
+    df = similarity_matrix(models, images, names=names, compat=store.compat)
+    how = "linearised activations, thesis" if store.thesis else "real activations"
+    return plots.distance_heatmap(
+        df, f"Correlation Matrix\nFC, {density:g}% density, {len(images)} test images ({how})",
+        cbar_label="Mean matched correlation")
+
+
+# ----------------------------------------------------------------------------- N06 first-layer maps
+def first_layer_map_figure(store: Store, method: str, density: float, seed: int = MAP_SEED):
+    """``gem-fm-fc-50`` etc.: masked first-layer weights summed over units, as a 28×28 image."""
+    from .analysis import first_layer_map
+    store.require([(FC, method, density, seed)])
+    image = first_layer_map(store.units(FC, method, density, seed)[0])
+    return plots.first_layer_map_plot(image, f"{store.label(method)}, {density:g}% density, seed {seed}",
+                                      cbar_label="Sum of masked weights per pixel")
+
+
+# ----------------------------------------------------------------------------- N07 kernels
+def kernel_figure(store: Store, method: str, density: float = 10, seed: int | None = None):
+    """``gem-kernel-10`` etc.: the 20 most frequent binary 3×3 kernels of one ResNet-20."""
+    from .analysis import common_kernels
+    seed = KERNEL_SEEDS[method] if seed is None else seed
+    store.require([(RESNET, method, density, seed)])
+    top = common_kernels(store.units(RESNET, method, density, seed), top=20)
+    return plots.kernel_grid(top, f"{store.label(method)} {density:g}% seed {seed}: "
+                                  "most frequent 3×3 kernel patterns (count above each)")
+
+
+def resnet_clusters(store: Store, density: float = 5):
+    """``resnet_clusters``: per-filter cluster ratio over the 20 layers, one row per method."""
+    from .analysis import model_cluster_ratios
+    store.require(grid(RESNET, densities=[density]))
+    panels = {}
+    for method in METHODS:
+        per_seed = [model_cluster_ratios(store.units(RESNET, method, density, s), dense="last",
+                                         connectivity="4", thesis=store.thesis) for s in SEEDS]
+        panels[store.label(method)] = _pooled(per_seed)
+    return plots.cluster_ratio_violins(
+        panels, title=f"ResNet-20, {density:g}% density: per-filter cluster ratio "
+                      "(4-neighbour kernels; fc rows 1-D; 3 seeds pooled)")
+
+
+# ----------------------------------------------------------------------------- N08 illustrations
+KERNEL_EXAMPLE = np.array([
+    [1, 1, 0, 0, 0, 0, 0, 1],
+    [0, 1, 0, 0, 1, 0, 0, 0],
+    [0, 0, 1, 0, 0, 0, 0, 0],
+    [0, 0, 0, 0, 0, 1, 1, 0],
+    [1, 0, 0, 0, 0, 0, 1, 0],
+    [0, 0, 0, 1, 0, 0, 0, 0],
+    [0, 0, 0, 0, 1, 0, 0, 1],
+    [1, 0, 0, 0, 0, 0, 0, 1]], dtype=bool)
+
+
+def one_dim_weights(store: Store | None = None):
+    """``one-dim-weights``: nonzeros 6, 7, 8, 10, 13 → gaps 1, 1, 2, 3."""
+    return plots.one_dim_weights_plot((6, 7, 8, 10, 13))
+
+
+def kernel_to_graph(store: Store | None = None):
+    """``kernel-to-graph``: an 8×8 mask and its graph with diagonal edges."""
+    return plots.kernel_to_graph_plot(KERNEL_EXAMPLE, connectivity="8")
+
+
+def channel_order(store: Store | None = None):
+    """``channel_order``: permuting Conv-1 filters permutes Conv-2 in-channels."""
+    return plots.channel_order_plot((2, 0, 3, 1))
+
+
+# ----------------------------------------------------------------------------- registry
+def _registry() -> dict[str, tuple[Callable, dict]]:
+    reg: dict[str, tuple[Callable, dict]] = {
+        # N01
+        "fc_acc": (accuracy, dict(experiment=FC)),
+        "resnet_acc": (accuracy, dict(experiment=RESNET)),
+        "rnd_7_acc": (random_fc_accuracy, {}),
+        # N02
+        "50_sparse_layers": (sparse_layers, dict(experiment=FC, density=50)),
+        "2_sparse_layers": (sparse_layers, dict(experiment=FC, density=2)),
+        "resnet-50_sparse_layers": (sparse_layers, dict(experiment=RESNET, density=50)),
+        "resnet-2_sparse_layers": (sparse_layers, dict(experiment=RESNET, density=2)),
+        "rnd_7_sparse": (random_fc_sparse, {}),
+        # N03
+        "weight_dist_5": (weight_dist, dict(density=5)),
+        "number_clusters_20": (number_clusters, dict(density=20)),
+        "sign_ratio_clusters_20": (sign_ratio_clusters, dict(density=20)),
+        "dists_rnd_7": (dists_random_fc, {}),
+    }
+    # N04
+    for density in (50, 2):
+        for metric, stem in (("maed", "MAED"), ("sasd", "SaSD"), ("nnstd", "NNSTD")):
+            reg[f"{stem}-{density}"] = (distance_figure, dict(metric=metric, density=density))
+    reg["fc-NNSTD-10"] = (distance_figure, dict(metric="nnstd", density=10,
+                                                title="Distance Matrix based on NNSTD"))
+    # N05
+    reg["fc-cor-matrix-10"] = (correlation_figure, dict(density=10))
+    # N06
+    for density in (50, 2):
+        for method in METHODS:
+            reg[f"{TAGS[method]}-fm-fc-{density}"] = (first_layer_map_figure,
+                                                      dict(method=method, density=density))
+    # N07
+    for method in METHODS:
+        reg[f"{TAGS[method]}-kernel-10"] = (kernel_figure, dict(method=method, density=10))
+    reg["resnet_clusters"] = (resnet_clusters, dict(density=5))
+    # N08
+    reg["one-dim-weights"] = (one_dim_weights, {})
+    reg["kernel-to-graph"] = (kernel_to_graph, {})
+    reg["channel_order"] = (channel_order, {})
+    return reg
+
+
+#: figure name → (builder, keyword arguments), in the thesis's order (SPEC §10, N01…N08)
+REGISTRY = _registry()
+FIGURE_NAMES = list(REGISTRY)
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def build(name: str, store: Store):
+    """The figure ``name`` (SPEC §10) built from ``store`` (raises :class:`MissingRuns`)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURE_NAMES)}")
+    builder, kwargs = REGISTRY[name]
+    return builder(store, **kwargs)
+
+
+def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLike = "figures",
+         show: bool | None = None) -> list[str]:
+    """Build, save (PDF + PNG) and show figures; skip those whose runs are missing.
+
+    Args:
+        names: one figure name or several (see :data:`FIGURE_NAMES`).
+        store: the :class:`Store` to read.
+        figures_dir: output directory.
+        show: display inline (default: when running in a notebook). Figures are closed
+            after saving either way.
+
+    Returns:
+        The names written. A skipped figure prints one line saying which runs are
+        missing and is recorded in ``store.skipped``.
+    """
+    import matplotlib.pyplot as plt
+    names = [names] if isinstance(names, str) else list(names)
+    show = _in_notebook() if show is None else show
+    written = []
+    for name in names:
+        try:
+            fig = build(name, store)
+        except MissingRuns as exc:
+            store.skipped[name] = str(exc)
+            print(f"skipped {name}: {exc}")
+            continue
+        plots.save(fig, name, figures_dir)
+        if show:
+            from IPython.display import display
+            display(fig)
+        plt.close(fig)
+        store.skipped.pop(name, None)
+        store.written.append(name)
+        written.append(name)
+        print(f"wrote {Path(figures_dir) / name}.pdf/.png")
+    return written
+
+
+def report(store: Store) -> str:
+    """One line per outcome: figures written and figures skipped (with the missing runs)."""
+    lines = [f"{len(set(store.written))} figure(s) written: {', '.join(dict.fromkeys(store.written))}"]
+    if store.skipped:
+        lines.append(f"{len(store.skipped)} figure(s) skipped:")
+        lines += [f"  {name}: {why}" for name, why in store.skipped.items()]
+    return "\n".join(lines)

@@ -1,0 +1,533 @@
+"""Plotting layer of the thesis figures (SPEC §10): small functions that draw, and :func:`save`.
+
+Every function takes already computed data (numbers, arrays, DataFrames) and returns a
+``matplotlib.figure.Figure``; nothing here reads the runs store (that is
+:mod:`utils.figures`).  Conventions:
+
+- "density" is the % of prunable weights *remaining* (SPEC §1); axes say so;
+- epoch axes say "Epoch" (the thesis's "Layers" on the Random-FC accuracy plot meant epochs);
+- fonts are ≥ 10 pt (:data:`STYLE`), heatmaps are viridis with a colour bar and the run
+  tags ``gem_21 … rnd_63`` as ticks, x tick labels rotated 90°;
+- :func:`save` writes ``<name>.pdf`` and ``<name>.png`` atomically (tight bbox, 150 dpi) and
+  without timestamps, so re-running an unchanged figure gives identical files.
+
+>>> fig = accuracy_curves({"Gem-Miner": {"2%": (x, y2), "50%": (x, y50)}, "SynFlow": ..., "Random": ...})
+>>> save(fig, "fc_acc", "figures")
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+if not os.environ.get("MPLBACKEND") and "ipykernel" not in __import__("sys").modules:
+    matplotlib.use("Agg")  # headless by default; notebooks keep their inline backend
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import patches  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+#: rc settings of every figure: readable fonts (≥ 10 pt) and no top/right spines.
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 13,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "savefig.dpi": 150,
+    "figure.dpi": 100,
+    "pdf.fonttype": 42,
+}
+
+#: display names and colours of the thesis's three methods (plus the extensions).
+METHOD_LABELS = {"gem-miner": "Gem-Miner", "synflow": "SynFlow", "random": "Random",
+                 "magnitude": "Magnitude", "deepr": "DEEPR", "soft-deepr": "Soft-DEEPR",
+                 "dnw": "DNW", "dense": "Dense", "random-fc": "Random-FC"}
+METHOD_COLORS = {"gem-miner": "#1b9e77", "synflow": "#d95f02", "random": "#7570b3",
+                 "magnitude": "#e7298a", "deepr": "#66a61e", "soft-deepr": "#e6ab02",
+                 "dnw": "#a6761d", "dense": "#666666", "random-fc": "#7570b3"}
+SEED_COLORS = {21: "#1f77b4", 42: "#ff7f0e", 63: "#2ca02c"}
+DENSITY_LABEL = "Density (% remaining)"
+
+
+def style():
+    """Context manager applying :data:`STYLE` (``with style(): fig = ...``)."""
+    return plt.rc_context(STYLE)
+
+
+def _color(key, i: int = 0, n: int = 1):
+    if key in METHOD_COLORS:
+        return METHOD_COLORS[key]
+    if key in SEED_COLORS:
+        return SEED_COLORS[key]
+    return plt.cm.viridis(0.9 * i / max(n - 1, 1))
+
+
+# ----------------------------------------------------------------------------- saving
+def save(fig: Figure, name: str, figures_dir: str | os.PathLike = "figures",
+         formats: Sequence[str] = ("pdf", "png"), dpi: int = 150) -> list[Path]:
+    """Write ``<figures_dir>/<name>.pdf`` and ``.png`` atomically and return their paths.
+
+    Each file is written to a temporary file in the same directory and renamed into
+    place, so a reader never sees a half-written figure.  Tight bounding box; PDF
+    timestamps are dropped so unchanged figures give identical files.
+
+    Args:
+        fig: the figure.
+        name: file stem, e.g. ``"fc_acc"`` (SPEC §10 names).
+        figures_dir: output directory (created if needed).
+        formats: file formats (default PDF and PNG).
+        dpi: resolution of raster formats.
+    """
+    out_dir = Path(figures_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext in formats:
+        target = out_dir / f"{name}.{ext}"
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{ext}.part")
+        os.close(fd)
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        try:
+            with style():
+                fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
+
+
+# ----------------------------------------------------------------------------- curves
+def _mean_band(y) -> tuple[np.ndarray, np.ndarray | None]:
+    y = np.asarray(y, dtype=float)
+    if y.ndim == 1:
+        return y, None
+    return np.nanmean(y, axis=0), (np.nanstd(y, axis=0) if y.shape[0] > 1 else None)
+
+
+def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None = None,
+                    xlabel: str = "Epoch", ylabel: str = "Test top-1 accuracy (%)",
+                    legend_title: str = DENSITY_LABEL, ylim=(0, 100), figsize=(14, 4),
+                    band: bool = True) -> Figure:
+    """Accuracy per epoch: one panel per method (thesis: G/S/R), one line per density.
+
+    Args:
+        panels: ``{panel title: {line label: (x, y)}}``; ``y`` is 1-D, or 2-D (one row per
+            seed: the mean is drawn and, with ``band``, ±1 std shaded).  The line labels
+            of the first panel make the legend (same labels in every panel).
+        title: optional suptitle.
+        xlabel, ylabel: axis labels ("Epoch", "Test top-1 accuracy (%)").
+        legend_title: legend heading.
+        ylim: y range (0–100 %).
+        figsize: 14×4 in for three panels (SPEC §10).
+        band: shade ±1 std over seeds.
+
+    Returns:
+        The figure; the legend sits above the middle panel.
+    """
+    with style():
+        n = len(panels)
+        fig, axes = plt.subplots(1, n, figsize=figsize, sharey=True, squeeze=False)
+        axes = axes[0]
+        for ax, (panel, lines) in zip(axes, panels.items()):
+            for i, (label, (x, y)) in enumerate(lines.items()):
+                mean, std = _mean_band(y)
+                color = _color(label, i, len(lines))
+                ax.plot(x, mean, label=label, color=color, lw=1.8)
+                if band and std is not None:
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+            ax.set_title(panel)
+            ax.set_xlabel(xlabel)
+            ax.set_ylim(*ylim)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(ylabel)
+        first = next(iter(panels.values()), {})
+        if first:
+            handles, labels = axes[0].get_legend_handles_labels()
+            mid = axes[len(axes) // 2]
+            mid.legend(handles, labels, title=legend_title, loc="lower center",
+                       bbox_to_anchor=(0.5, 1.12), ncol=len(labels), frameon=False)
+        if title:
+            fig.suptitle(title, y=1.12)
+        fig.tight_layout()
+    return fig
+
+
+def seed_curves(curves: Mapping, title: str, xlabel: str = "Epoch",
+                ylabel: str = "Test top-1 accuracy (%)", ylim=(0, 100), figsize=(6.5, 4)) -> Figure:
+    """One line per seed in a single panel (e.g. Random-FC accuracy per epoch).
+
+    Args:
+        curves: ``{seed or label: (x, y)}``.
+        title, xlabel, ylabel, ylim, figsize: as usual.
+    """
+    with style():
+        fig, ax = plt.subplots(figsize=figsize)
+        for i, (label, (x, y)) in enumerate(curves.items()):
+            ax.plot(x, y, label=f"seed {label}" if isinstance(label, (int, np.integer)) else str(label),
+                    color=_color(label, i, len(curves)), lw=1.8)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
+                        ylabel: str = "Mean density per layer (% remaining)", xlabel: str = "Layer",
+                        ylim=(0, 100), marker: str = "o", figsize=None,
+                        errors: Mapping[str, Sequence[float]] | None = None,
+                        colors: Mapping[str, str] | None = None) -> Figure:
+    """Density of each layer (1-based), one line per method or seed.
+
+    Args:
+        lines: ``{label: densities in % for layers 1..L}``.
+        title: e.g. "FC: density per layer at 50% target density".
+        ylabel, xlabel: axis labels ("density (% remaining)" wording, "Layer").
+        ylim: y range (0–100 %).
+        marker: line marker ("o").
+        figsize: default 7×4 in (6 layers) or 10×4 in (> 10 layers).
+        errors: optional ``{label: std per layer}`` drawn as error bars (seed spread).
+        colors: optional ``{label: colour}``.
+    """
+    with style():
+        n_layers = max((len(v) for v in lines.values()), default=0)
+        fig, ax = plt.subplots(figsize=figsize or ((10, 4) if n_layers > 10 else (7, 4)))
+        for i, (label, values) in enumerate(lines.items()):
+            x = np.arange(1, len(values) + 1)
+            color = (colors or {}).get(label) or _color(label, i, len(lines))
+            err = None if errors is None else errors.get(label)
+            ax.errorbar(x, values, yerr=err, label=str(label), marker=marker, color=color, lw=1.6,
+                        ms=5, capsize=3 if err is not None else 0)
+        ax.set_xticks(np.arange(1, n_layers + 1))
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- violins
+def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: float = 0.8) -> None:
+    """Violins (``showmeans``, no extrema) of ``data`` (one array per position) into ``ax``.
+
+    Empty arrays leave their position blank.  With ``ylim``, values outside the range are
+    not drawn and their count is written at the top of the column ("n>100").
+    """
+    positions = np.arange(1, len(data) + 1) if positions is None else np.asarray(positions)
+    arrays = [np.asarray(d, dtype=float).ravel() for d in data]
+    arrays = [a[np.isfinite(a)] for a in arrays]
+    keep = [i for i, a in enumerate(arrays) if a.size]
+    if keep:
+        parts = ax.violinplot([arrays[i] for i in keep], positions=positions[keep], widths=width,
+                              showmeans=True, showextrema=False)
+        for body in parts["bodies"]:
+            if color is not None:
+                body.set_facecolor(color)
+            body.set_edgecolor("black")
+            body.set_linewidth(0.6)
+            body.set_alpha(0.7)
+        parts["cmeans"].set_color("black")
+        parts["cmeans"].set_linewidth(1.2)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+        for pos, a in zip(positions, arrays):
+            above = int((a > ylim[1]).sum())
+            if above:
+                ax.annotate(f"{above}>{ylim[1]:g}", (pos, ylim[1]), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=10,
+                            color="dimgray", annotation_clip=False)
+    ax.set_xticks(positions)
+    ax.set_xlim(positions[0] - 0.6, positions[-1] + 0.6)
+
+
+def violins_per_layer(panels: Mapping[str, Sequence], ylabel, title: str | None = None,
+                      ylim=None, xlabel: str = "Layer", layout: tuple[int, int] | None = None,
+                      figsize=None, colors: Mapping[str, str] | None = None,
+                      xticklabels: Sequence | None = None, sharey: bool = True) -> Figure:
+    """Per-layer violins (``showmeans``, no extrema), one panel per method.
+
+    Args:
+        panels: ``{panel title: [values of layer 1, values of layer 2, ...]}``.
+        ylabel: y label, or one per panel.
+        title: suptitle.
+        ylim: y range (tuple) for all panels, or a list with one per panel (``None``: automatic).
+        xlabel: "Layer" (or one per panel).
+        layout: (rows, cols); default one row.
+        figsize: default 14×4 in for one row.
+        colors: ``{panel title: colour}``; method names map to the method colours.
+        xticklabels: tick labels (default 1..L).
+        sharey: share the y axis between panels when ``ylim`` is common.
+    """
+    n = len(panels)
+    rows, cols = layout or (1, n)
+    with style():
+        fig, axes = plt.subplots(rows, cols, figsize=figsize or (14 / 3 * cols, 4 * rows),
+                                 squeeze=False, sharey=sharey and (ylim is None or isinstance(ylim, tuple)))
+        axes = axes.ravel()
+        for i, (ax, (panel, data)) in enumerate(zip(axes, panels.items())):
+            color = (colors or {}).get(panel) or _color(_method_key(panel), i, n)
+            panel_ylim = ylim[i] if isinstance(ylim, list) else ylim
+            violins(ax, data, color=color, ylim=panel_ylim)
+            if xticklabels is not None:
+                ax.set_xticklabels(xticklabels)
+            ax.set_title(panel)
+            ax.set_xlabel(xlabel[i] if isinstance(xlabel, (list, tuple)) else xlabel)
+            ax.set_ylabel(ylabel[i] if isinstance(ylabel, (list, tuple)) else ylabel)
+            if sharey and not isinstance(ylim, list) and i % cols:
+                ax.set_ylabel("")
+            ax.grid(axis="y", alpha=0.3)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def _method_key(label: str):
+    for key, name in METHOD_LABELS.items():
+        if str(label).startswith(name):
+            return key
+    return label
+
+
+def cluster_ratio_violins(panels: Mapping[str, Sequence[np.ndarray]], title: str | None = None,
+                          ylabel: str = "Cluster ratio", xlabel: str = "Layer",
+                          figsize=(14, 9)) -> Figure:
+    """Per-filter cluster ratios over the layers, one row per method (3×1), y 0–1.
+
+    Args:
+        panels: ``{method title: [ratios of layer 1, ..., layer L]}``.
+        title: suptitle.
+        ylabel, xlabel: axis labels.
+        figsize: 14×9 in for three rows.
+    """
+    return violins_per_layer(panels, ylabel, title=title, ylim=(0, 1.05), xlabel=xlabel,
+                             layout=(len(panels), 1), figsize=figsize, sharey=True)
+
+
+# ----------------------------------------------------------------------------- heatmaps / maps
+def distance_heatmap(df: pd.DataFrame, title: str, cbar_label: str | None = None, vmin=None, vmax=None,
+                     annotate: bool = True, figsize=(6.8, 5.8), cmap: str = "viridis") -> Figure:
+    """Square matrix (9×9 runs) as a viridis ``imshow`` with a colour bar.
+
+    Args:
+        df: square DataFrame; its index/columns (e.g. ``gem_21 … rnd_63``) are the ticks.
+        title: e.g. "Distances based on Edit Distance".
+        cbar_label: colour-bar label.
+        vmin, vmax: colour range (default: data range).
+        annotate: write each value (2 decimals) into its cell.
+        figsize: figure size in inches.
+        cmap: colour map (viridis).
+    """
+    values = df.to_numpy(dtype=float)
+    with style():
+        fig, ax = plt.subplots(figsize=figsize)
+        im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks(np.arange(values.shape[1]))
+        ax.set_xticklabels([str(c) for c in df.columns], rotation=90)
+        ax.set_yticks(np.arange(values.shape[0]))
+        ax.set_yticklabels([str(i) for i in df.index])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if cbar_label:
+            cbar.set_label(cbar_label)
+        if annotate and values.size <= 144:
+            lo, hi = im.get_clim()
+            mid = lo + 0.6 * (hi - lo)
+            for (r, c), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=10 if values.shape[0] <= 9 else 8,
+                            color="black" if v > mid else "white")
+        ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
+def first_layer_map_plot(image: np.ndarray, title: str, cbar_label: str = "Sum of masked weights",
+                         figsize=(5.2, 4.4), cmap: str = "rainbow") -> Figure:
+    """First-layer map (28×28): rainbow ``imshow`` with a colour bar and no ticks.
+
+    Args:
+        image: (28, 28) array from :func:`utils.analysis.first_layer_map`.
+        title: e.g. "Gem-Miner, 50% density, seed 42".
+        cbar_label: colour-bar label.
+    """
+    with style():
+        fig, ax = plt.subplots(figsize=figsize)
+        im = ax.imshow(image, cmap=cmap)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cbar.set_label(cbar_label)
+        ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
+def kernel_grid(patterns_counts: Sequence[tuple[np.ndarray, int]], suptitle: str,
+                rows: int = 2, cols: int = 10, figsize=(14, 3.8)) -> Figure:
+    """The most frequent binary 3×3 kernel patterns (2×10), each titled with its count.
+
+    Args:
+        patterns_counts: ``[(3×3 bool pattern, count), ...]`` from
+            :func:`utils.analysis.common_kernels` (at most rows·cols are drawn).
+        suptitle: e.g. "SynFlow 10% seed 42".
+        rows, cols: grid shape.
+        figsize: figure size.
+    """
+    with style():
+        fig, axes = plt.subplots(rows, cols, figsize=figsize, squeeze=False)
+        for ax, item in zip(axes.ravel(), list(patterns_counts) + [None] * (rows * cols)):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if item is None:
+                ax.set_visible(False)
+                continue
+            pattern, count = item
+            ax.imshow(np.asarray(pattern, dtype=float), cmap="Greys", vmin=0, vmax=1)
+            for k in (0.5, 1.5):
+                ax.axhline(k, color="0.6", lw=0.6)
+                ax.axvline(k, color="0.6", lw=0.6)
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color("0.3")
+            ax.set_title(f"{count:,}", fontsize=10)
+        fig.suptitle(suptitle)
+        fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- illustrations (N08)
+def one_dim_weights_plot(positions: Sequence[int] = (6, 7, 8, 10, 13), length: int = 16,
+                         figsize=(9, 2.6)) -> Figure:
+    """One unit's row as a strip of cells: kept weights filled, gaps between neighbours labelled.
+
+    The default reproduces the thesis's hand-drawn example: nonzeros 6, 7, 8, 10, 13 →
+    gaps 1, 1, 2, 3 (mean gap 1.75), three clusters (runs of consecutive indices).
+    """
+    p = np.asarray(sorted(positions))
+    gaps = np.diff(p)
+    runs = len(np.split(p, np.flatnonzero(gaps != 1) + 1)) if p.size else 0
+    with style():
+        fig, ax = plt.subplots(figsize=figsize)
+        for i in range(length):
+            on = i in set(p.tolist())
+            ax.add_patch(patches.Rectangle((i, 0), 1, 1, facecolor="#1b9e77" if on else "white",
+                                           edgecolor="0.3", lw=1))
+            ax.text(i + 0.5, -0.35, str(i), ha="center", va="center", fontsize=10)
+        for a, b, g in zip(p[:-1], p[1:], gaps):
+            ax.annotate("", xy=(b + 0.5, 1.15), xytext=(a + 0.5, 1.15),
+                        arrowprops=dict(arrowstyle="<->", color="0.2", lw=1.2,
+                                        connectionstyle="arc3,rad=-0.5" if g == 1 else "arc3,rad=-0.3"))
+            ax.text((a + b) / 2 + 0.5, 1.75 if g == 1 else 1.95, str(g), ha="center", va="center", fontsize=11)
+        ax.set_xlim(-0.2, length + 0.2)
+        ax.set_ylim(-0.7, 2.4)
+        ax.axis("off")
+        mean = f"{gaps.mean():.2f}" if gaps.size else "n/a"
+        ax.set_title(f"Nonzero positions {', '.join(map(str, p))}: gaps {', '.join(map(str, gaps))} "
+                     f"(mean {mean}), {runs} clusters")
+        fig.tight_layout()
+    return fig
+
+
+def kernel_to_graph_plot(mask: np.ndarray, connectivity: str = "8", figsize=(10, 4.6)) -> Figure:
+    """A binary mask (left) and its kernel graph (right): nodes are the nonzero entries,
+    edges join neighbours (``"8"``: Chebyshev distance 1, i.e. diagonal edges included;
+    ``"4"``: Manhattan distance 1).  Components with ≥ 2 nodes are coloured, singletons grey.
+    """
+    import networkx as nx
+    mask = np.asarray(mask).astype(bool)
+    nodes = list(zip(*np.nonzero(mask)))
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    for (r1, c1) in nodes:
+        for (r2, c2) in nodes:
+            d_r, d_c = abs(r1 - r2), abs(c1 - c2)
+            near = (d_r + d_c == 1) if connectivity == "4" else (max(d_r, d_c) == 1)
+            if (r1, c1) < (r2, c2) and near:
+                graph.add_edge((r1, c1), (r2, c2))
+    comps = sorted(nx.connected_components(graph), key=lambda c: (-len(c), min(c)))
+    big = [c for c in comps if len(c) >= 2]
+    palette = plt.cm.tab10(np.arange(10))
+    node_color = {}
+    for i, comp in enumerate(big):
+        for node in comp:
+            node_color[node] = palette[i % 10]
+    ratio = (len(big) / len(comps)) if len(comps) > 1 else float(len(big) == 1)
+    with style():
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize)
+        ax1.imshow(mask, cmap="Greys", vmin=0, vmax=1)
+        ax1.set_xticks(np.arange(mask.shape[1]))
+        ax1.set_yticks(np.arange(mask.shape[0]))
+        ax1.set_xticks(np.arange(-0.5, mask.shape[1]), minor=True)
+        ax1.set_yticks(np.arange(-0.5, mask.shape[0]), minor=True)
+        ax1.grid(which="minor", color="0.6", lw=0.6)
+        ax1.tick_params(which="minor", length=0)
+        ax1.set_title(f"{mask.shape[0]}×{mask.shape[1]} mask ({len(nodes)} nonzeros)")
+        pos = {n: (n[1], -n[0]) for n in nodes}
+        nx.draw_networkx_edges(graph, pos, ax=ax2, width=1.6, edge_color="0.3")
+        nx.draw_networkx_nodes(graph, pos, ax=ax2, node_size=170,
+                               node_color=[node_color.get(n, (0.75, 0.75, 0.75, 1)) for n in nodes],
+                               edgecolors="black", linewidths=0.8)
+        ax2.set_xlim(-0.7, mask.shape[1] - 0.3)
+        ax2.set_ylim(-mask.shape[0] + 0.3, 0.7)
+        ax2.set_aspect("equal")
+        ax2.axis("off")
+        ax2.set_title(f"Graph ({'diagonal edges included' if connectivity == '8' else '4-neighbour edges'}): "
+                      f"{len(comps)} components, cluster ratio {ratio:.2f}", fontsize=11)
+        fig.tight_layout()
+    return fig
+
+
+def channel_order_plot(perm: Sequence[int] = (2, 0, 3, 1), n_out: int = 3, figsize=(11, 5.2)) -> Figure:
+    """Why permutations must be propagated: permuting Conv-1's filters permutes Conv-2's
+    in-channels.  Top: original order; bottom: Conv-1 filters reordered by ``perm`` and
+    Conv-2's kernels (one column per in-channel) reordered the same way, so the network
+    computes the same function.  Colours identify the Conv-1 filter / channel.
+    """
+    perm = np.asarray(perm)
+    n = len(perm)
+    colors = plt.cm.Set2(np.arange(n))
+    with style():
+        fig, axes = plt.subplots(2, 2, figsize=figsize, gridspec_kw={"width_ratios": [1, n]})
+        for row, order in enumerate((np.arange(n), perm)):
+            ax1, ax2 = axes[row]
+            for j, f in enumerate(order):
+                ax1.add_patch(patches.Rectangle((0, n - 1 - j), 1, 0.85, facecolor=colors[f], edgecolor="0.2"))
+                ax1.text(0.5, n - 1 - j + 0.42, f"filter {f + 1}", ha="center", va="center", fontsize=10)
+            ax1.set_xlim(-0.1, 1.1)
+            ax1.set_ylim(-0.2, n)
+            ax1.axis("off")
+            ax1.set_title("Conv-1 filters" + (" (permuted)" if row else ""), fontsize=11)
+            for o in range(n_out):
+                for j, f in enumerate(order):
+                    ax2.add_patch(patches.Rectangle((j, n_out - 1 - o), 0.9, 0.85, facecolor=colors[f],
+                                                    edgecolor="0.2"))
+                    ax2.text(j + 0.45, n_out - 1 - o + 0.42, f"W{o + 1},{f + 1}", ha="center", va="center",
+                             fontsize=10)
+            for j, f in enumerate(order):
+                ax2.text(j + 0.45, n_out + 0.1, f"in-ch {f + 1}", ha="center", va="bottom", fontsize=10)
+            ax2.set_xlim(-0.1, n)
+            ax2.set_ylim(-0.2, n_out + 0.7)
+            ax2.axis("off")
+            ax2.set_title("Conv-2 kernels (rows: filters, columns: in-channels)"
+                          + (" with in-channels permuted alike" if row else ""), fontsize=11)
+        order_txt = ", ".join(str(p + 1) for p in perm)
+        fig.suptitle(f"Permuting Conv-1 filters to ({order_txt}) permutes Conv-2 in-channels the same way")
+        fig.tight_layout()
+    return fig
