@@ -40,13 +40,15 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool
+    train_size: int
     num_classes: int = 10
 
 
 DATASETS = {
-    "mnist": DatasetInfo("mnist", (1, 28, 28), (0.1307,), (0.3081,), augment=False),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), (0.1307,), (0.3081,), augment=False,
+                         train_size=60_000),
     "cifar10": DatasetInfo("cifar10", (3, 32, 32), (0.491, 0.482, 0.447), (0.247, 0.243, 0.262),
-                           augment=True),
+                           augment=True, train_size=50_000),
 }
 
 # md5 of the *uncompressed* IDX content, so re-gzipped copies verify too.

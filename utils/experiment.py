@@ -187,7 +187,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
     ensure_probe(data, root)
 
     model_kwargs = dict(method.model_kwargs.get(config["model"], {}))
-    seed_init(spec.seed)
+    seed_init(spec.seed, data.info.train_size)
     model = build_model(config["model"], **model_kwargs)
     start = time.perf_counter()
     outputs = method.run(model, data, density, train_cfg, seed=spec.seed, progress=progress)

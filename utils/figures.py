@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ import pandas as pd
 import torch
 
 from . import plots
-from .results import Run, is_complete, load_probe, load_run, run_dir
+from .results import Run, is_complete, load_probe, load_run, read_record, run_dir
 
 FC, RESNET = "fc_mnist", "resnet20_cifar10"
 METHODS = ("gem-miner", "synflow", "random")
@@ -98,6 +99,7 @@ class Store:
         self.fast = fast
         self._runs: dict[tuple, Run] = {}
         self._units: dict[tuple, list[np.ndarray]] = {}
+        self._records: dict[tuple, dict] = {}
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
 
@@ -121,6 +123,26 @@ class Store:
         if key not in self._runs:
             self._runs[key] = load_run(experiment, method, density / 100, seed, self.root)
         return self._runs[key]
+
+    def history(self, experiment: str, method: str, density: float, seed: int) -> pd.DataFrame:
+        """The run's ``history.csv`` (checksums verified; the weights are not decoded)."""
+        key = (experiment, method, density, seed)
+        if key in self._runs:
+            return self._runs[key].history
+        path = run_dir(experiment, method, density / 100, seed, self.root)
+        self.record(experiment, method, density, seed)
+        return pd.read_csv(path / "history.csv")
+
+    def record(self, experiment: str, method: str, density: float, seed: int) -> dict:
+        """The run's ``run.json`` (verified)."""
+        key = (experiment, method, density, seed)
+        if key in self._runs:
+            return self._runs[key].info
+        if key not in self._records:
+            if not self.has(*key):
+                raise MissingRuns([key], self.root)
+            self._records[key] = read_record(run_dir(experiment, method, density / 100, seed, self.root))
+        return self._records[key]
 
     def masks(self, experiment: str, method: str, density: float, seed: int) -> dict[str, torch.Tensor]:
         """Bool masks of the analysis layers under the store's mask mode."""
@@ -166,6 +188,17 @@ class Store:
                                  aggfunc="count", fill_value=0)
 
 
+    def achieved(self, experiment: str, methods=METHODS) -> pd.DataFrame:
+        """Achieved (effective-mask) density in % per method × target density, mean over stored seeds."""
+        from .results import runs
+        table = runs(self.root)
+        table = table[(table["experiment"] == experiment) & table["method"].isin(methods)]
+        if table.empty:
+            return pd.DataFrame()
+        table = table.assign(target=(table["density"] * 100).round(6), achieved=table["density_achieved"] * 100)
+        return table.pivot_table(index="method", columns="target", values="achieved", aggfunc="mean").round(2)
+
+
 def grid(experiment: str, methods=METHODS, densities=DENSITIES, seeds=SEEDS) -> list[tuple]:
     return [(experiment, m, d, s) for m in methods for d in densities for s in seeds]
 
@@ -209,7 +242,7 @@ def accuracy(store: Store, experiment: str):
     for method in METHODS:
         lines = {}
         for d in DENSITIES:
-            lines[f"{d}%"] = _stack([accuracy_curve(store.run(experiment, method, d, s).history)
+            lines[f"{d}%"] = _stack([accuracy_curve(store.history(experiment, method, d, s))
                                      for s in SEEDS])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
@@ -220,8 +253,8 @@ def random_fc_accuracy(store: Store):
     """``rnd_7_acc``: Random-FC test top-1 per epoch, one line per seed (x is epochs)."""
     method, d = RANDOM_FC
     store.require([(FC, method, d, s) for s in SEEDS])
-    curves = {s: accuracy_curve(store.run(FC, method, d, s).history) for s in SEEDS}
-    achieved = np.mean([store.run(FC, method, d, s).info["density_achieved"] for s in SEEDS]) * 100
+    curves = {s: accuracy_curve(store.history(FC, method, d, s)) for s in SEEDS}
+    achieved = np.mean([store.record(FC, method, d, s)["density_achieved"] for s in SEEDS]) * 100
     return plots.seed_curves(curves, title=f"Random-FC ({achieved:.1f}% density): test accuracy")
 
 
@@ -229,15 +262,16 @@ def random_fc_accuracy(store: Store):
 def sparse_layers(store: Store, experiment: str, density: float):
     """``50_sparse_layers`` etc.: seed-mean density per analysis layer, a line per method."""
     store.require(grid(experiment, densities=[density]))
-    lines, errors, colors = {}, {}, {}
+    lines, errors, colors, markers = {}, {}, {}, {}
     for method in METHODS:
         values = np.vstack([_layer_density(store.masks(experiment, method, density, s)) for s in SEEDS])
         label = store.label(method)
         lines[label], errors[label] = values.mean(0), values.std(0)
         colors[label] = plots.METHOD_COLORS[method]
+        markers[label] = plots.METHOD_MARKERS[method]
     return plots.layer_density_lines(
         lines, title=f"{ARCH[experiment]}: density per layer at {density:g}% target density",
-        errors=errors, colors=colors)
+        errors=errors, colors=colors, markers=markers)
 
 
 def random_fc_sparse(store: Store):
@@ -334,7 +368,9 @@ def distance_figure(store: Store, metric: str, density: float, title: str | None
 # ----------------------------------------------------------------------------- N05 convergent learning
 def probe_images(store: Store, dataset: str = "mnist") -> torch.Tensor:
     """The stored probe images of ``dataset``, normalised (fewer in fast mode)."""
-    from .data import DATASETS, normalize
+    with warnings.catch_warnings():  # utils.data imports tqdm.auto, which warns in a kernel without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from .data import DATASETS, normalize
     images, _ = load_probe(dataset, store.root)
     if store.fast:
         images = images[:200]
@@ -352,6 +388,10 @@ def correlation_figure(store: Store, density: float = 10):
     models = [store.model(FC, m, density, s) for m in METHODS for s in SEEDS]
     names = [tag(m, s) for m in METHODS for s in SEEDS]
     df = similarity_matrix(models, images, names=names, compat=store.compat)
+    dead = df.attrs.get("dead", {})
+    if any(sum(d) for d in dead.values()):   # dead units lower the diagonal below 1
+        print("dead units (σ = 0 on the probe images), summed over layers: "
+              + ", ".join(f"{n} {sum(d)}" for n, d in dead.items()))
     how = "linearised activations, thesis" if store.thesis else "real activations"
     return plots.distance_heatmap(
         df, f"Correlation Matrix\nFC, {density:g}% density, {len(images)} test images ({how})",
@@ -375,8 +415,8 @@ def kernel_figure(store: Store, method: str, density: float = 10, seed: int | No
     seed = KERNEL_SEEDS[method] if seed is None else seed
     store.require([(RESNET, method, density, seed)])
     top = common_kernels(store.units(RESNET, method, density, seed), top=20)
-    return plots.kernel_grid(top, f"{store.label(method)} {density:g}% seed {seed}: "
-                                  "most frequent 3×3 kernel patterns (count above each)")
+    return plots.kernel_grid(top, f"{store.label(method)} {density:g}% seed {seed}: the 20 most frequent "
+                                  "binary 3×3 kernels (black = kept weight; count above each)")
 
 
 def resnet_clusters(store: Store, density: float = 5):

@@ -21,16 +21,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-if not os.environ.get("MPLBACKEND") and "ipykernel" not in __import__("sys").modules:
-    matplotlib.use("Agg")  # headless by default; notebooks keep their inline backend
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import patches  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import patches
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 #: rc settings of every figure: readable fonts (≥ 10 pt) and no top/right spines.
 STYLE = {
@@ -57,6 +53,7 @@ METHOD_LABELS = {"gem-miner": "Gem-Miner", "synflow": "SynFlow", "random": "Rand
 METHOD_COLORS = {"gem-miner": "#1b9e77", "synflow": "#d95f02", "random": "#7570b3",
                  "magnitude": "#e7298a", "deepr": "#66a61e", "soft-deepr": "#e6ab02",
                  "dnw": "#a6761d", "dense": "#666666", "random-fc": "#7570b3"}
+METHOD_MARKERS = {"gem-miner": "s", "synflow": "o", "random": "^"}
 SEED_COLORS = {21: "#1f77b4", 42: "#ff7f0e", 63: "#2ca02c"}
 DENSITY_LABEL = "Density (% remaining)"
 
@@ -151,6 +148,7 @@ def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None
             ax.set_title(panel)
             ax.set_xlabel(xlabel)
             ax.set_ylim(*ylim)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(ylabel)
         first = next(iter(panels.values()), {})
@@ -179,6 +177,7 @@ def seed_curves(curves: Mapping, title: str, xlabel: str = "Epoch",
             ax.plot(x, y, label=f"seed {label}" if isinstance(label, (int, np.integer)) else str(label),
                     color=_color(label, i, len(curves)), lw=1.8)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
         fig.tight_layout()
@@ -189,7 +188,8 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
                         ylabel: str = "Mean density per layer (% remaining)", xlabel: str = "Layer",
                         ylim=(0, 100), marker: str = "o", figsize=None,
                         errors: Mapping[str, Sequence[float]] | None = None,
-                        colors: Mapping[str, str] | None = None) -> Figure:
+                        colors: Mapping[str, str] | None = None,
+                        markers: Mapping[str, str] | None = None) -> Figure:
     """Density of each layer (1-based), one line per method or seed.
 
     Args:
@@ -201,6 +201,7 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
         figsize: default 7×4 in (6 layers) or 10×4 in (> 10 layers).
         errors: optional ``{label: std per layer}`` drawn as error bars (seed spread).
         colors: optional ``{label: colour}``.
+        markers: optional ``{label: marker}`` (overrides ``marker``; keeps coinciding lines apart).
     """
     with style():
         n_layers = max((len(v) for v in lines.values()), default=0)
@@ -209,8 +210,9 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
             x = np.arange(1, len(values) + 1)
             color = (colors or {}).get(label) or _color(label, i, len(lines))
             err = None if errors is None else errors.get(label)
-            ax.errorbar(x, values, yerr=err, label=str(label), marker=marker, color=color, lw=1.6,
-                        ms=5, capsize=3 if err is not None else 0)
+            ax.errorbar(x, values, yerr=err, label=str(label), marker=(markers or {}).get(label, marker),
+                        color=color, lw=1.6, ms=6, mfc="none" if i % 2 else color,
+                        capsize=3 if err is not None else 0)
         ax.set_xticks(np.arange(1, n_layers + 1))
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
         ax.grid(alpha=0.3)
@@ -223,7 +225,7 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
 def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: float = 0.8) -> None:
     """Violins (``showmeans``, no extrema) of ``data`` (one array per position) into ``ax``.
 
-    Empty arrays leave their position blank.  With ``ylim``, values outside the range are
+    Empty arrays leave their position blank, marked "none".  With ``ylim``, values outside the range are
     not drawn and their count is written at the top of the column ("n>100").
     """
     positions = np.arange(1, len(data) + 1) if positions is None else np.asarray(positions)
@@ -241,6 +243,10 @@ def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: fl
             body.set_alpha(0.7)
         parts["cmeans"].set_color("black")
         parts["cmeans"].set_linewidth(1.2)
+    for pos, a in zip(positions, arrays):
+        if not a.size:
+            ax.annotate("none", (pos, 0), xytext=(0, 3), textcoords="offset points", xycoords=("data", "axes fraction"),
+                        ha="center", va="bottom", fontsize=10, color="dimgray")
     if ylim is not None:
         ax.set_ylim(*ylim)
         for pos, a in zip(positions, arrays):
@@ -372,6 +378,8 @@ def first_layer_map_plot(image: np.ndarray, title: str, cbar_label: str = "Sum o
         im = ax.imshow(image, cmap=cmap)
         ax.set_xticks([])
         ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(True)
         cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         cbar.set_label(cbar_label)
         ax.set_title(title)

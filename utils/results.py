@@ -407,7 +407,7 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             "density_target": record["density_target"],
             "density_achieved": record["density_achieved"],
             "final_top1": float(history["top1"].iloc[-1]), "best_top1": float(final_phase["top1"].max()),
-            "epochs": int(final_phase["epoch"].iloc[-1] - final_phase["epoch"].iloc[0]) if len(final_phase) > 1 else 0,
+            "epochs": int(final_phase["train_loss"].notna().sum()),
             "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
             "path": str(file.parent.relative_to(root)),
         })

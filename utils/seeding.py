@@ -24,6 +24,15 @@ def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> tor
     return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
-def seed_init(seed: int) -> None:
-    """Seed torch's global RNG before building a model (the thesis's ``torch.manual_seed``)."""
+def seed_init(seed: int, thesis_train_size: int | None = None) -> None:
+    """Seed torch's global RNG before building a model, as the thesis did.
+
+    The thesis (Synaptic-Flow's ``load.dataloader``) draws ``torch.randperm`` over the
+    training set for its pruning subset between ``torch.manual_seed(seed)`` and building
+    the model.  Passing ``thesis_train_size`` (60,000 for MNIST, 50,000 for CIFAR-10)
+    replays that draw, so the init is the thesis's own (its SynFlow layer densities then
+    match SPEC §8.1 to rounding).
+    """
     torch.manual_seed(seed)
+    if thesis_train_size:
+        torch.randperm(thesis_train_size)

@@ -1,0 +1,260 @@
+"""Figure layer: utils.plots draws the right figures, utils.figures builds them from a store,
+and the thesis notebook produces every SPEC §10 figure in order.  Synthetic data, a few seconds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from utils import figures as F  # noqa: E402
+from utils import plots  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TAGS = [f"{t}_{s}" for t in ("gem", "syn", "rnd") for s in (21, 42, 63)]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _texts(fig):
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+# ----------------------------------------------------------------------------- save
+def test_save_writes_pdf_and_png_atomically_and_reproducibly(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    paths = plots.save(fig, "demo", tmp_path / "figs")
+    assert [p.name for p in paths] == ["demo.pdf", "demo.png"]
+    assert (tmp_path / "figs" / "demo.pdf").read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "figs" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "figs").glob(".*part"))          # no temporary files left
+    first = (tmp_path / "figs" / "demo.pdf").read_bytes()
+    plots.save(fig, "demo", tmp_path / "figs")
+    assert (tmp_path / "figs" / "demo.pdf").read_bytes() == first  # no timestamps
+
+
+# ----------------------------------------------------------------------------- curves
+def test_accuracy_curves_layout():
+    x = np.arange(26)
+    lines = {f"{d}%": (x, np.vstack([np.linspace(10, 90 - d, 26)] * 3)) for d in (2, 5, 10, 20, 50)}
+    fig = plots.accuracy_curves({"Gem-Miner": lines, "SynFlow": lines, "Random": lines})
+    axes = fig.axes
+    assert len(axes) == 3
+    assert tuple(np.round(fig.get_size_inches(), 2)) == (14, 4)
+    assert [a.get_title() for a in axes] == ["Gem-Miner", "SynFlow", "Random"]
+    assert all(a.get_xlabel() == "Epoch" for a in axes)
+    assert axes[0].get_ylabel() == "Test top-1 accuracy (%)"
+    assert axes[0].get_ylim() == (0, 100)
+    assert all(len(a.get_lines()) == 5 for a in axes)
+    legend = axes[1].get_legend()
+    assert legend is not None and axes[0].get_legend() is None
+    assert [t.get_text() for t in legend.get_texts()] == ["2%", "5%", "10%", "20%", "50%"]
+    assert "remaining" in legend.get_title().get_text()
+    assert min(t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()) >= 10
+
+
+def test_seed_curves_and_layer_density_lines():
+    fig = plots.seed_curves({21: ([0, 1, 2], [10, 50, 80]), 42: ([0, 1, 2], [10, 40, 70])}, "Random-FC")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Epoch"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["seed 21", "seed 42"]
+
+    fig = plots.layer_density_lines({"SynFlow": [0.5, 2.8, 4.6, 3.7, 4.9, 37.2], "Random": [2] * 6},
+                                    title="FC at 2%", errors={"SynFlow": [0.1] * 6, "Random": [0.2] * 6})
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [1, 2, 3, 4, 5, 6]
+    assert ax.get_xlabel() == "Layer" and "% remaining" in ax.get_ylabel()
+    assert ax.get_title() == "FC at 2%"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SynFlow", "Random"]
+
+
+# ----------------------------------------------------------------------------- violins
+def test_violins_per_layer_means_no_extrema_empty_and_clipped():
+    rng = np.random.default_rng(0)
+    data = [rng.normal(20, 5, 50), np.array([]), np.r_[rng.normal(50, 5, 20), [150, 160]]]
+    fig = plots.violins_per_layer({"Gem-Miner": data, "SynFlow": data, "Random": data},
+                                  "Mean gap", title="FC 5%", ylim=(0, 100))
+    assert len(fig.axes) == 3
+    ax = fig.axes[0]
+    bodies = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    means = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+    assert len(bodies) == 2 and len(means) == 1                    # showmeans, no extrema lines
+    assert len(means[0].get_segments()) == 2
+    assert ax.get_ylim() == (0, 100) and list(ax.get_xticks()) == [1, 2, 3]
+    texts = [t.get_text() for t in ax.texts]
+    assert "none" in texts and "2>100" in texts
+    assert fig._suptitle.get_text() == "FC 5%"
+    assert [a.get_title() for a in fig.axes] == ["Gem-Miner", "SynFlow", "Random"]
+
+
+def test_cluster_ratio_violins_rows():
+    rng = np.random.default_rng(1)
+    layers = [rng.uniform(0, 1, 16) for _ in range(20)]
+    fig = plots.cluster_ratio_violins({"Gem-Miner": layers, "SynFlow": layers, "Random": layers}, title="RN20")
+    assert len(fig.axes) == 3
+    assert all(a.get_ylabel() == "Cluster ratio" for a in fig.axes)
+    assert list(fig.axes[2].get_xticks()) == list(range(1, 21))
+
+
+# ----------------------------------------------------------------------------- heatmaps / maps / kernels
+def test_distance_heatmap():
+    values = np.random.default_rng(2).uniform(0, 1, (9, 9))
+    values = (values + values.T) / 2
+    np.fill_diagonal(values, 0)
+    fig = plots.distance_heatmap(pd.DataFrame(values, index=TAGS, columns=TAGS),
+                                 "Distances based on Edit Distance", cbar_label="NNSTD")
+    ax, cax = fig.axes
+    assert ax.get_title() == "Distances based on Edit Distance"
+    assert [t.get_text() for t in ax.get_xticklabels()] == TAGS
+    assert [t.get_text() for t in ax.get_yticklabels()] == TAGS
+    assert all(t.get_rotation() == 90 for t in ax.get_xticklabels())
+    assert ax.images[0].get_cmap().name == "viridis"
+    assert cax.get_ylabel() == "NNSTD"
+    assert len(ax.texts) == 81
+
+
+def test_first_layer_map_plot():
+    fig = plots.first_layer_map_plot(np.arange(784.0).reshape(28, 28), "SynFlow, 50% density, seed 42")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2                                        # colour bar
+    assert ax.images[0].get_cmap().name == "rainbow"
+    assert len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0
+    assert ax.get_title() == "SynFlow, 50% density, seed 42"
+
+
+def test_kernel_grid():
+    pats = [(((np.arange(9) >> 0) % (k + 2) == 0).reshape(3, 3), 1000 - k) for k in range(20)]
+    fig = plots.kernel_grid(pats, "SynFlow 10% seed 42")
+    visible = [a for a in fig.axes if a.get_visible()]
+    assert len(fig.axes) == 20 and len(visible) == 20
+    assert [a.get_title() for a in fig.axes[:3]] == ["1,000", "999", "998"]
+    assert fig._suptitle.get_text() == "SynFlow 10% seed 42"
+    assert all(a.images[0].get_array().shape == (3, 3) for a in visible)
+
+
+def test_illustrations():
+    fig = plots.one_dim_weights_plot()
+    assert "gaps 1, 1, 2, 3" in fig.axes[0].get_title() and "3 clusters" in fig.axes[0].get_title()
+    fig = plots.kernel_to_graph_plot(F.KERNEL_EXAMPLE)
+    assert "8 components, cluster ratio 0.50" in fig.axes[1].get_title()
+    fig = plots.channel_order_plot((2, 0, 3, 1))
+    assert "(3, 1, 4, 2)" in fig._suptitle.get_text()
+
+
+# ----------------------------------------------------------------------------- figures from a store
+def _history(gem: bool, epochs: int = 3) -> pd.DataFrame:
+    if not gem:
+        return pd.DataFrame({"epoch": range(epochs + 1), "phase": "train", "top1": np.linspace(10, 90, epochs + 1)})
+    mine = pd.DataFrame({"epoch": range(epochs), "phase": "mining", "top1": 50.0})
+    fin = pd.DataFrame({"epoch": range(epochs - 1, 2 * epochs), "phase": ["rounded"] + ["finetune"] * epochs,
+                        "top1": np.linspace(60, 95, epochs + 1)})
+    return pd.concat([mine, fin], ignore_index=True)
+
+
+def test_accuracy_curve_phases():
+    x, y = F.accuracy_curve(_history(False))
+    assert list(x) == [0, 1, 2, 3] and y[0] == 10
+    x, y = F.accuracy_curve(_history(True))
+    assert list(x) == [0, 1, 2, 3] and y[0] == 60 and y[-1] == 95
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    """Nine tiny FC runs at 50 % (G/S/R × 3 seeds) written through the real store format."""
+    from models import fc, prunable_layers, set_masks
+    from models.masks import raw_weight
+    from utils.results import run_dir, save_run
+    root = tmp_path_factory.mktemp("store")
+    for method in F.METHODS:
+        for seed in F.SEEDS:
+            gem = method == "gem-miner"
+            torch.manual_seed(seed)
+            model = fc(hidden_bias=not gem)
+            gen = torch.Generator().manual_seed(seed)
+            layers = prunable_layers(model)
+            masks = {n: torch.rand(raw_weight(m).shape, generator=gen) < 0.5 for n, m in layers.items()}
+            extras = support = None
+            if gem:
+                flags = {n: m | (torch.rand(m.shape, generator=gen) < 0.5) for n, m in masks.items()}
+                extras = {f"flag.{n}": f for n, f in flags.items()}
+                support = flags
+            set_masks(model, masks, zero_pruned=not gem)
+            save_run(run_dir("fc_mnist", method, 0.5, seed, root), model=model, init_model=None,
+                     history=_history(gem), model_spec={"name": "fc", "kwargs": {"hidden_bias": not gem}},
+                     record={"experiment": "fc_mnist", "method": method, "density_target": 0.5, "seed": seed},
+                     extras=extras, support=support)
+    return root
+
+
+def test_make_writes_and_skips(store_root, tmp_path, capsys):
+    store = F.Store(store_root)
+    written = F.make(["50_sparse_layers", "resnet_acc", "gem-fm-fc-50", "one-dim-weights"], store, tmp_path, show=False)
+    assert written == ["50_sparse_layers", "gem-fm-fc-50", "one-dim-weights"]
+    for name in written:
+        assert (tmp_path / f"{name}.pdf").is_file() and (tmp_path / f"{name}.png").is_file()
+    out = capsys.readouterr().out
+    skip = [line for line in out.splitlines() if line.startswith("skipped resnet_acc")]
+    assert len(skip) == 1 and "45 run(s) missing" in skip[0]
+    assert "resnet20_cifar10/gem-miner d2,5,10,20,50 × s21,42,63" in skip[0]
+    assert "resnet_acc" in store.skipped and "skipped" in F.report(store)
+
+
+def test_flag_mode_changes_gem_density(store_root):
+    eff = F.build("50_sparse_layers", F.Store(store_root))
+    flag = F.build("50_sparse_layers", F.Store(store_root, mask_mode="flag"))
+    lines_eff = {c.get_label(): c.lines[0].get_ydata() for c in eff.axes[0].containers}
+    lines_flag = {c.get_label(): c.lines[0].get_ydata() for c in flag.axes[0].containers}
+    assert np.allclose(lines_eff["Gem-Miner"], 50, atol=3)
+    assert np.allclose(lines_flag["Gem-Miner (flags)"], 75, atol=3)
+    assert np.allclose(lines_eff["SynFlow"], lines_flag["SynFlow"])
+
+
+def test_distance_figure_from_store(store_root):
+    fig = F.build("NNSTD-50", F.Store(store_root))
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Distances based on Edit Distance")
+    assert [t.get_text() for t in ax.get_xticklabels()] == TAGS
+    values = ax.images[0].get_array()
+    assert values.shape == (9, 9) and np.allclose(np.diag(values), 0) and np.allclose(values, values.T)
+
+
+def test_summarise_missing():
+    keys = [("fc_mnist", "synflow", d, s) for d in (2, 5) for s in (21, 42, 63)] + [("fc_mnist", "random", 7, 21)]
+    assert F.summarise(keys) == "fc_mnist/synflow d2,5 × s21,42,63; fc_mnist/random d7 × s21"
+
+
+# ----------------------------------------------------------------------------- the notebook
+def test_notebook_covers_every_figure_in_order():
+    nb = json.loads((ROOT / "thesis_notebook.ipynb").read_text())
+    cells = nb["cells"]
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1 and params[0]["cell_type"] == "code"
+    src = "".join(params[0]["source"])
+    for line in ('RESULTS = "results"', 'FIGURES = "figures"', 'MASK_MODE = "effective"', "COMPAT = None",
+                 "FAST = False"):
+        assert line in src
+    order = []
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        names = [n for n in F.FIGURE_NAMES if f'"{n}"' in source]
+        if names:
+            # described by the markdown cell right before it (or before the previous figure cell)
+            assert "markdown" in (cells[i - 1]["cell_type"], cells[i - 2]["cell_type"])
+            order += names
+    assert order == F.FIGURE_NAMES
+    assert len(F.FIGURE_NAMES) == 33
