@@ -24,6 +24,8 @@ class FC(nn.Module):
     def __init__(self, sizes: tuple[int, ...] = FC_SIZES, hidden_bias: bool = True,
                  output_bias: bool = False):
         super().__init__()
+        self.spec = {"name": "fc", "kwargs": {"hidden_bias": hidden_bias, "output_bias": output_bias}}
+        self.input_shape = (1, 28, 28)
         n = len(sizes) - 1
         self.layers = nn.ModuleList(
             nn.Linear(sizes[i], sizes[i + 1], bias=hidden_bias if i < n - 1 else output_bias)

@@ -58,6 +58,9 @@ class ResNet20(nn.Module):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        self.spec = {"name": "resnet20", "kwargs": {"shortcut": shortcut, "prune_shortcuts": prune_shortcuts,
+                                                    "fc_bias": fc_bias}}
+        self.input_shape = (3, 32, 32)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         blocks, channels = [], 16

@@ -18,9 +18,8 @@ import copy
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from models.masks import Mask, get_masks, prunable_layers, replace_parametrization
+from models.masks import freeze_masks, get_masks, prunable_layers, replace_parametrization
 from utils.errors import UserError
 
 from .base import Method, MethodResult, check_density, kept_count, register
@@ -95,21 +94,6 @@ class TopKMask(nn.Module):
         return f"density={self.density}, scope={self.scope!r}"
 
 
-def swap_parametrization(module: nn.Module, parametrization: nn.Module) -> None:
-    """Swap a layer's single weight parametrization **in place** (same class, same original).
-
-    ``models.masks.replace_parametrization`` removes and re-registers the parametrization;
-    ``parametrize.remove_parametrizations`` deletes the ``weight`` property from the
-    module's class, and ``deepcopy`` of a parametrized module shares that class, so doing
-    it on a model (or a deep copy of it) breaks every other copy ("no attribute 'weight'").
-    Assigning into the ParametrizationList touches only this module.
-    """
-    if parametrize.is_parametrized(module, "weight") and len(module.parametrizations.weight) == 1:
-        module.parametrizations.weight[0] = parametrization
-    else:
-        replace_parametrization(module, parametrization)
-
-
 def install_topk(model: nn.Module, density: float, scope: str = "layer") -> nn.Module:
     """Give every prunable layer a bound :class:`TopKMask` parametrization. Returns ``model``.
 
@@ -117,17 +101,15 @@ def install_topk(model: nn.Module, density: float, scope: str = "layer") -> nn.M
     """
     for module in prunable_layers(model).values():
         param = TopKMask(density, scope)
-        swap_parametrization(module, param)
+        replace_parametrization(module, param)
         param.bind(module.parametrizations.weight.original)
     return model
 
 
 def freeze_topk(model: nn.Module) -> nn.Module:
-    """Fix every layer's current mask as a plain :class:`~models.masks.Mask` (pruned raw weights
-    are kept, as ``models.masks.freeze_masks``), swapping in place (see :func:`swap_parametrization`)."""
-    for name, mask in get_masks(model).items():
-        swap_parametrization(prunable_layers(model)[name], Mask(mask))
-    return model
+    """Fix every layer's current top-k mask as a plain :class:`~models.masks.Mask` (pruned raw
+    weights are kept, as in ``models.masks.freeze_masks``)."""
+    return freeze_masks(model)
 
 
 @register

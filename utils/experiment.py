@@ -249,6 +249,7 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
         for spec in todo:
             bar.set_postfix_str(spec.label)
             execute(spec, config, data_dir=data_dir, root=root, overrides=overrides, progress=progress)
+            results.write_summary(root)
             bar.update()
     else:
         from .train import available_cores
@@ -257,8 +258,8 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
             futures = {pool.submit(_worker, (s, config, data_dir, root, overrides, threads)): s for s in todo}
             for future in as_completed(futures):
                 future.result()
+                results.write_summary(root)
                 bar.set_postfix_str(futures[future].label)
                 bar.update()
     bar.close()
-    results.write_summary(root)
     return todo

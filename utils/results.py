@@ -444,7 +444,8 @@ def accuracy_table(table: pd.DataFrame, value: str = "final_top1") -> pd.DataFra
         std = values.std(ddof=1) if len(values) > 1 else 0.0
         return f"{values.mean():.2f} ± {std:.2f} ({len(values)})"
     table = table.assign(density_pct=(table["density"] * 100).round(6))
-    return table.pivot_table(index="method", columns="density_pct", values=value, aggfunc=cell)
+    pivot = table.pivot_table(index="method", columns="density_pct", values=value, aggfunc=cell)
+    return pivot.rename(columns=lambda d: f"{d:g} %")
 
 
 def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -464,7 +465,7 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
         achieved = part.assign(density_pct=(part["density"] * 100).round(6),
                                achieved_pct=part["density_achieved"] * 100)
         pivot = achieved.pivot_table(index="method", columns="density_pct", values="achieved_pct",
-                                     aggfunc="mean").round(2)
+                                     aggfunc="mean").round(2).rename(columns=lambda d: f"{d:g} %")
         lines += ["Achieved density (% remaining, mean over seeds):", "",
                   pivot.to_markdown(), ""]
     write_atomic(root / "README.md", "\n".join(lines).encode())

@@ -1,0 +1,56 @@
+"""Every run stored in results/ loads with verified checksums, hits its target density, and
+its recorded final accuracy equals a fresh evaluation of the stored weights (SPEC §11)."""
+import pytest
+import torch
+
+from utils import results
+from utils.data import load_dataset
+from utils.train import evaluate
+
+STORED = results.runs()
+DENSITY_TOLERANCE = 0.005  # of N: the issue's "within 0.5 % of N"
+#: methods whose achieved density is a result, not a target
+FREE_DENSITY = {"soft-deepr", "random-fc"}
+
+
+def stored_ids(experiment=None):
+    rows = STORED if experiment is None else STORED[STORED["experiment"] == experiment]
+    return [pytest.param(path, id=path) for path in rows["path"]]
+
+
+@pytest.mark.parametrize("path", stored_ids())
+def test_run_loads_and_hits_its_density(path):
+    run = results.load_run_dir(results.DEFAULT_ROOT / path)
+    info = run.info
+    achieved, target = info["density_achieved"], info["density_target"]
+    from models import density
+    assert density(run.model) == pytest.approx(achieved, abs=1e-12)
+    if info["method"] in FREE_DENSITY:
+        return
+    if info.get("info", {}).get("mode") == "thesis":
+        assert achieved <= target + 1e-9
+    else:
+        assert abs(achieved - target) <= DENSITY_TOLERANCE
+    assert run.history["top1"].notna().all()
+
+
+@pytest.fixture(scope="module")
+def mnist(real_data_dir):
+    return load_dataset("mnist", real_data_dir, download=False)
+
+
+@pytest.mark.parametrize("path", stored_ids("fc_mnist"))
+def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
+    run = results.load_run_dir(results.DEFAULT_ROOT / path)
+    with torch.no_grad():
+        fresh = evaluate(run.model, mnist.test_x, mnist.test_y, mnist, batch_size=2000)
+    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
+
+
+def test_summary_lists_every_stored_run():
+    summary = results.DEFAULT_ROOT / "summary.csv"
+    if STORED.empty:
+        pytest.skip("no stored runs yet")
+    import pandas as pd
+    listed = set(pd.read_csv(summary)["path"])
+    assert set(STORED["path"]) <= listed
