@@ -1,8 +1,24 @@
 """Pruning methods on one mask format. See pruners/README.md for the table of methods.
 
-Every method is a :class:`~pruners.base.Method` registered by name (``METHODS``), so
+One function per method, all with the same call shape (``density`` is a fraction)::
+
+    pruners.synflow(model, density=0.05)        # also random, magnitude, random_fc
+    model, history = pruners.dnw(model, density=0.05, data="mnist", epochs=2)
+                                                # also gem_miner, deepr, soft_deepr, imp
+
+Every method is also a :class:`~pruners.base.Method` registered by name (``METHODS``), so
 configs and ``python -m utils.cli train --method NAME`` select it.
 """
 from . import deepr, dnw, gem_miner, magnitude, synflow  # noqa: F401  (register the methods)
 from .base import (METHODS, Method, MethodResult, check_density, exponential_schedule, get_method,
                    kept_count, linear_schedule, prune_to, register, select_global)
+from .deepr import DEEPR, SoftDEEPR, convert_from_deep_rewireable, convert_to_deep_rewireable
+from .magnitude import prune_by_magnitude
+# The one-call functions take the method names, so ``pruners.synflow`` is the function; the
+# implementation modules stay importable as ``from pruners.synflow import SynFlow``.
+from .api import deepr, dnw, gem_miner, imp, magnitude, random, random_fc, soft_deepr, synflow  # noqa: E402,F811
+
+__all__ = ["METHODS", "Method", "MethodResult", "get_method", "register", "select_global", "kept_count",
+           "check_density", "exponential_schedule", "linear_schedule", "prune_to", "prune_by_magnitude",
+           "DEEPR", "SoftDEEPR", "convert_to_deep_rewireable", "convert_from_deep_rewireable",
+           "random", "magnitude", "synflow", "random_fc", "gem_miner", "deepr", "soft_deepr", "dnw", "imp"]

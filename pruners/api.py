@@ -31,7 +31,7 @@ def _prune_at_init(name: str):
         method = get_method(name, **options)
         method.prune(model, check_density(density), seed=seed, data_shape=_data_shape(model, data_shape))
         return model
-    prune.__name__ = name.replace("-", "_")
+    prune.__name__ = prune.__qualname__ = name.replace("-", "_")
     prune.__doc__ = (f"Prune ``model`` in place with {name} to keep ``density`` (fraction) of its "
                      f"prunable weights.\n\n    Args:\n        model: a masked model (``models.fc()``, "
                      f"``models.resnet20()``).\n        density: fraction kept, in (0, 1].\n"
@@ -54,7 +54,7 @@ def _trained(name: str):
                                                   progress=progress)
         result = outputs[name]
         return result.model, result.history
-    prune_and_train.__name__ = name.replace("-", "_")
+    prune_and_train.__name__ = prune_and_train.__qualname__ = name.replace("-", "_")
     prune_and_train.__doc__ = (
         f"Find a mask with {name} by training, then return ``(model, history)``.\n\n    Args:\n"
         f"        model: a masked model.\n        density: fraction kept, in (0, 1].\n"

@@ -5,6 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# Tests train tiny nets: one intra-op thread is as fast and immune to a busy machine.
+os.environ.setdefault("SPARSE_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["SPARSE_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -17,13 +17,6 @@ from utils.train import TrainConfig
 FC_N, RESNET_N = 119_400, 268_336
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """The engine sets torch to all cores; on 2 shared, busy cores a 2-thread pool is ~15x slower."""
-    import utils.train
-    monkeypatch.setattr(utils.train, "available_cores", lambda: 1)
-
-
 def fake_data(name="mnist", n_train=512, n_test=128, seed=0):
     info = DATASETS[name]
     g = torch.Generator().manual_seed(seed)

@@ -15,14 +15,6 @@ from utils import graphs
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets: one intra-op thread avoids OpenMP thrashing on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_masks(model, d, seed=0):
     g = torch.Generator().manual_seed(seed)

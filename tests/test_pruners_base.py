@@ -17,13 +17,6 @@ FC_KEPT = (2382, 5984, 11940, 24099, 59842)
 RESNET_KEPT = (5405, 13577, 27090, 54677, 135770)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tied_scores():
     return {"a": torch.ones(30, 40), "b": torch.ones(7, 3, 3, 3), "c": torch.ones(1000)}

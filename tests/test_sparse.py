@@ -14,14 +14,6 @@ from utils.sparse import (CSRConv2d, CSRLinear, SparseConv2d, SparseLinear, conv
 DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: avoids OpenMP thrashing on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def assert_same_outputs(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor,
                         atol: float = 1e-5, rtol: float = 1e-5) -> None:

@@ -232,7 +232,7 @@ def gem_mining(store: Store, experiment: str = FC):
                 if col not in hs[0]:
                     continue
                 y = np.vstack([h[col].to_numpy(float)[:n] for h in hs]) * (1 if col == "top1" else 100)
-                ax.plot(np.arange(n), y.mean(0), color=color, lw=1.8, label=f"{d}%")
+                ax.plot(np.arange(n), y.mean(0), color=color, lw=1.8, marker="o", ms=3, label=f"{d}%")
                 if log:
                     ax.axhline(d, color=color, ls=":", lw=1)
         for ax, (col, ylabel, log) in zip(axes, cols):
@@ -244,10 +244,12 @@ def gem_mining(store: Store, experiment: str = FC):
             else:
                 ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
-        axes[1].legend(title="target density (dotted)", frameon=False, ncol=len(ds), loc="lower center",
-                       bbox_to_anchor=(0.5, 1.08))
-        fig.suptitle(f"{F.ARCH[experiment]}: Gem-Miner mining, mean over seeds", y=1.12)
-        fig.tight_layout()
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, title="target density (dotted lines)", frameon=False, ncol=len(ds),
+                   loc="upper center", bbox_to_anchor=(0.5, 0.93))
+        fig.suptitle(f"{F.ARCH[experiment]}: Gem-Miner mining phase, mean over seeds")
+        fig.tight_layout(rect=(0, 0, 1, 0.86))
     return fig
 
 
@@ -519,34 +521,58 @@ def probe(store: Store, experiment: str, n: int | None = None) -> tuple[torch.Te
     return images[:n], raw[:n]
 
 
+def _zscores(store: Store, experiment: str, density: float, method: str, seed: int,
+             images: torch.Tensor) -> tuple[list[np.ndarray], list[int]]:
+    """Standardised activations per layer of one run (dead units → 0) and its dead-unit counts (cached)."""
+    from .analysis import activations, dead_units
+    key = ("z", experiment, density, method, seed, len(images))
+    if key not in _cache(store):
+        acts = activations(store.model(experiment, method, density, seed), images,
+                           "linearised" if store.thesis else "real")
+        zs = []
+        for X in acts:
+            dead = X.max(0) == X.min(0)
+            Z = (X - X.mean(0)) / np.where(dead, 1.0, X.std(0))
+            Z[:, dead] = 0.0
+            zs.append(Z)
+        _cache(store)[key] = (zs, [dead_units(X) for X in acts])
+    return _cache(store)[key]
+
+
 def pair_similarities(store: Store, experiment: str, density: float, methods: Sequence[str] = METHODS,
                       n_images: int | None = None) -> pd.DataFrame:
     """Per-layer convergent-learning similarity of every pair of runs (long format, cached).
 
-    :func:`utils.analysis.similarity` (max matching; output units by identity; real activations,
-    or the thesis's linearised ones with ``compat="thesis"``) on the probe images.
-    ``attrs["diag"]`` holds each net's self-similarity (below 1 only with dead units).
+    The quantity of :func:`utils.analysis.similarity_matrix` (Pearson correlation on the probe
+    images, one-to-one max matching, output units paired by identity; real activations, or the
+    thesis's linearised ones with every layer matched under ``compat="thesis"``), kept per layer;
+    each run's activations are computed once.  ``attrs["diag"]`` holds each run's
+    self-similarity (below 1 only with dead units), ``attrs["dead"]`` its dead units.
     """
-    from .analysis import similarity
+    from .analysis import max_matching
     key = ("sim", experiment, density, tuple(methods), n_images)
     if key in _cache(store):
         return _cache(store)[key]
     nets = _nets(store, experiment, density, methods)
     images, _ = probe(store, experiment, n_images)
     names = list(nets)
-    models = {n: store.model(experiment, nets[n][0], density, nets[n][1]) for n in names}
-    rows, diag, dead = [], {}, {}
+    z = {n: _zscores(store, experiment, density, *nets[n], images) for n in names}
+    rows, diag = [], {}
     for i, a in enumerate(names):
         for b in names[i:]:
-            r = similarity(models[a], models[b], images, compat=store.compat)
+            values = []
+            for l, (za, zb) in enumerate(zip(z[a][0], z[b][0])):
+                C = np.clip(za.T @ zb / za.shape[0], -1.0, 1.0)
+                identity = l == len(z[a][0]) - 1 and not store.thesis
+                order = np.arange(len(C)) if identity else max_matching(C)
+                values.append(float(C[np.arange(len(order)), order].mean()))
             if a == b:
-                diag[a], dead[a] = r.mean, sum(r.dead_a)
+                diag[a] = float(np.mean(values))
                 continue
-            rows += [(a, b, nets[a][0], nets[b][0], l + 1, "similarity", True, float(v))
-                     for l, v in enumerate(r.layers)]
+            rows += [(a, b, nets[a][0], nets[b][0], l + 1, "similarity", True, v) for l, v in enumerate(values)]
     df = pd.DataFrame(rows, columns=["model_a", "model_b", "method_a", "method_b", "layer", "metric", "matched",
                                      "value"])
-    df.attrs.update(names=names, diag=diag, dead=dead, n_images=len(images))
+    df.attrs.update(names=names, diag=diag, dead={n: sum(z[n][1]) for n in names}, n_images=len(images))
     _cache(store)[key] = df
     return df
 
@@ -643,11 +669,13 @@ def correlation_matching(store: Store, experiment: str, density: float, a: tuple
     order = p["max"][layer - 1]
     ta, tb = run_tag(*a), run_tag(*b)
     with plots.style():
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.25]})
+        fig = plt.figure(figsize=(17, 5))
+        gs = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.05, 0.12, 1.35], wspace=0.25)
+        axes = [fig.add_subplot(gs[0, i]) for i in (0, 1, 4)]
         for ax, (M, title) in zip(axes[:2], ((C, "unordered (unit i vs unit i)"), (C[:, order], "ordered (max matching)"))):
             im = ax.imshow(M, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.set(title=f"Layer {layer} {title}", xlabel=f"{tb} unit", ylabel=f"{ta} unit")
-        fig.colorbar(im, ax=axes[:2].tolist(), fraction=0.025, pad=0.02, label="Correlation")
+        fig.colorbar(im, cax=fig.add_subplot(gs[0, 2]), label="Correlation")
         ax = axes[2]
         n = len(C)
         x = np.arange(1, len(p["corrs"]) + 1)
@@ -661,7 +689,7 @@ def correlation_matching(store: Store, experiment: str, density: float, a: tuple
         ax.set_xticklabels([str(i) for i in x[:-1]] + ["logits"])
         ax.set(xlabel="Activation layer", ylabel="Mean correlation of paired units", ylim=(min(0, ax.get_ylim()[0]), 1),
                title=f"{ta} vs {tb}: pairing units by activation")
-        ax.legend(frameon=False, fontsize=10, loc="lower left")
+        ax.legend(frameon=False, fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{F.ARCH[experiment]}, {density:g}%: correlation of unit activations on {p['n']} probe images "
                      f"({n} units in layer {layer})")
@@ -710,7 +738,7 @@ def top_activating(store: Store, experiment: str, density: float, side: int, uni
 
 def top_patches(store: Store, experiment: str, density: float, a: tuple[str, int], b: tuple[str, int],
                 layer: int = 2, pairs: int = 4, top: int = 5):
-    """For matched unit pairs of one layer (the best ``pairs − 1`` and the worst live pair), the probe
+    """For matched unit pairs of one layer (the best ``pairs − 1`` and the median live pair), the probe
     images (FC) or receptive-field patches (ResNet) that activate each unit most."""
     p = _unit_pair(store, experiment, density, a, b)
     C, order = p["corrs"][layer - 1], p["max"][layer - 1]
@@ -719,11 +747,11 @@ def top_patches(store: Store, experiment: str, density: float, a: tuple[str, int
     ranked = [i for i in np.argsort(-r, kind="stable") if alive[i]]
     if not ranked:
         raise MissingRuns([], store.root, f"layer {layer}: every matched pair has a dead unit")
-    chosen = ranked[:pairs - 1] + ([ranked[-1]] if len(ranked) >= pairs else [])
+    chosen = ranked[:pairs - 1] + ([ranked[len(ranked) // 2]] if len(ranked) >= 2 * pairs else [])
     ta, tb = run_tag(*a), run_tag(*b)
     gray = p["raw"].shape[1] == 1
     with plots.style():
-        fig, axes = plt.subplots(len(chosen), 2 * top + 1, figsize=(1.25 * (2 * top + 1), 1.55 * len(chosen) + 0.6),
+        fig, axes = plt.subplots(len(chosen), 2 * top + 1, figsize=(1.25 * (2 * top + 1), 1.4 * len(chosen) + 0.8),
                                  gridspec_kw={"width_ratios": [1] * top + [0.25] + [1] * top}, squeeze=False)
         for row, i in enumerate(chosen):
             for side, unit, offset in ((0, i, 0), (1, int(order[i]), top + 1)):
@@ -740,7 +768,7 @@ def top_patches(store: Store, experiment: str, density: float, a: tuple[str, int
                                 and len(chosen) == pairs else "black")
         what = "probe images" if experiment == FC else f"{RESNET_RF[layer - 1]}×{RESNET_RF[layer - 1]} receptive-field patches"
         fig.suptitle(f"{F.ARCH[experiment]}, {density:g}%, layer {layer}: top-{top} {what} of matched units "
-                     f"({ta} left, {tb} right; best pairs, last row = worst live pair; number = activation)",
+                     f"({ta} left, {tb} right;\nbest pairs, last row in red = median pair; number under each = activation)",
                      fontsize=11)
         fig.tight_layout()
     return fig
