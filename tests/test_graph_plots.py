@@ -84,7 +84,9 @@ def test_inference_table_and_plot():
     low = table[table["density"] == 0.1].iloc[0]
     assert low["csr_kB"] < low["dense_kB"] < low["masked_kB"]
     summary = G.inference_summary(table)
-    assert list(summary.index) == [10.0, 50.0] and "csr_ms b8" in summary.columns
+    assert list(summary.index) == list(G.density_bin(table["density_achieved"].unique()))
+    assert "csr_ms b8" in summary.columns
+    assert list(G.density_bin([0.0199, 0.0301, 0.07, 0.2018, 1.0])) == [2, 2, 5, 20, 100]
     assert G.memory_latency_plot(table) is not None
 
 

@@ -24,7 +24,7 @@ import torch
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from torch import nn
 
 from . import plots
@@ -34,7 +34,7 @@ __all__ = ["collect_runs", "missing_line", "layered_layout", "draw_layered", "gr
            "degree_frame", "zero_degree_table", "degree_plot", "latency_ms", "inference_table",
            "memory_latency_plot", "accuracy_vs_density_plot", "gap_summary", "sparse_init",
            "ws_network", "random_fc_like", "small_mnist", "train_compare", "accuracy_bars",
-           "count_weights", "inference_summary", "gap_conclusion", "ws_summary", "graph_legend"]
+           "count_weights", "inference_summary", "density_bin", "gap_conclusion", "ws_summary", "graph_legend"]
 
 POS_COLOR, NEG_COLOR, OFF_COLOR, DEAD_COLOR = "#c0392b", "#2471a3", "#bbbbbb", "#d9d9d9"
 
@@ -43,8 +43,12 @@ def _label(method: str) -> str:
     return plots.METHOD_LABELS.get(method, method)
 
 
+#: colours for methods without an entry in utils.plots.METHOD_COLORS (none close to those)
+EXTRA_COLORS = ("#17becf", "#1f77b4", "#9467bd", "#bcbd22", "#8c564b", "#000080")
+
+
 def _color(method: str, i: int = 0, n: int = 1):
-    return plots.METHOD_COLORS.get(method, plt.cm.tab10(i % 10))
+    return plots.METHOD_COLORS.get(method, EXTRA_COLORS[i % len(EXTRA_COLORS)])
 
 
 def _pct(density: float) -> str:
@@ -319,12 +323,14 @@ def _plain_dense(model: nn.Module) -> nn.Module:
 
 
 def inference_table(models: Mapping[tuple, nn.Module], batches: Sequence[int] = (1, 256),
-                    repeats: int = 5, input_shape=(1, 28, 28), budget_s: float = 1.0) -> pd.DataFrame:
+                    repeats: int = 5, input_shape=(1, 28, 28), budget_s: float = 1.0,
+                    rounds: int = 3) -> pd.DataFrame:
     """Weight memory and forward latency of each model, dense vs CSR.
 
     ``models`` maps ``(method, density_label)`` to a masked model.  For each, the plain
     dense copy and ``utils.sparse.convert_model(model, nn.Linear, "csr")`` are timed
-    (median of ``repeats`` after a warm-up) at every batch size; memory comes from
+    (median of ``repeats`` after a warm-up; the smallest median of ``rounds`` interleaved
+    dense/CSR rounds, which filters the spikes of a busy machine) at every batch size; memory comes from
     :func:`utils.sparse.memory_report` (weights only).  Columns: method, density (label),
     density_achieved, batch, dense_kB, masked_kB, csr_kB, dense_ms, csr_ms, csr_vs_dense,
     max_abs_diff (CSR vs dense outputs).
@@ -339,8 +345,10 @@ def inference_table(models: Mapping[tuple, nn.Module], batches: Sequence[int] = 
             x = torch.randn(b, *input_shape, generator=torch.Generator().manual_seed(1))
             with torch.inference_mode():
                 err = (csr(x) - dense(x)).abs().max().item()
-            t_dense = latency_ms(dense, x, repeats, budget_s)
-            t_csr = latency_ms(csr, x, repeats, budget_s)
+            t_dense, t_csr = math.inf, math.inf
+            for _ in range(rounds):
+                t_dense = min(t_dense, latency_ms(dense, x, repeats, budget_s))
+                t_csr = min(t_csr, latency_ms(csr, x, repeats, budget_s))
             rows.append(dict(method=method, density=label, density_achieved=float(mem["density"]),
                              batch=b, dense_kB=mem["dense_bytes"] / 1e3,
                              masked_kB=mem["masked_bytes"] / 1e3, csr_kB=mem["csr_bytes"] / 1e3,
@@ -350,69 +358,81 @@ def inference_table(models: Mapping[tuple, nn.Module], batches: Sequence[int] = 
 
 
 def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per density (%, mean over methods): weight kB dense/masked/CSR, CSR/dense
-    memory ratio, and per batch size dense and CSR ms and their ratio."""
-    t = table.assign(density=(100 * table["density"]).round(1))
+    """One row per :func:`density_bin` (achieved density, %; mean over its networks): weight kB
+    dense/masked/CSR, CSR/dense memory ratio, and per batch size dense and CSR ms and
+    their ratio (``csr_vs_dense``, mean of the per-network ratios)."""
+    t = table.assign(density=density_bin(table["density_achieved"]))
     mem = t[t["batch"] == t["batch"].min()].groupby("density")[["dense_kB", "masked_kB", "csr_kB"]].mean()
     mem["csr/dense mem"] = mem["csr_kB"] / mem["dense_kB"]
     lat = t.groupby(["density", "batch"])[["dense_ms", "csr_ms", "csr_vs_dense"]].mean().unstack("batch")
     lat.columns = [f"{c} b{b}" for c, b in lat.columns]
     out = mem.join(lat)
     out["networks"] = t[t["batch"] == t["batch"].min()].groupby("density").size()
-    out.index.name = "density %"
+    out.index.name = "density % (achieved, binned)"
     return out.round(3)
 
 
 def _density_axis(ax, values) -> None:
     """Log x axis in % with a tick at every density in ``values`` (fractions)."""
     ax.set_xscale("log")
-    ticks = sorted({round(100 * v, 1) for v in values})
-    if len(ticks) > 1:
-        ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
+    lo, hi = 100 * min(values), 100 * max(values)
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100) if lo / 1.3 <= t <= hi * 1.3] or [round(lo, 1)]
+    ax.set_xlim(min(lo, ticks[0]) / 1.25, max(hi, ticks[-1]) * 1.25)
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel(plots.DENSITY_LABEL)
 
 
-def memory_latency_plot(table: pd.DataFrame, title: str | None = None, figsize=(15, 4.3)) -> Figure:
-    """Three panels vs achieved density (log axis): weight memory (dense, masked, CSR) and
-    forward latency at the two batch sizes of :func:`inference_table` (dense: grey line,
-    CSR: one colour per method, black line = median CSR per density)."""
+def density_bin(achieved, grid: Sequence[float] = (1, 2, 5, 10, 20, 50, 100)) -> np.ndarray:
+    """Nearest grid density (%, in log space) of each achieved density (fraction): groups
+    networks of about the same size whatever their label (Gem-Miner's effective density
+    can be far below its target)."""
+    logs = np.log(np.asarray(grid, dtype=float))
+    a = np.log(100 * np.atleast_1d(np.asarray(achieved, dtype=float)))
+    return np.asarray(grid, dtype=float)[np.abs(a[:, None] - logs[None, :]).argmin(1)]
+
+
+def memory_latency_plot(table: pd.DataFrame, title: str | None = None, figsize=(15, 4.6)) -> Figure:
+    """Three panels vs achieved density (log axis): weight memory and forward latency at the
+    two batch sizes of :func:`inference_table`.  Grey: dense (squares; dashed: the masked
+    format, dense + bool mask), black line: median CSR over the networks of each
+    :func:`density_bin`, dots: CSR of single networks coloured by method.  One legend below."""
     batches = sorted(table["batch"].unique())
     methods = list(dict.fromkeys(table["method"]))
+    table = table.assign(bin=density_bin(table["density_achieved"]))
+    panels = [("memory", "weight memory (kB)", table[table["batch"] == batches[0]], "dense_kB", "csr_kB")]
+    panels += [(f"latency, batch {b}", "forward time (ms, median)", table[table["batch"] == b], "dense_ms", "csr_ms")
+               for b in batches]
     with plots.style():
-        fig, axes = plt.subplots(1, 1 + len(batches), figsize=figsize)
-        mem = table[table["batch"] == batches[0]].sort_values("density_achieved")
-        ax = axes[0]
-        x = mem["density_achieved"]
-        for col, label, style in (("dense_kB", "dense", dict(color="0.35", ls="-")),
-                                  ("masked_kB", "masked (dense + bool mask)", dict(color="0.35", ls="--")),
-                                  ("csr_kB", "CSR", dict(color="black", ls="-", marker="o", ms=4))):
-            ax.plot(100 * x, mem[col], label=label, **style)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_ylabel("weight memory (kB)")
-        ax.set_title("memory")
-        ax.legend(frameon=False)
-        _density_axis(ax, x)
-        for ax, b in zip(axes[1:], batches):
-            part = table[table["batch"] == b].sort_values("density_achieved")
-            med = part.groupby("density").agg(d=("density_achieved", "mean"), dense=("dense_ms", "median"),
-                                               csr=("csr_ms", "median")).sort_values("d")
-            ax.plot(100 * med["d"], med["dense"], color="0.35", marker="s", ms=4, label="dense (median)")
-            ax.plot(100 * med["d"], med["csr"], color="black", label="CSR (median)")
+        fig, axes = plt.subplots(1, len(panels), figsize=figsize)
+        for ax, (name, ylabel, part, dense_col, csr_col) in zip(axes, panels):
+            med = part.groupby("bin").agg(d=("density_achieved", "median"), dense=(dense_col, "median"),
+                                          csr=(csr_col, "median"), masked=("masked_kB", "median"))
+            ax.plot(100 * med["d"], med["dense"], color="0.45", marker="s", ms=4, label="dense")
+            if name == "memory":
+                ax.plot(100 * med["d"], med["masked"], color="0.45", ls="--", label="masked (dense + bool mask)")
+            ax.plot(100 * med["d"], med["csr"], color="black", label="CSR (median per density)")
             for i, m in enumerate(methods):
                 pm = part[part["method"] == m]
-                ax.scatter(100 * pm["density_achieved"], pm["csr_ms"], color=_color(m, i, len(methods)),
-                           s=22, zorder=3, label=f"CSR {_label(m)}")
-            ax.set_ylim(0, 1.08 * max(part["csr_ms"].max(), part["dense_ms"].max()))
-            ax.set_ylabel("forward time (ms, median)")
-            ax.set_title(f"latency, batch {b}")
+                ax.scatter(100 * pm["density_achieved"], pm[csr_col], color=_color(m, i, len(methods)),
+                           s=24, zorder=3, label=f"CSR, {_label(m)}")
+            if name == "memory":
+                ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_locator(NullLocator())
+            else:
+                ax.set_ylim(0, 1.08 * max(part[csr_col].max(), part[dense_col].max()))
+            ax.set_ylabel(ylabel)
+            ax.set_title(name)
             _density_axis(ax, part["density_achieved"])
-        axes[-1].legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
         if title:
             fig.suptitle(title)
-        fig.tight_layout()
+        rows = math.ceil(len(labels) / 5)
+        fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
     return fig
 
 

@@ -33,6 +33,9 @@ from . import figures as F  # noqa: E402
 from . import plots  # noqa: E402
 from .figures import DENSITIES, FC, METHODS, RESNET, SEEDS, MissingRuns, Store  # noqa: E402
 
+if os.environ["OMP_NUM_THREADS"].isdigit():
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 EXTENSIONS = ("magnitude", "deepr", "soft-deepr", "dnw")
 ALL_METHODS = METHODS + EXTENSIONS
 GEM_VARIANTS = ("gem-miner", "gem-miner-reinit", "gem-miner-shuffle")
@@ -423,7 +426,7 @@ def distance_layers(store: Store, experiment: str, density: float, metrics: Sequ
             for m in metrics for matched in (True, False)}
     with plots.style():
         n_layers = int(next(iter(data.values()))["layer"].max())
-        fig, axes = plt.subplots(2, len(metrics), figsize=(4.8 * len(metrics) * (1.6 if n_layers > 10 else 1), 7.5),
+        fig, axes = plt.subplots(2, len(metrics), figsize=(4.8 * len(metrics) * (1.25 if n_layers > 10 else 1), 7.5),
                                  sharex=True, squeeze=False)
         for c, metric in enumerate(metrics):
             for r, matched in enumerate((True, False)):
@@ -860,8 +863,11 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
     k = np.arange(10)
     width = 0.8 / len(methods)
     with plots.style():
-        fig, axes = plt.subplots(1, len(ds), figsize=(4.2 * len(ds), 3.8), sharey=True, squeeze=False)
-        for ax, d in zip(axes[0], ds):
+        cols = min(len(ds), 3)
+        rows = -(-(len(ds) + 1) // cols) if len(ds) > 1 else 1
+        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), sharey=True, squeeze=False)
+        flat = axes.ravel()
+        for ax, d in zip(flat, ds):
             for i, m in enumerate(methods):
                 seed = F.KERNEL_SEEDS.get(m, 42)
                 if not store.has(RESNET, m, d, seed):
@@ -880,9 +886,14 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
             ax.set_xticks(k)
             ax.set(title=f"{d:g}%", xlabel="Kept weights per 3×3 kernel")
             ax.grid(axis="y", alpha=0.3)
-        axes[0, 0].set_ylabel("Share of kernels (log)")
-        axes[0, -1].legend(frameon=False, fontsize=10)
-        fig.suptitle("ResNet-20: kept weights per kernel (bars) vs uniform placement per layer (black ticks)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("Share of kernels (log)")
+        handles, labels = flat[0].get_legend_handles_labels()
+        for ax in flat[len(ds):]:
+            ax.axis("off")
+        (flat[len(ds)] if len(flat) > len(ds) else flat[-1]).legend(
+            handles, labels, frameon=False, loc="center", title="bars; black ticks = uniform placement")
+        fig.suptitle("ResNet-20: kept weights per 3×3 kernel vs uniform random placement per layer")
         fig.tight_layout()
     return fig
 

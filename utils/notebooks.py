@@ -25,12 +25,39 @@ def discover(fast: bool = False) -> list[Path]:
     return [ROOT / n for n in names if (ROOT / n).is_file()]
 
 
-def execute(path: Path, timeout: int = 1200) -> float:
-    """Run one notebook in place; raises ``RuntimeError`` naming the failing cell."""
+def inject_parameters(nb, parameters: dict) -> None:
+    """Insert a cell assigning ``parameters`` right after the cell tagged ``parameters`` (as papermill)."""
+    index = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])),
+                 None)
+    if index is None:
+        raise ValueError("the notebook has no cell tagged 'parameters'")
+    import nbformat
+    source = "# Parameters injected by utils.notebooks\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
+
+
+def execute(path: Path, parameters: dict | None = None, output: Path | None = None,
+            timeout: int = 1200):
+    """Run one notebook top to bottom and write it to ``output`` (default: in place).
+
+    Args:
+        path: the notebook.
+        parameters: values overriding its ``parameters`` cell (injected after it).
+        output: where to write the executed notebook.
+        timeout: seconds per cell.
+
+    Returns:
+        (executed notebook, seconds).
+
+    Raises:
+        RuntimeError: naming the notebook and the failing cell.
+    """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     nb = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT)}})
     start = time.perf_counter()
@@ -39,10 +66,10 @@ def execute(path: Path, timeout: int = 1200) -> float:
     except CellExecutionError as exc:
         index = next((i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
-        raise RuntimeError(f"{path.relative_to(ROOT)}: cell {index} failed: "
+        raise RuntimeError(f"{Path(path).name}: cell {index} failed: "
                            f"{str(exc).strip().splitlines()[-1]}") from None
-    nbformat.write(nb, path)
-    return time.perf_counter() - start
+    nbformat.write(nb, output or path)
+    return nb, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, path in enumerate(paths, 1):
         print(f"[{i}/{len(paths)}] {path.relative_to(ROOT)} ...", flush=True)
         try:
-            seconds = execute(path)
+            _, seconds = execute(path)
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
