@@ -803,6 +803,8 @@ def map_grid(store: Store, methods: Sequence[str] = METHODS, densities: Sequence
                     im = ax.imshow(image, cmap="rainbow" if kind == "weights" else "viridis")
                     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
                     cb.ax.tick_params(labelsize=8)
+                    if not np.any(image):
+                        ax.text(0.5, 0.5, "layer 1 empty", ha="center", va="center", transform=ax.transAxes)
                 else:
                     ax.text(0.5, 0.5, "not stored", ha="center", va="center", transform=ax.transAxes, color="0.4")
                 if single:
