@@ -16,6 +16,7 @@ trainer, all measured in this run:
   alone: uint8 in memory, batched normalise + augmentation, no per-step sync);
 * ``engine``       ``utils.train.train`` with its defaults (bf16 autocast + channels_last
   for conv nets on CPU; FC stays fp32);
+* ``engine bf16``  FC only: ``TrainConfig(bf16=True)`` (not the FC default);
 * ``engine b=B``   the same with batch size B (``--batch B``; changes the optimisation!);
 * ``engine+compile`` the model wrapped in ``torch.compile`` (``--compile``; compile time
   excluded: the first epoch is a warm-up).
@@ -230,6 +231,9 @@ def main(argv=None):
                                                                         bf16=False)))
             if name != "fc":   # the FC engine default *is* fp32
                 trainers.append(("engine", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats, threads)))
+            else:              # not the default for FC: bf16 autocast as an option (see bench_bf16_parity.py)
+                trainers.append(("engine bf16", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats,
+                                                                            threads, bf16=True)))
             if args.batch:
                 trainers.append((f"engine b={args.batch}", lambda m: engine_throughput(
                     m, data, opt_kwargs, args.batch, repeats, threads)))

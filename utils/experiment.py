@@ -162,11 +162,11 @@ def prepare_data(config: dict, data_dir: str | None, overrides: Overrides) -> Da
     return data
 
 
-def ensure_probe(data: Dataset, root: Path) -> None:
-    """Store the dataset's fixed probe set (600 test images) once, for the analyses."""
-    if not results.probe_path(data.info.name, root).is_file():
-        full = _cached_dataset(data.info.name, None) if len(data.test_y) < 600 else data
-        results.save_probe(data.info.name, *probe_images(full), root=root)
+def ensure_probe(config: dict, data_dir: str | None, root: Path) -> None:
+    """Store the dataset's fixed probe set (600 test images of the full test set) once, for the analyses."""
+    if not results.probe_path(config["dataset"], root).is_file():
+        full = _cached_dataset(config["dataset"], data_dir)
+        results.save_probe(config["dataset"], *probe_images(full, min(600, len(full.test_y))), root=root)
 
 
 def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
@@ -184,7 +184,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
         train_values["epochs"] = overrides.epochs
     train_cfg = TrainConfig.from_dict(train_values)
     data = prepare_data(config, data_dir, overrides)
-    ensure_probe(data, root)
+    ensure_probe(config, data_dir, root)
 
     model_kwargs = dict(method.model_kwargs.get(config["model"], {}))
     seed_init(spec.seed, data.info.train_size)

@@ -9,9 +9,11 @@ bottom on a partial store.
 >>> store = F.Store("results")
 >>> make("fc_d10_nnstd_ordered", "figures", distance_heatmap, store, F.FC, 10, "nnstd", matched=True)
 
-Importing this module first limits BLAS/OpenMP to one thread (unless the variables are
-already set): the analyses are many small matrix products, for which extra threads only
-add contention (FC correlation matrix on a busy 2-core machine: 12 s → 0.4 s).
+The analyses are many small matrix products, for which extra BLAS/OpenMP threads only add
+contention (FC correlation matrix on a busy 2-core machine: 12 s → 0.4 s with one thread).
+The notebooks therefore set ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` before importing ``utils`` (numpy
+reads them once, at import); this module sets them too (effective only if it is imported
+before numpy) and sets torch's intra-op threads accordingly.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import sys  # noqa: E402
+
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,7 +44,9 @@ ALL_METHODS = METHODS + EXTENSIONS
 GEM_VARIANTS = ("gem-miner", "gem-miner-reinit", "gem-miner-shuffle")
 SHORT = {**F.TAGS, "magnitude": "mag", "deepr": "deepr", "soft-deepr": "sdeepr", "dnw": "dnw",
          "gem-miner-reinit": "gemR", "gem-miner-shuffle": "gemS", "random-fc": "rfc", "dense": "dense"}
-VARIANT_COLORS = {"gem-miner-reinit": "#66c2a5", "gem-miner-shuffle": "#0b5e46"}
+VARIANT_COLORS = {"gem-miner-reinit": "#386cb0", "gem-miner-shuffle": "#bf5b17"}
+MARKERS = {**plots.METHOD_MARKERS, "gem-miner-reinit": "v", "gem-miner-shuffle": "D", "magnitude": "P",
+           "deepr": "X", "soft-deepr": "x", "dnw": "*"}
 METRIC_LABELS = {"nnstd": "NNSTD", "sasd": "SaSD", "maed": "MAED"}
 #: probe images used for activations (ResNet activations are per spatial position, so fewer)
 N_IMAGES = {FC: 600, RESNET: 100}
@@ -190,7 +195,7 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
             g = part.groupby("label").agg(x=("density_achieved", "mean"), y=(value, "mean"),
                                           e=(value, "std"), n=(value, "size"))
             ax.errorbar(100 * g["x"], g["y"], yerr=g["e"].fillna(0), label=_label(store, method),
-                        color=_color(method), marker=plots.METHOD_MARKERS.get(method, "o"), lw=1.6, capsize=3)
+                        color=_color(method), marker=MARKERS.get(method, "o"), lw=1.6, capsize=3)
         dense = table[table["method"] == "dense"][value]
         if len(dense):
             ax.axhspan(dense.mean() - dense.std(ddof=1) if len(dense) > 1 else dense.mean(),
@@ -265,7 +270,7 @@ def density_lines(store: Store, experiment: str, density: float, methods: Sequen
         values = np.vstack([F._layer_density(store.masks(experiment, method, density, s)) for s in SEEDS])
         label = _label(store, method)
         lines[label], errors[label] = values.mean(0), values.std(0)
-        colors[label], markers[label] = _color(method), plots.METHOD_MARKERS.get(method, "D")
+        colors[label], markers[label] = _color(method), MARKERS.get(method, "D")
     return plots.layer_density_lines(lines, title=f"{F.ARCH[experiment]}: density per layer at {density:g}% "
                                      "target density", errors=errors, colors=colors, markers=markers)
 
@@ -678,6 +683,8 @@ def correlation_matching(store: Store, experiment: str, density: float, a: tuple
         for ax, (M, title) in zip(axes[:2], ((C, "unordered (unit i vs unit i)"), (C[:, order], "ordered (max matching)"))):
             im = ax.imshow(M, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.set(title=f"Layer {layer} {title}", xlabel=f"{tb} unit", ylabel=f"{ta} unit")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
         fig.colorbar(im, cax=fig.add_subplot(gs[0, 2]), label="Correlation")
         ax = axes[2]
         n = len(C)
@@ -790,13 +797,16 @@ def map_grid(store: Store, methods: Sequence[str] = METHODS, densities: Sequence
     if not any(store.has(*k) for k in keys):
         raise MissingRuns(keys, store.root)
     single = len(densities) == 1
-    shape = (1, len(methods)) if single else (len(methods), len(densities))
+    wrap = min(len(methods), 4)
+    shape = (-(-len(methods) // wrap), wrap) if single else (len(methods), len(densities))
     with plots.style():
         fig, axes = plt.subplots(*shape, figsize=(2.9 * shape[1], 2.55 * shape[0] + (0.4 if single else 0)),
                                  squeeze=False)
+        for ax in axes.ravel()[len(methods) if single else axes.size:]:
+            ax.axis("off")
         for r, m in enumerate(methods):
             for c, d in enumerate(densities):
-                ax = axes[0, r] if single else axes[r, c]
+                ax = axes.ravel()[r] if single else axes[r, c]
                 ax.set_xticks([]), ax.set_yticks([])
                 if store.has(FC, m, d, seed):
                     image = first_layer_map(store.units(FC, m, d, seed)[0], kind=kind)
@@ -1032,8 +1042,12 @@ def flag_vs_effective(store_eff: Store, store_flag: Store, experiment: str = FC,
     if not ds:
         raise MissingRuns([(experiment, "gem-miner", d, s) for d in densities for s in SEEDS], store_eff.root)
     with plots.style():
-        fig, axes = plt.subplots(1, len(ds), figsize=(3.6 * len(ds) + 1, 3.8), sharey=True, squeeze=False)
-        for ax, d in zip(axes[0], ds):
+        cols = min(len(ds), 3)
+        rows = -(-len(ds) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), sharey=True, squeeze=False)
+        for ax in axes.ravel()[len(ds):]:
+            ax.axis("off")
+        for ax, d in zip(axes.ravel(), ds):
             for st, ls, label in ((store_eff, "-", "effective mask"), (store_flag, "--", "flags (thesis)")):
                 v = np.vstack([F._layer_density(st.masks(experiment, "gem-miner", d, s)) for s in SEEDS])
                 ax.errorbar(np.arange(1, v.shape[1] + 1), v.mean(0), yerr=v.std(0), ls=ls, marker="o", ms=4,
@@ -1044,8 +1058,10 @@ def flag_vs_effective(store_eff: Store, store_flag: Store, experiment: str = FC,
             ax.set_yticks([0.1, 1, 2, 5, 10, 20, 50, 100])
             ax.set_yticklabels(["0.1", "1", "2", "5", "10", "20", "50", "100"])
             ax.set(title=f"target {d:g}%", xlabel="Layer")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        axes[0, 0].set_ylabel("Density (% remaining, log)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("Density (% remaining, log)")
         axes[0, 0].legend(frameon=False, fontsize=10)
         fig.suptitle(f"{F.ARCH[experiment]}: Gem-Miner density per layer, effective mask vs flags "
                      "(dotted: target)")
