@@ -8,7 +8,7 @@
   ``utils`` (and ``os``, ``warnings``), every ``H.<name>`` / ``F.<name>`` exists in
   :mod:`utils.notebook_helpers` / :mod:`utils.figures`, and cells stay short;
 - committed outputs hold no errors and no development paths;
-- :func:`utils.run_density_notebooks.inject` puts the parameters right after the ``parameters`` cell.
+- :func:`utils.notebooks.inject` puts the parameters right after the ``parameters`` cell.
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_outputs_clean(notebook):
 
 
 def test_inject_after_parameters():
-    from utils.run_density_notebooks import inject
+    from utils.notebooks import inject
     nb = _load("fc_analysis")
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     n = len(nb.cells)

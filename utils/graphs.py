@@ -587,14 +587,13 @@ def dead_units(graph) -> dict[str, set]:
     the input and outputs as reaching the output, so e.g. an input pixel whose weights are
     all pruned is in ``no_output_path`` only."""
     graph = _as_graph(graph)
-    ins, outs = input_nodes(graph), output_nodes(graph)
-    reached = set(ins)
-    for n in ins:
-        reached |= nx.descendants(graph, n)
-    reaching = set(outs)
-    rev = graph.reverse(copy=False)
-    for n in outs:
-        reaching |= nx.descendants(rev, n)
+    # One search from a virtual source and one to a virtual sink, instead of one per input.
+    g = nx.DiGraph(graph)
+    source, sink = ("__source__",), ("__sink__",)
+    g.add_edges_from((source, n) for n in input_nodes(graph))
+    g.add_edges_from((n, sink) for n in output_nodes(graph))
+    reached = nx.descendants(g, source) - {sink}
+    reaching = nx.ancestors(g, sink) - {source}
     no_in = set(graph) - reached
     no_out = set(graph) - reaching
     return {"no_input_path": no_in, "no_output_path": no_out, "dead": no_in | no_out}

@@ -295,14 +295,18 @@ def graph_table(store: Store, experiment: str, density: float, methods: Sequence
 
 def graph_compare(store: Store, experiment: str, entries: Sequence[tuple[str, float]]) -> pd.DataFrame:
     """:func:`graph_table` for arbitrary ``(method, density %)`` entries, one row each."""
-    from .graphs import graph_stats
+    from .graphs import components, count_paths, dead_units, to_networkx
     store.require([(experiment, m, d, s) for m, d in entries for s in SEEDS])
     rows = []
     for m, d in entries:
-        stats = [graph_stats(store.model(experiment, m, d, s)) for s in SEEDS]
-        rows.append({"method": _label(store, m), "density %": d,
-                     **{k: np.mean([st[k] for st in stats]) for k in
-                        ("edges", "log10_paths", "dead_hidden", "hidden", "n_isolated")}})
+        stats = []
+        for s in SEEDS:
+            graph = to_networkx(store.model(experiment, m, d, s))
+            hidden = {n for n, a in graph.nodes(data=True) if a.get("role") == "hidden"}
+            stats.append({"edges": graph.number_of_edges(), "log10_paths": count_paths(graph, log10=True),
+                          "dead_hidden": len(dead_units(graph)["dead"] & hidden), "hidden": len(hidden),
+                          "n_isolated": components(graph)["n_isolated"]})
+        rows.append({"method": _label(store, m), "density %": d, **pd.DataFrame(stats).mean().to_dict()})
     return pd.DataFrame(rows).set_index(["method", "density %"]).round(2)
 
 
