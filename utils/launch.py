@@ -168,8 +168,8 @@ def _prepare_data(config: dict, data_dir: str | None, root: Path, overrides) -> 
     """Download/verify the dataset and store the probe once here, not in every job."""
     from .data import resolve_data_dir
     from .experiment import ensure_probe, prepare_data
-    data = prepare_data(config, data_dir, overrides)
-    ensure_probe(data, root)
+    prepare_data(config, data_dir, overrides)
+    ensure_probe(config, data_dir, root)
     return str(resolve_data_dir(data_dir).resolve())
 
 
