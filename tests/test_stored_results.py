@@ -54,3 +54,18 @@ def test_summary_lists_every_stored_run():
     import pandas as pd
     listed = set(pd.read_csv(summary)["path"])
     assert set(STORED["path"]) <= listed
+
+
+@pytest.mark.parametrize("path", stored_ids("fc_mnist"))
+def test_fc_run_converts_to_csr_with_identical_outputs(path):
+    from utils.data import DATASETS, normalize
+    from utils.sparse import convert_model
+    run = results.load_run_dir(results.DEFAULT_ROOT / path)
+    images, _ = results.load_probe("mnist")
+    x = normalize(images[:256], DATASETS["mnist"])
+    sparse = convert_model(run.model, target="csr")
+    with torch.no_grad():
+        dense_out, sparse_out = run.model(x), sparse(x)
+    # float32 sums in another order: within 1e-5 of the logits' scale (they reach ~50).
+    scale = max(1.0, dense_out.abs().max().item())
+    assert (sparse_out - dense_out).abs().max().item() <= 1e-5 * scale

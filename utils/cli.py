@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once in separate processes (default 1)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do")
+    from .launch import add_launcher_arguments
+    add_launcher_arguments(sweep)
 
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--results", help="runs store root")
@@ -104,6 +106,9 @@ def _dispatch(args) -> int:
             for spec in specs:
                 print(("done  " if is_done(spec, root) else "todo  ") + spec.label)
             return 0
+        if args.launcher == "submitit":
+            from .launch import launch_sweep
+            return launch_sweep(args, config, specs, args.results, _overrides(args))
         done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
                      jobs=args.jobs, max_runs=args.max_runs, progress=not args.quiet)
         print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored or left for later")
