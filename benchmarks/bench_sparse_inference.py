@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.fc import fc  # noqa: E402
 from models.masks import prunable_layers, set_masks  # noqa: E402
 from models.resnet import resnet20  # noqa: E402
-from utils.sparse import convert_model, memory_report  # noqa: E402
+from utils.sparse import convert_model, latency_ms, memory_report, plain_dense  # noqa: E402
 
 MODELS = {"fc": (fc, (1, 28, 28), (nn.Linear,)),
           "resnet20": (resnet20, (3, 32, 32), (nn.Linear, nn.Conv2d))}
@@ -55,44 +55,6 @@ def random_global_masks(model: nn.Module, density: float, seed: int) -> dict[str
         masks[name] = keep[start:start + n].reshape(layer.weight.shape)
         start += n
     return masks
-
-
-def plain_dense(model: nn.Module) -> nn.Module:
-    """Copy whose prunable layers are fresh plain layers holding the effective weights.
-
-    (Not ``parametrize.remove_parametrizations`` on a deep copy: the copy shares the
-    parametrized class with the original, and removal deletes the property from it.)
-    """
-    import copy
-    model = copy.deepcopy(model)
-    for name, layer in list(prunable_layers(model).items()):
-        if isinstance(layer, nn.Linear):
-            new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-        else:
-            new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                            layer.padding, layer.dilation, bias=layer.bias is not None)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new.eval())
-    return model
-
-
-def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int, budget_s: float = 4.0) -> float:
-    """Median forward time; slow cases get fewer repeats (about ``budget_s`` per case)."""
-    with torch.inference_mode():
-        t = time.perf_counter()
-        model(x)  # warm-up, also sizes the number of repeats
-        first = time.perf_counter() - t
-        repeats = max(1, min(repeats, int(budget_s / max(first, 1e-9))))
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def run(models, densities, batches, repeats, seed=0) -> pd.DataFrame:

@@ -29,9 +29,10 @@ from torch import nn
 
 from . import plots
 from .graphs import dead_units, to_networkx
+from .sparse import latency_ms, plain_dense
 
 __all__ = ["collect_runs", "missing_line", "layered_layout", "draw_layered", "graph_figure",
-           "degree_frame", "zero_degree_table", "degree_plot", "latency_ms", "inference_table",
+           "degree_frame", "zero_degree_table", "degree_plot", "inference_table",
            "memory_latency_plot", "accuracy_vs_density_plot", "gap_summary", "sparse_init",
            "ws_network", "random_fc_like", "small_mnist", "train_compare", "accuracy_bars",
            "count_weights", "inference_summary", "density_bin", "gap_conclusion", "ws_summary", "graph_legend"]
@@ -283,45 +284,6 @@ def degree_plot(frame: pd.DataFrame, title: str | None = None, figsize=None) -> 
 
 
 # ----------------------------------------------------------------------------- memory / latency
-def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 5, budget_s: float = 1.0) -> float:
-    """Median forward time in ms (warm-up first), as ``benchmarks/bench_sparse_inference.py``
-    measures it (its ``latency_ms`` is used when importable)."""
-    try:
-        from benchmarks.bench_sparse_inference import latency_ms as bench_latency
-        return bench_latency(model, x, repeats, budget_s)
-    except ImportError:  # pragma: no cover - the benchmark lives in the same repository
-        import statistics
-        import time
-        with torch.inference_mode():
-            model(x)
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(times)
-
-
-def _plain_dense(model: nn.Module) -> nn.Module:
-    """Copy of ``model`` whose Linear layers are plain ``nn.Linear`` holding the effective weights."""
-    try:
-        from benchmarks.bench_sparse_inference import plain_dense
-        return plain_dense(model)
-    except ImportError:  # pragma: no cover - the benchmark lives in the same repository
-        import copy
-        from models.masks import prunable_layers
-        model = copy.deepcopy(model)
-        for name, layer in list(prunable_layers(model).items()):
-            new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-            with torch.no_grad():
-                new.weight.copy_(layer.weight)
-                if layer.bias is not None:
-                    new.bias.copy_(layer.bias)
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new.eval())
-        return model
-
-
 def inference_table(models: Mapping[tuple, nn.Module], batches: Sequence[int] = (1, 256),
                     repeats: int = 5, input_shape=(1, 28, 28), budget_s: float = 1.0,
                     rounds: int = 3) -> pd.DataFrame:
@@ -340,7 +302,7 @@ def inference_table(models: Mapping[tuple, nn.Module], batches: Sequence[int] = 
     for (method, label), model in models.items():
         model = model.eval()
         mem = memory_report(model).iloc[-1]
-        dense, csr = _plain_dense(model).eval(), convert_model(model, nn.Linear, "csr").eval()
+        dense, csr = plain_dense(model).eval(), convert_model(model, nn.Linear, "csr").eval()
         for b in batches:
             x = torch.randn(b, *input_shape, generator=torch.Generator().manual_seed(1))
             with torch.inference_mode():

@@ -21,8 +21,7 @@ summary`` when the array is done (each job also refreshes ``summary.csv``).
 at once: it has no array throttling), for testing; for real local work use
 ``--launcher local --jobs N``.  ``debug`` runs them one by one in this process.
 
-Until ``utils/cli.py`` wires these flags, ``python -m utils.launch CONFIG [sweep
-options] [launcher options]`` does the same.
+``python -m utils.launch CONFIG [sweep options] [launcher options]`` is a shorthand.
 """
 from __future__ import annotations
 
@@ -276,37 +275,11 @@ def wait_for(jobs: list, specs: list, root: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- standalone entry
-def build_parser() -> argparse.ArgumentParser:
-    """``utils.cli``'s parser with the launcher options on ``sweep`` (if not wired there yet)."""
-    from .cli import build_parser as cli_parser
-    parser = cli_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    sweep = sub.choices["sweep"]
-    if "--launcher" not in sweep._option_string_actions:
-        add_launcher_arguments(sweep)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m utils.launch CONFIG ...`` = ``python -m utils.cli sweep CONFIG ... --launcher submitit``."""
+    from .cli import main as cli_main
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(["sweep", *argv])
-    if args.launcher == "local":
-        args.launcher = "submitit"
-    from .cli import _overrides
-    from .experiment import grid, load_config
-    try:
-        config = load_config(args.config)
-        specs = grid(config, args.profile, args.methods, args.densities, args.seeds)
-        root = args.results or results.DEFAULT_ROOT
-        if args.dry_run:
-            for spec in specs:
-                print(("done  " if _is_done(spec, Path(root)) else "todo  ") + spec.label)
-            return 0
-        return launch_sweep(args, config, specs, root, _overrides(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(["sweep", *argv, "--launcher", "submitit"])
 
 
 if __name__ == "__main__":

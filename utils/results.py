@@ -41,7 +41,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from models import build_model
-from models.masks import prunable_layers, raw_weight, set_masks
+from models.masks import mask_of, prunable_layers, raw_weight, set_masks
 from .errors import RunStoreError, UserError
 
 FORMAT = "sparse-network-analysis/run"
@@ -92,7 +92,7 @@ def encode_model(model: nn.Module, support: dict[str, Tensor] | None = None
     tensors, shapes = {}, {}
     support = support or {}
     for name, module in prunable_layers(model).items():
-        mask = _current_mask(module)
+        mask = mask_of(module).detach().bool()
         keep = support.get(name, mask).to(mask.device).bool() | mask
         weight = raw_weight(module).detach()
         shapes[name] = list(weight.shape)
@@ -105,11 +105,6 @@ def encode_model(model: nn.Module, support: dict[str, Tensor] | None = None
         if not key.startswith(skip):
             tensors[key] = value.detach().cpu().contiguous()
     return tensors, shapes
-
-
-def _current_mask(module: nn.Module) -> Tensor:
-    from models.masks import mask_of
-    return mask_of(module).detach().bool()
 
 
 @torch.no_grad()

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
+import time
 import warnings
 
 import pandas as pd
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from models.masks import attach_masks, mask_of, set_masks
+from models.masks import attach_masks, mask_of, prunable_layers, set_masks
 
 __all__ = ["SparseLinear", "CSRLinear", "SparseConv2d", "CSRConv2d", "convert", "convert_model",
            "memory_report", "is_sparse_layer", "FORMATS"]
@@ -392,3 +394,40 @@ def memory_report(model: nn.Module) -> pd.DataFrame:
     df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
     df["csr_ratio"] = df["csr_bytes"] / df["dense_bytes"]
     return df
+
+
+def plain_dense(model: nn.Module) -> nn.Module:
+    """Copy whose prunable layers are fresh plain layers holding the effective weights.
+
+    (Not ``parametrize.remove_parametrizations`` on a deep copy: the copy shares the
+    parametrized class with the original, and removal deletes the property from it.)
+    """
+    model = copy.deepcopy(model)
+    for name, layer in list(prunable_layers(model).items()):
+        if isinstance(layer, nn.Linear):
+            new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        else:
+            new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                            layer.padding, layer.dilation, bias=layer.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new.eval())
+    return model
+
+
+def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int, budget_s: float = 4.0) -> float:
+    """Median forward time; slow cases get fewer repeats (about ``budget_s`` per case)."""
+    with torch.inference_mode():
+        t = time.perf_counter()
+        model(x)  # warm-up, also sizes the number of repeats
+        first = time.perf_counter() - t
+        repeats = max(1, min(repeats, int(budget_s / max(first, 1e-9))))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
