@@ -21,19 +21,14 @@ replaced by random images (throughput only).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from bench_training import load_data  # noqa: E402
+from common import CASES, load_data, machine_line, use_threads  # noqa: E402
 
 
 def bench_synflow(iterations: int, density: float = 0.02, seed: int = 21) -> dict:
@@ -59,8 +54,7 @@ def bench_gem_miner(model_name: str, data, repeats: int, seed: int = 21) -> list
     from pruners.gem_miner import GemMiner
     from utils.seeding import seed_init
     from utils.train import TrainConfig, train
-    opt = {"resnet20": dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
-           "fc": dict(lr=0.1, momentum=0.0, weight_decay=0.0)}[model_name]
+    opt = CASES[model_name][1]
     rows = []
     for batch in (64, 128):
         seed_init(seed)
@@ -99,16 +93,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import pandas as pd
-    from utils.train import available_cores
-    threads = args.threads or available_cores()
-    os.environ["SPARSE_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    threads = use_threads(args.threads)
     iterations = args.iterations or (10 if args.quick else 100)
     images = args.images or (2000 if args.quick else 10000)
     repeats = args.repeats or (1 if args.quick else 2)
-    load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, {threads} thread(s), load average {load:.1f}"
-          f"{'  [MACHINE BUSY: timings distorted]' if load > 0.5 * (os.cpu_count() or 1) else ''}", flush=True)
+    print(machine_line(threads), flush=True)
 
     s = bench_synflow(iterations)
     print(f"\nSynFlow, ResNet-20, 1 level x {s['iterations']} iterations to {100 * s['density']:.3f} %: "

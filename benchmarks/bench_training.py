@@ -27,7 +27,7 @@ is engine / naive of the same case.  Both sides use the same masked model (the m
 parametrization, ``W * mask`` each step), the same optimiser (SGD as in the profile) and
 the same number of threads (``--threads``, default all cores the process may use).
 
-``--jobs-compare`` (FC; on by default when FC is benchmarked) also measures the ``sweep
+``--jobs-compare`` (on by default with 2+ threads) also measures, per model, the ``sweep
 --jobs 2`` layout: two processes with one thread each training at the same time (summed
 img/s) vs one process with two threads.
 
@@ -44,46 +44,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-# (model, dataset, engine TrainConfig of the thesis / cpu profile)
-CASES = {
-    "fc": ("mnist", dict(lr=0.1, momentum=0.0, weight_decay=0.0)),
-    "resnet20": ("cifar10", dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)),
-}
-SPARSE_DENSITY = 0.02
-
-
-# ----------------------------------------------------------------------------- data and models
-def load_data(name: str, data_dir: str | None, n_train: int, n_test: int, seed: int = 0):
-    """(Dataset subset, "real"/"synthetic")."""
-    from utils.data import DATASETS, Dataset, dataset_files_present, load_dataset, resolve_data_dir
-    for candidate in [data_dir, os.environ.get("SPARSE_DATA_DIR"), str(ROOT / "data")]:
-        if candidate and dataset_files_present(name, Path(candidate)):
-            data = load_dataset(name, candidate, download=False)
-            return data.subset(n_train, n_test), "real"
-    info = DATASETS[name]
-    g = torch.Generator().manual_seed(seed)
-    make = lambda n: torch.randint(0, 256, (n, *info.shape), generator=g, dtype=torch.uint8)
-    label = lambda n: torch.randint(0, 10, (n,), generator=g)
-    return Dataset(info, make(n_train), label(n_train), make(n_test), label(n_test)), "synthetic"
-
-
-def build(model_name: str, sparse: bool, seed: int = 21):
-    from models import build_model
-    from pruners import get_method
-    from utils.seeding import seed_init
-    seed_init(seed)
-    model = build_model(model_name)
-    if sparse:
-        shape = (1, 28, 28) if model_name == "fc" else (3, 32, 32)
-        get_method("random").prune(model, SPARSE_DENSITY, seed=seed, data_shape=shape)
-    return model
-
+from common import CASES, build, load_data, machine_line, use_threads  # noqa: E402
 
 # ----------------------------------------------------------------------------- trainers
 def naive_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, threads: int) -> float:
@@ -127,24 +93,26 @@ def engine_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, t
 
 
 # ----------------------------------------------------------------------------- jobs-2 comparison
-def _fc_worker(args):
-    threads, data_dir, n_train, repeats, barrier, out = args
+def _worker(args):
+    model_name, threads, data_dir, n_train, repeats, barrier, out = args
     os.environ["SPARSE_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    data, _ = load_data("mnist", data_dir, n_train, 500)
-    model = build("fc", sparse=True)
+    dataset, opt_kwargs = CASES[model_name]
+    data, _ = load_data(dataset, data_dir, n_train, 500)
+    model = build(model_name, sparse=True)
     barrier.wait()
-    out.put(engine_throughput(model, data, CASES["fc"][1], 64, repeats, threads))
+    out.put(engine_throughput(model, data, opt_kwargs, 64, repeats, threads))
 
 
-def jobs_compare(data_dir, n_train: int, repeats: int, cores: int) -> list[dict]:
-    """FC sparse, engine: 1 process x ``cores`` threads vs ``cores`` processes x 1 thread (summed)."""
+def jobs_compare(model_name: str, data_dir, n_train: int, repeats: int, cores: int) -> list[dict]:
+    """Sparse model, engine: 1 process x ``cores`` threads vs ``cores`` processes x 1 thread (summed)."""
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
     rows = []
     for procs, threads in ((1, cores), (cores, 1)):
         barrier, out = ctx.Barrier(procs), ctx.Queue()
-        workers = [ctx.Process(target=_fc_worker, args=((threads, data_dir, n_train, repeats, barrier, out),))
+        workers = [ctx.Process(target=_worker,
+                               args=((model_name, threads, data_dir, n_train, repeats, barrier, out),))
                    for _ in range(procs)]
         for w in workers:
             w.start()
@@ -201,22 +169,18 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="also time the engine with torch.compile(model)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive loop (engine rows only)")
     p.add_argument("--jobs-compare", choices=("auto", "on", "off"), default="auto",
-                   help="FC: 2 processes x 1 thread vs 1 process x 2 threads (auto: on when FC is run)")
+                   help="per model: 2 processes x 1 thread vs 1 process x 2 threads (auto: on with 2+ threads)")
     p.add_argument("--profile-ops", action="store_true", help="print torch.profiler top ops of engine steps")
     p.add_argument("--quick", action="store_true", help="small subsets and 1 timed epoch: checks it works")
     p.add_argument("--csv", type=Path, help="also write the table here")
     args = p.parse_args(argv)
 
     import pandas as pd
-    from utils.train import available_cores
-    threads = args.threads or available_cores()
+    threads = use_threads(args.threads)
     repeats = args.repeats or (1 if args.quick else 3)
     n_images = {"fc": args.fc_images or (5000 if args.quick else 20000),
                 "resnet20": args.resnet_images or (1280 if args.quick else 5120)}
-    load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s), "
-          f"load average {load:.1f}{'  [MACHINE BUSY: timings distorted]' if load > 0.5 * (os.cpu_count() or 1) else ''}",
-          flush=True)
+    print(machine_line(threads), flush=True)
 
     rows = []
     for name in args.models:
@@ -254,11 +218,12 @@ def main(argv=None):
     if args.csv:
         table.to_csv(args.csv, index=False)
 
-    if "fc" in args.models and (args.jobs_compare == "on" or (args.jobs_compare == "auto" and threads >= 2)):
-        print("\nFC sparse 2%, engine, b=64: sweep --jobs layouts (all processes train at once)")
-        for row in jobs_compare(args.data_dir, n_images["fc"], repeats, threads):
-            print(f"  {row['layout']:30s} {row['img_s']:9.0f} img/s total  "
-                  f"(per process: {', '.join(f'{r:.0f}' for r in row['per_process'])})")
+    if args.jobs_compare == "on" or (args.jobs_compare == "auto" and threads >= 2):
+        for name in args.models:
+            print(f"\n{name} sparse 2%, engine, b=64: sweep --jobs layouts (all processes train at once)")
+            for row in jobs_compare(name, args.data_dir, n_images[name], repeats, threads):
+                print(f"  {row['layout']:30s} {row['img_s']:9.0f} img/s total  "
+                      f"(per process: {', '.join(f'{r:.0f}' for r in row['per_process'])})", flush=True)
 
     if args.profile_ops:
         for name in args.models:

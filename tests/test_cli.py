@@ -63,6 +63,14 @@ def test_unknown_sweep_config(capsys, tmp_path):
     assert_one_line_error(code, err, "does not exist")
 
 
+@pytest.mark.parametrize("flag", ["--jobs", "--threads"])
+def test_sweep_rejects_non_positive_parallelism(capsys, tmp_path, flag):
+    code, _, err = run_cli(capsys, "sweep", "fc_mnist", flag, "0", "--results", tmp_path / "res",
+                           "--data-dir", tmp_path)
+    assert_one_line_error(code, err, f"{flag} must be at least 1")
+    assert not (tmp_path / "res").exists()
+
+
 @pytest.fixture(scope="module")
 def smoke_run(real_data_dir, tmp_path_factory):
     """A random-pruned FC at 50 %, trained on 5k MNIST images for 2 epochs (smoke profile), stored."""
@@ -81,8 +89,27 @@ def test_end_to_end_smoke(smoke_run, capsys):
     assert run.info["config"]["overrides"] == {"train_subset": 5000}
     assert run.info["profile"] == "smoke" and run.info["config"]["train"]["epochs"] == 2
     assert results.load_probe("mnist", smoke_run)[0].shape == (600, 1, 28, 28)
+    assert run.info["compute"] == {"device": "cpu", "threads": 1}
     code, out, _ = run_cli(capsys, *TRAIN, "--profile", "smoke", "--results", smoke_run)
     assert code == 0 and "already stored" in out
+
+
+def test_same_command_gives_the_same_numbers(smoke_run, real_data_dir, tmp_path):
+    """Retraining a stored run with the same command (same seed, same thread count) reproduces
+    its history and its weights bit for bit."""
+    import torch
+    before = torch.get_num_threads()
+    root = tmp_path / "again"
+    assert main(TRAIN + ["--profile", "smoke", "--train-subset", "5000", "--data-dir", str(real_data_dir),
+                         "--results", str(root), "--quiet"]) == 0
+    assert torch.get_num_threads() == before           # the run's thread count does not leak
+    old = results.run_dir("fc_mnist", "random", 0.5, 21, smoke_run)
+    new = results.run_dir("fc_mnist", "random", 0.5, 21, root)
+    for name in ("final.safetensors", "init.safetensors"):
+        assert (new / name).read_bytes() == (old / name).read_bytes(), name
+    columns = ["epoch", "train_loss", "test_loss", "top1", "top5", "density"]
+    a, b = results.load_run_dir(old).history, results.load_run_dir(new).history
+    assert a[columns].equals(b[columns])
 
 
 def test_verify_detects_tampering_and_versions(smoke_run, capsys, tmp_path):

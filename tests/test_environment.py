@@ -2,6 +2,7 @@
 import re
 import tomllib
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -27,3 +28,26 @@ def test_torch_pinned_to_cpu_build_in_both():
     assert "torch==2.13.0" in project["dependencies"]
     assert "torch==2.13.0" in (ROOT / "environment.yaml").read_text()
     assert "python=3.11" in (ROOT / "environment.yaml").read_text()
+
+
+def test_torch_threads_sets_and_restores(monkeypatch):
+    import torch
+    from utils.train import available_cores, torch_threads
+    monkeypatch.setenv("SPARSE_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2 and available_cores() == 2
+    assert torch.get_num_threads() == before and available_cores() == 1
+    with pytest.raises(ValueError):
+        with torch_threads(0):
+            pass
+
+
+def test_default_jobs_one_run_per_core(monkeypatch):
+    import torch
+    from utils.experiment import default_jobs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("SPARSE_NUM_THREADS", "4")
+    assert default_jobs() == 4 and default_jobs(threads=2) == 2 and default_jobs(threads=8) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_jobs() == 1

@@ -35,13 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--density", required=True, help="% of weights remaining, in (0, 100]")
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--force", action="store_true", help="retrain even if the run is stored")
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default 1, as the stored runs: other counts round differently)")
 
     sweep = sub.add_parser("sweep", parents=[common], help="train every run of a config not yet stored")
     sweep.add_argument("config", help="config file or experiment name")
     sweep.add_argument("--methods", type=_csv(str), help="comma-separated subset of methods")
     sweep.add_argument("--densities", type=_csv(float), help="comma-separated subset of densities (%%)")
     sweep.add_argument("--seeds", type=_csv(int), help="comma-separated subset of seeds")
-    sweep.add_argument("--jobs", type=int, default=1, help="runs at once in separate processes (default 1)")
+    sweep.add_argument("--jobs", type=int, default=None,
+                       help="runs at once in separate processes (default: one per core on CPU, 1 on a GPU)")
+    sweep.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default 1, as the stored runs: other counts round "
+                            "differently)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do")
     from .launch import add_launcher_arguments
@@ -61,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args):
     from .experiment import Overrides
     return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset)
+
+
+def _positive(value: int | None, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def _threads(args) -> int:
+    from .experiment import RUN_THREADS
+    return _positive(args.threads, "--threads") or RUN_THREADS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +107,8 @@ def _dispatch(args) -> int:
             print(f"already stored: {spec.label} (use --force to retrain)")
             return 0
         paths = execute(spec, config, data_dir=args.data_dir, root=args.results,
-                        overrides=_overrides(args), progress=not args.quiet, force=args.force)
+                        overrides=_overrides(args), progress=not args.quiet, force=args.force,
+                        threads=_threads(args))
         results.write_summary(args.results)
         for path in paths:
             run = results.load_run_dir(path)
@@ -110,7 +128,8 @@ def _dispatch(args) -> int:
             from .launch import launch_sweep
             return launch_sweep(args, config, specs, args.results, _overrides(args))
         done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
-                     jobs=args.jobs, max_runs=args.max_runs, progress=not args.quiet)
+                     jobs=_positive(args.jobs, "--jobs"), threads=_threads(args), max_runs=args.max_runs,
+                     progress=not args.quiet)
         print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored or left for later")
         return 0
     if args.command == "runs":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -25,7 +26,14 @@ from . import results
 from .data import Dataset, load_dataset, probe_images, split_validation
 from .errors import UserError
 from .seeding import seed_init
-from .train import TrainConfig
+from .train import TrainConfig, available_cores, pick_device, torch_threads
+
+#: Torch threads per run.  The thread count changes the order of floating-point reductions,
+#: so a rerun reproduces a stored run bit for bit only with the count it was trained with
+#: (recorded in run.json as ``compute.threads``).  The stored CPU runs use one thread each,
+#: which is also the fastest layout for a sweep on 2 cores (two runs side by side beat one
+#: run on two threads by 1.6x for FC and 1.14x for ResNet-20: benchmarks/README.md).
+RUN_THREADS = 1
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -169,10 +177,24 @@ def ensure_probe(config: dict, data_dir: str | None, root: Path) -> None:
         results.save_probe(config["dataset"], *probe_images(full, min(600, len(full.test_y))), root=root)
 
 
+def default_jobs(threads: int = RUN_THREADS) -> int:
+    """Runs at once for a local sweep: one per ``threads`` cores on CPU, one on a GPU."""
+    if torch.cuda.is_available():
+        return 1
+    return max(1, available_cores() // threads)
+
+
 def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
             root: str | os.PathLike | None = None, overrides: Overrides | None = None,
-            progress: bool = True, force: bool = False) -> list[Path]:
-    """Train one run and store it (and any variants the method produces). Returns the run dirs."""
+            progress: bool = True, force: bool = False, threads: int = RUN_THREADS) -> list[Path]:
+    """Train one run with ``threads`` torch threads and store it (and any variants the method
+    produces). Returns the run dirs."""
+    with torch_threads(threads):
+        return _execute(spec, config, data_dir=data_dir, root=root, overrides=overrides,
+                        progress=progress, threads=threads)
+
+
+def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress, threads) -> list[Path]:
     overrides = overrides or Overrides()
     root = Path(root or results.DEFAULT_ROOT)
     density = check_density(target_density(config, spec))
@@ -203,6 +225,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
             "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
                        "method_options": options, "overrides": overrides.as_dict()},
             "wall_time_s": wall, "info": out.info,
+            "compute": {"device": pick_device(train_cfg.device).type, "threads": threads},
         }
         path = results.run_dir(spec.experiment, name, spec.density, spec.seed, root)
         written.append(results.save_run(path, model=out.model, init_model=out.init_model,
@@ -227,18 +250,20 @@ def is_done(spec: RunSpec, root: Path) -> bool:
 
 def _worker(args) -> list[str]:
     spec, config, data_dir, root, overrides, threads = args
-    os.environ["SPARSE_NUM_THREADS"] = str(threads)
     return [str(p) for p in execute(spec, config, data_dir=data_dir, root=root, overrides=overrides,
-                                    progress=False)]
+                                    progress=False, threads=threads)]
 
 
 def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
           root: str | os.PathLike | None = None, overrides: Overrides | None = None,
-          jobs: int = 1, max_runs: int | None = None, progress: bool = True) -> list[RunSpec]:
-    """Run every spec not yet stored, ``jobs`` at a time. Returns the specs that were run.
+          jobs: int | None = None, threads: int = RUN_THREADS, max_runs: int | None = None,
+          progress: bool = True) -> list[RunSpec]:
+    """Run every spec not yet stored, ``jobs`` at a time (default :func:`default_jobs`), each
+    with ``threads`` torch threads. Returns the specs that were run.
 
     Half-written run directories from a killed sweep are removed first.
     """
+    jobs = default_jobs(threads) if jobs is None else jobs
     root = Path(root or results.DEFAULT_ROOT)
     results.clean_partial(root)
     todo = [s for s in specs if not is_done(s, root)][:max_runs]
@@ -248,12 +273,11 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
     if jobs <= 1:
         for spec in todo:
             bar.set_postfix_str(spec.label)
-            execute(spec, config, data_dir=data_dir, root=root, overrides=overrides, progress=progress)
+            execute(spec, config, data_dir=data_dir, root=root, overrides=overrides, progress=progress,
+                    threads=threads)
             results.write_summary(root)
             bar.update()
     else:
-        from .train import available_cores
-        threads = max(1, available_cores() // jobs)
         with ProcessPoolExecutor(jobs) as pool:
             futures = {pool.submit(_worker, (s, config, data_dir, root, overrides, threads)): s for s in todo}
             for future in as_completed(futures):

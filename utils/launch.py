@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import shutil
 import sys
 import time
@@ -72,13 +71,13 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 def run_job(spec, config: dict, *, data_dir: str | None, root: str, overrides, threads: int | None) -> dict:
     """Body of one job: train and store ``spec`` unless it is stored already."""
     from .experiment import execute, is_done
-    if threads:
-        os.environ["SPARSE_NUM_THREADS"] = str(threads)
+    from .train import available_cores
     root_path = Path(root)
     if is_done(spec, root_path):
         return {"label": spec.label, "status": "already stored"}
     start = time.perf_counter()
-    paths = execute(spec, config, data_dir=data_dir, root=root_path, overrides=overrides, progress=False)
+    paths = execute(spec, config, data_dir=data_dir, root=root_path, overrides=overrides, progress=False,
+                    threads=threads or available_cores())
     try:
         results.write_summary(root_path)
     except Exception as exc:  # a concurrent writer or a bad neighbour run must not fail this run

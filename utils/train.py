@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterable
 
@@ -83,6 +84,25 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch threads (also for :func:`train`, via
+    ``$SPARSE_NUM_THREADS``); the previous settings are restored afterwards."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    previous_env, previous = os.environ.get("SPARSE_NUM_THREADS"), torch.get_num_threads()
+    os.environ["SPARSE_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("SPARSE_NUM_THREADS", None)
+        else:
+            os.environ["SPARSE_NUM_THREADS"] = previous_env
+        torch.set_num_threads(previous)
 
 
 def pick_device(device: str | None = None) -> torch.device:
