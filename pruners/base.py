@@ -130,6 +130,10 @@ class Method:
         """Set the masks of ``model`` in place to keep ``density`` of its prunable weights."""
         raise NotImplementedError
 
+    def check_train(self, train_cfg) -> None:
+        """Raise :class:`UserError` if this method cannot train with ``train_cfg`` (checked for
+        every run before a sweep starts, so a bad profile fails in seconds, not hours in)."""
+
     def run(self, model: nn.Module, data, density: float, train_cfg, *, seed: int,
             progress: bool = True) -> dict[str, MethodResult]:
         """Prune, then train with the shared engine. Returns ``{stored method name: result}``."""

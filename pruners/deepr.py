@@ -634,11 +634,14 @@ class DeepRMethod(Method):
             raise UserError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
         self.l1, self.temp, self.reset_val, self.scope, self.init = l1, temp, reset_val, scope, init
 
+    def check_train(self, train_cfg) -> None:
+        _check_plain_sgd(train_cfg, self.name)
+
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.seeding import generator
         from utils.train import Hooks, train
         density = check_density(density)
-        _check_plain_sgd(train_cfg, self.name)
+        self.check_train(train_cfg)
         n_total = sum(raw_weight(m).numel() for m in prunable_layers(model).values())
         nc = kept_count(density, n_total)
         gen = generator(seed, "prune")
@@ -677,12 +680,15 @@ class SoftDeepRMethod(Method):
         self.l1, self.temp, self.min_weight, self.init_density = l1, temp, min_weight, init_density
         self.init = init
 
+    def check_train(self, train_cfg) -> None:
+        _check_plain_sgd(train_cfg, self.name)
+
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.seeding import generator
         from utils.train import Hooks, train
         density = check_density(density)
         start_density = check_density(self.init_density) if self.init_density is not None else density
-        _check_plain_sgd(train_cfg, self.name)
+        self.check_train(train_cfg)
         n_total = sum(raw_weight(m).numel() for m in prunable_layers(model).values())
         n0 = kept_count(start_density, n_total)
         gen = generator(seed, "prune")

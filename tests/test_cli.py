@@ -131,16 +131,18 @@ def test_verify_detects_tampering_and_versions(smoke_run, capsys, tmp_path):
     assert_one_line_error(code, err, "format version 0")
 
 
-def test_resnet_path_end_to_end_on_tiny_cifar(capsys, tmp_path):
-    """ResNet-20 through the same runner: SynFlow, bf16 training, store, load (tiny CIFAR fixture)."""
+@pytest.mark.parametrize("method", ["synflow", "deepr"])
+def test_resnet_path_end_to_end_on_tiny_cifar(capsys, tmp_path, method):
+    """ResNet-20 through the same runner: prune (SynFlow) or rewire (DEEPR, channels_last convs),
+    bf16 training, store, load (tiny CIFAR fixture)."""
     from test_data import write_tiny_cifar
     write_tiny_cifar(tmp_path / "data", n=8)
     root = tmp_path / "res"
-    code, out, err = run_cli(capsys, "train", "--experiment", "resnet20_cifar10", "--method", "synflow",
+    code, out, err = run_cli(capsys, "train", "--experiment", "resnet20_cifar10", "--method", method,
                              "--density", "10", "--seed", "21", "--profile", "smoke", "--data-dir",
                              tmp_path / "data", "--results", root, "--quiet")
     assert code == 0, err
-    run = results.load_run("resnet20_cifar10", "synflow", 0.1, 21, root)
+    run = results.load_run("resnet20_cifar10", method, 0.1, 21, root)
     assert run.info["density_achieved"] == pytest.approx(10 ** -1.0, abs=1e-5)
     assert run.info["config"]["train"]["epochs"] == 1 and len(run.history) == 2
     assert results.load_probe("cifar10", root)[0].shape == (8, 3, 32, 32)

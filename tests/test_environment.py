@@ -51,3 +51,28 @@ def test_default_jobs_one_run_per_core(monkeypatch):
     assert default_jobs() == 4 and default_jobs(threads=2) == 2 and default_jobs(threads=8) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_jobs() == 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_run_of_every_profile_resolves(path):
+    """Each config's grid, under every profile, gives a method and training settings it can
+    train with (e.g. DEEPR gets plain SGD), so no sweep stops hours in on a bad profile."""
+    from utils.experiment import grid, load_config, run_settings
+    config = load_config(path)
+    for profile in config["profiles"]:
+        specs = grid(config, profile)
+        assert specs
+        for spec in specs:
+            settings = run_settings(spec, config)
+            assert 0 < settings.density <= 1 and settings.train.epochs >= 1
+
+
+def test_a_profile_the_method_cannot_train_with_fails_before_training(tmp_path):
+    from utils.errors import UserError
+    from utils.experiment import grid, load_config, sweep
+    config = load_config("resnet20_cifar10")
+    config["profiles"]["cpu"]["methods"]["deepr"] = {}          # inherits SGD 0.9 Nesterov
+    specs = grid(config, "cpu", methods=["synflow", "deepr"], densities=[10], seeds=[21])
+    with pytest.raises(UserError, match=r"resnet20_cifar10/deepr/d10/s21 .*plain SGD"):
+        sweep(config, specs, root=tmp_path, jobs=1)
+    assert not list(tmp_path.rglob("run.json"))

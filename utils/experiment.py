@@ -194,9 +194,20 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
                         progress=progress, threads=threads)
 
 
-def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress, threads) -> list[Path]:
+@dataclass
+class RunSettings:
+    """Everything a run's profile decides: the method object and its options, the training
+    settings and the density it prunes to (a fraction)."""
+    method: object
+    options: dict
+    train: TrainConfig
+    density: float
+
+
+def run_settings(spec: RunSpec, config: dict, overrides: Overrides | None = None) -> RunSettings:
+    """Resolve ``spec``'s settings from its profile; a setting the method cannot train with
+    (e.g. momentum for DEEPR) is a :class:`UserError`."""
     overrides = overrides or Overrides()
-    root = Path(root or results.DEFAULT_ROOT)
     density = check_density(target_density(config, spec))
     _, profile = profile_of(config, spec.profile)
     options, train_overrides = method_settings(profile, spec.method, spec.seed)
@@ -205,6 +216,18 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     if overrides.epochs is not None:
         train_values["epochs"] = overrides.epochs
     train_cfg = TrainConfig.from_dict(train_values)
+    try:
+        method.check_train(train_cfg)
+    except UserError as exc:
+        raise UserError(f"{spec.label} (profile {spec.profile}): {exc}") from None
+    return RunSettings(method, options, train_cfg, density)
+
+
+def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress, threads) -> list[Path]:
+    overrides = overrides or Overrides()
+    root = Path(root or results.DEFAULT_ROOT)
+    settings = run_settings(spec, config, overrides)
+    method, options, train_cfg, density = settings.method, settings.options, settings.train, settings.density
     data = prepare_data(config, data_dir, overrides)
     ensure_probe(config, data_dir, root)
 
@@ -269,6 +292,8 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
     todo = [s for s in specs if not is_done(s, root)][:max_runs]
     if not todo:
         return []
+    for spec in todo:
+        run_settings(spec, config, overrides)
     bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
     if jobs <= 1:
         for spec in todo:
