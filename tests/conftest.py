@@ -34,3 +34,20 @@ def real_data_dir(tmp_path_factory):
     dest = tmp_path_factory.mktemp("data")
     shutil.copytree(SHARED_DATA / "mnist", dest / "mnist")
     return dest
+
+
+@pytest.fixture(scope="session")
+def cifar_data_dir(tmp_path_factory):
+    """A data directory holding cifar-10-batches-py: $SPARSE_DATA_DIR or data/ when they hold it,
+    else built from ../shared/data's JPEG copy (make_cifar10.py, seconds); skips if absent."""
+    import subprocess
+    from utils.data import dataset_files_present
+    for candidate in (os.environ.get("SPARSE_DATA_DIR"), ROOT / "data"):
+        if candidate and dataset_files_present("cifar10", Path(candidate)):
+            return Path(candidate)
+    script = SHARED_DATA / "make_cifar10.py"
+    if not script.is_file():
+        pytest.skip("no CIFAR-10 copy available (../shared/data missing)")
+    dest = tmp_path_factory.mktemp("cifar")
+    subprocess.run([sys.executable, str(script), str(dest)], check=True, capture_output=True)
+    return dest

@@ -13,9 +13,26 @@ DENSITY_TOLERANCE = 0.005  # of N: the issue's "within 0.5 % of N"
 FREE_DENSITY = {"soft-deepr", "random-fc"}
 
 
-def stored_ids(experiment=None):
-    rows = STORED if experiment is None else STORED[STORED["experiment"] == experiment]
+#: results/ must stay small enough to live in git (issue: under 80 MB in total)
+MAX_RESULTS_BYTES = 80 * 2**20
+#: stored ResNet-20 runs re-evaluated on CIFAR-10 (a sample: one per method, ~5 s each)
+RESNET_SAMPLE_PER_METHOD = 1
+
+
+def stored_ids(*experiments):
+    rows = STORED if not experiments else STORED[STORED["experiment"].isin(experiments)]
     return [pytest.param(path, id=path) for path in rows["path"]]
+
+
+def resnet_sample():
+    rows = STORED[STORED["experiment"] == "resnet20_cifar10"].sort_values("path")
+    paths = rows.groupby("method")["path"].head(RESNET_SAMPLE_PER_METHOD)
+    return [pytest.param(path, id=path) for path in paths]
+
+
+def test_results_stay_small():
+    total = sum(p.stat().st_size for p in results.DEFAULT_ROOT.rglob("*") if p.is_file())
+    assert total < MAX_RESULTS_BYTES, f"results/ holds {total / 2**20:.1f} MB"
 
 
 @pytest.mark.parametrize("path", stored_ids())
@@ -39,11 +56,27 @@ def mnist(real_data_dir):
     return load_dataset("mnist", real_data_dir, download=False)
 
 
-@pytest.mark.parametrize("path", stored_ids("fc_mnist"))
+@pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static"))
 def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     with torch.no_grad():
         fresh = evaluate(run.model, mnist.test_x, mnist.test_y, mnist, batch_size=2000)
+    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
+
+
+@pytest.mark.parametrize("path", resnet_sample())
+def test_resnet_accuracy_matches_fresh_evaluation(path, cifar_data_dir):
+    """Evaluated as training evaluated it: bf16 autocast and channels_last on CPU unless the
+    run's config said otherwise."""
+    from utils.train import TrainConfig, use_bf16
+    cifar = load_dataset("cifar10", cifar_data_dir, download=False)
+    run = results.load_run_dir(results.DEFAULT_ROOT / path)
+    cfg = TrainConfig.from_dict(run.info["config"]["train"])
+    bf16 = use_bf16(run.model, cfg, torch.device("cpu"))
+    channels_last = cfg.channels_last if cfg.channels_last is not None else bf16
+    if channels_last:
+        run.model.to(memory_format=torch.channels_last)
+    fresh = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, cfg.eval_batch_size, "cpu", bf16, channels_last)
     assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
 
 
@@ -56,7 +89,7 @@ def test_summary_lists_every_stored_run():
     assert set(STORED["path"]) <= listed
 
 
-@pytest.mark.parametrize("path", stored_ids("fc_mnist"))
+@pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static"))
 def test_fc_run_converts_to_csr_with_identical_outputs(path):
     from utils.data import DATASETS, normalize
     from utils.sparse import convert_model
