@@ -46,6 +46,7 @@ from utils.seeding import generator, stream_seed
 from .base import Method, MethodResult, check_density, kept_count, register, select_global
 
 MODES = ("target", "thesis")
+SCOPES = ("global", "layer")
 
 
 # --------------------------------------------------------------------------- schedule arithmetic
@@ -142,19 +143,23 @@ def count_effective(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def keep_top_flags(model: nn.Module, n_keep: int, gen: torch.Generator) -> None:
-    """Keep the flags of the ``n_keep`` largest |s| among flagged weights (exact count, seeded ties)."""
+def keep_top_flags(model: nn.Module, n_keep: int, gen: torch.Generator, scope: str = "global") -> None:
+    """Keep the flags of the ``n_keep`` largest |s| among flagged weights (exact count, seeded ties).
+
+    ``scope="layer"``: each layer keeps round(n_keep/N · N_layer) of its flags instead.
+    """
     masks = gem_masks(model)
     keep = select_global({n: p.scores.detach().abs() for n, p in masks.items()}, n_keep,
-                         {n: p.flag for n, p in masks.items()}, gen)
+                         {n: p.flag for n, p in masks.items()}, gen, scope=scope)
     for n, p in masks.items():
         p.flag.copy_(keep[n].to(p.flag.device) & p.flag)
 
 
-def bottom_k_prune(model: nn.Module, rate: float, gen: torch.Generator) -> int:
-    """One BottomK step: unflag the ⌈r·#flags⌉ smallest |s| among f = 1, globally. Returns #flags left."""
+def bottom_k_prune(model: nn.Module, rate: float, gen: torch.Generator, scope: str = "global") -> int:
+    """One BottomK step: unflag the ⌈r·#flags⌉ smallest |s| among f = 1 (globally, or in each
+    layer with ``scope="layer"``). Returns #flags left."""
     n_flags = count_flags(model)
-    keep_top_flags(model, n_flags - prune_count(n_flags, rate), gen)
+    keep_top_flags(model, n_flags - prune_count(n_flags, rate), gen, scope)
     return count_flags(model)
 
 
@@ -171,6 +176,9 @@ class GemMiner(Method):
         score_l2: λ of the λΣs² loss term.
         batch_size: mining batch size.
         mode: ``"target"`` (exact round(d·N) among the flags) or ``"thesis"`` (f ∧ s > 0.5).
+        scope: ``"global"`` (thesis, upstream): BottomK and the target rounding rank all
+            layers together.  ``"layer"``: every layer loses the same share of its flags, so
+            no layer can collapse; the ResNet-20 ``cpu`` profile needs it (see its config).
         unflag: s ← 1 before rounding, so the mask is the flags.
         sanity_checks: also return the weight-reinit and mask-shuffle finetunes.
         sanity_seeds: only run the sanity finetunes for these seeds (``None``: all).
@@ -188,10 +196,13 @@ class GemMiner(Method):
     def __init__(self, mining_epochs: int | None = None, period: int = 2, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
                  score_l2: float = 1e-4, batch_size: int = 128, mode: str = "target",
-                 unflag: bool = False, sanity_checks: bool = True, sanity_seeds: list[int] | None = None,
+                 scope: str = "global", unflag: bool = False, sanity_checks: bool = True,
+                 sanity_seeds: list[int] | None = None,
                  val_size: int = 5000, log_val: bool = True, train_biases: bool = False):
         if mode not in MODES:
             raise UserError(f"unknown Gem-Miner mode {mode!r}; choose from {', '.join(MODES)}")
+        if scope not in SCOPES:
+            raise UserError(f"unknown Gem-Miner scope {scope!r}; choose from {', '.join(SCOPES)}")
         if period < 1:
             raise UserError(f"Gem-Miner period must be ≥ 1, got {period}")
         if mining_epochs is not None and mining_epochs < 1:
@@ -202,6 +213,7 @@ class GemMiner(Method):
         self.score_l2 = score_l2
         self.batch_size = batch_size
         self.mode = mode
+        self.scope = scope
         self.unflag = bool(unflag)
         self.sanity_checks = bool(sanity_checks)
         self.sanity_seeds = None if sanity_seeds is None else [int(s) for s in sanity_seeds]
@@ -256,11 +268,11 @@ class GemMiner(Method):
         def after_epoch(epoch: int, m: nn.Module) -> dict:
             if (state["stopped"] is None and epoch % self.period == 0 and epoch != 0
                     and len(state["prune_epochs"]) < prunes):
-                bottom_k_prune(m, rate, gen)
+                bottom_k_prune(m, rate, gen, self.scope)
                 state["prune_epochs"].append(epoch)
             if state["stopped"] is None and count_effective(m) == 0:
                 # Effective density hit 0: stop mining, prune the flags straight to the target.
-                keep_top_flags(m, kept_count(density, total), gen)
+                keep_top_flags(m, kept_count(density, total), gen, self.scope)
                 state["stopped"] = epoch
                 state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
             if monitor is not None:
@@ -296,7 +308,8 @@ class GemMiner(Method):
         else:
             total = sum(f.numel() for f in flags.values())
             rounded = select_global({n: p.scores.detach() for n, p in masks_.items()},
-                                    kept_count(density, total), flags, generator(seed, "round"))
+                                    kept_count(density, total), flags, generator(seed, "round"),
+                                    scope=self.scope)
         mask = {n: flags[n] & rounded[n].to(flags[n].device) for n in flags}
         return mask, flags, rounded
 
@@ -379,7 +392,7 @@ class GemMiner(Method):
 
         kept = sum(int(m.sum()) for m in mask.values())
         completed = sum(int((mask[n] & ~(mined[n].to(mask[n].device) > 0.5)).sum()) for n in mask)
-        info = {"mode": self.mode, "unflag": self.unflag, "target_density": density,
+        info = {"mode": self.mode, "scope": self.scope, "unflag": self.unflag, "target_density": density,
                 "target_kept": kept_count(density, total), "density": kept / total, "kept": kept,
                 "density_flag": flag_density, "flags": n_flags,
                 "density_effective_mined": facts["effective_mined"] / total,

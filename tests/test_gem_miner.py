@@ -74,6 +74,33 @@ def test_bottom_k_exact_count_with_ties_and_no_revival():
         assert not (p.flag & ~before[name]).any()
 
 
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_layer_scope_prunes_every_layer_alike(scope):
+    """Scores pushed down in the classifier (the collapse seen on ResNet-20 with short mining)
+    empty it under global BottomK; ``scope="layer"`` keeps every layer at the same density."""
+    model = gem_fc()
+    GemMiner().prepare(model, seed=1)
+    masks = gem_masks(model)
+    last = list(masks)[-1]
+    with torch.no_grad():
+        masks[last].scores.mul_(0.01)
+    gen = torch.Generator().manual_seed(0)
+    rate = prune_rate(0.1, 3)
+    for _ in range(3):
+        bottom_k_prune(model, rate, gen, scope)
+    flags = {n: p.flag for n, p in gem_masks(model).items()}
+    overall = count_flags(model) / FC_N
+    if scope == "global":
+        assert not flags[last].any()
+    else:
+        for f in flags.values():
+            assert abs(int(f.sum()) - overall * f.numel()) <= 1
+        assert overall == pytest.approx(0.1, abs=1e-3)
+        # within a layer the lowest scores still go first
+        kept = masks[last].scores[flags[last]]
+        assert kept.min() >= masks[last].scores[~flags[last]].max()
+
+
 # ----------------------------------------------------------------------------- STE
 
 def test_ste_gradient_equals_mask_gradient():
@@ -229,6 +256,8 @@ def test_sanity_seeds_and_bad_mode():
     from utils.errors import UserError
     with pytest.raises(UserError):
         GemMiner(mode="nope")
+    with pytest.raises(UserError, match="scope"):
+        GemMiner(scope="channel")
 
 
 # ----------------------------------------------------------------------------- real MNIST

@@ -212,6 +212,52 @@ def test_make_writes_and_skips(store_root, tmp_path, capsys):
     assert "resnet_acc" in store.skipped and "skipped" in F.report(store)
 
 
+def test_incomplete_seeds_draw_from_the_complete_ones(store_root, tmp_path, capsys):
+    import shutil
+    from utils.results import run_dir
+    root = tmp_path / "store"
+    shutil.copytree(store_root, root)
+    shutil.rmtree(run_dir("fc_mnist", "synflow", 0.5, 63, root))
+    store = F.Store(root)
+    assert store.complete_seeds("fc_mnist", densities=[50]) == (21, 42)
+    assert F.make(["50_sparse_layers"], store, tmp_path / "fig", show=False) == ["50_sparse_layers"]
+    assert store.partial == {"50_sparse_layers": "1 run(s) missing: fc_mnist/synflow d50 × s63"}
+    assert "drawn from the complete seeds" in capsys.readouterr().out
+    assert "drawn from the seeds stored so far" in F.report(store)
+    fig = F.build("50_sparse_layers", store)
+    assert "(seeds 21, 42 only)" in fig.axes[0].get_title()
+    # every method's line is the mean over seeds 21 and 42, seed 63 of Gem-Miner is not used
+    gem = {c.get_label(): c.lines[0].get_ydata() for c in fig.axes[0].containers}["Gem-Miner"]
+    expect = np.mean([F._layer_density(store.masks("fc_mnist", "gem-miner", 50, s)) for s in (21, 42)], axis=0)
+    assert np.allclose(gem, expect)
+    full = F.build("50_sparse_layers", F.Store(store_root))
+    assert "(3 seeds)" in full.axes[0].get_title()
+    # a figure none of whose seeds is complete is still skipped
+    for seed in F.SEEDS:
+        shutil.rmtree(run_dir("fc_mnist", "random", 0.5, seed, root))
+    with pytest.raises(F.MissingRuns, match="fc_mnist/random d50 × s21,42,63"):
+        F.build("50_sparse_layers", F.Store(root))
+
+
+def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
+    from models import fc, prunable_layers, set_masks
+    from models.masks import raw_weight
+    from utils import notebook_helpers as H
+    from utils.results import run_dir, save_run
+    torch.manual_seed(42)
+    model = fc()
+    masks = {n: torch.ones(raw_weight(m).shape, dtype=torch.bool) for n, m in prunable_layers(model).items()}
+    masks["layers.0"][:] = False                                   # magnitude pruning's layer collapse
+    set_masks(model, masks)
+    save_run(run_dir("fc_mnist", "magnitude", 0.5, 42, tmp_path), model=model, init_model=None,
+             history=_history(False), model_spec={"name": "fc", "kwargs": {}},
+             record={"experiment": "fc_mnist", "method": "magnitude", "density_target": 0.5, "seed": 42})
+    fig = H.map_grid(F.Store(tmp_path), methods=["magnitude", "synflow"], densities=[50], seed=42)
+    assert len(fig.axes) == 2                                      # no colour bar for either panel
+    assert [t.get_text() for t in fig.axes[0].texts] == ["layer 1 empty"]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["not stored"]
+
+
 def test_flag_mode_changes_gem_density(store_root):
     eff = F.build("50_sparse_layers", F.Store(store_root))
     flag = F.build("50_sparse_layers", F.Store(store_root, mask_mode="flag"))

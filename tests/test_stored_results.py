@@ -51,6 +51,18 @@ def test_run_loads_and_hits_its_density(path):
     assert run.history["top1"].notna().all()
 
 
+@pytest.mark.parametrize("path", [p for p in stored_ids() if p.values[0].split("/")[1] == "gem-miner"])
+def test_gem_miner_classifier_reaches_every_class(path):
+    """A mined mask that cuts every weight into some class cannot be finetuned past chance.
+
+    This is the layer collapse a too-short ResNet-20 mining schedule produced (10 epochs,
+    a prune every epoch: the classifier kept 1 of 640 weights, 10 % accuracy)."""
+    masks = results.load_run_dir(results.DEFAULT_ROOT / path).masks("effective")
+    classifier = list(masks.values())[-1]
+    reached = classifier.reshape(classifier.shape[0], -1).any(dim=1)
+    assert reached.all(), f"classes with no kept weight: {(~reached).nonzero().flatten().tolist()}"
+
+
 @pytest.fixture(scope="module")
 def mnist(real_data_dir):
     return load_dataset("mnist", real_data_dir, download=False)

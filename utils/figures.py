@@ -102,6 +102,8 @@ class Store:
         self._records: dict[tuple, dict] = {}
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.partial: dict[str, str] = {}
+        self._unused: list[tuple] = []   # missing runs of the figure being built (see complete_seeds)
 
     @property
     def thesis(self) -> bool:
@@ -116,6 +118,23 @@ class Store:
         missing = [k for k in keys if not self.has(*k)]
         if missing:
             raise MissingRuns(missing, self.root)
+
+    def complete_seeds(self, experiment: str, methods=METHODS, densities=DENSITIES,
+                       seeds=SEEDS) -> tuple[int, ...]:
+        """The seeds whose runs are stored for every (method, density).
+
+        Figures that average or pool over seeds use these, so that every line and every
+        violin rests on the same seeds.  While a grid is still being trained this draws
+        the figure from the complete seeds (its title names them) and keeps the missing
+        runs for the report; raises :class:`MissingRuns` if no seed is complete.
+        """
+        keys = grid(experiment, methods, densities, seeds)
+        missing = [k for k in keys if not self.has(*k)]
+        complete = tuple(s for s in seeds if not any(k[3] == s for k in missing))
+        if not complete:
+            raise MissingRuns(missing, self.root)
+        self._unused += missing
+        return complete
 
     def run(self, experiment: str, method: str, density: float, seed: int) -> Run:
         """The stored run (density in %), loaded once and verified."""
@@ -203,6 +222,13 @@ def grid(experiment: str, methods=METHODS, densities=DENSITIES, seeds=SEEDS) -> 
     return [(experiment, m, d, s) for m in methods for d in densities for s in seeds]
 
 
+def seeds_phrase(seeds: Sequence[int]) -> str:
+    """``"3 seeds"`` for the full set, else ``"seed 21 only"`` / ``"seeds 21, 42 only"``."""
+    if tuple(seeds) == SEEDS:
+        return f"{len(SEEDS)} seeds"
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} only"
+
+
 # ----------------------------------------------------------------------------- helpers
 def accuracy_curve(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(epoch, top-1) of the training that produced the final weights.
@@ -237,16 +263,17 @@ def _pooled(per_seed: list[list[np.ndarray]]) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- N01 accuracy
 def accuracy(store: Store, experiment: str):
     """``fc_acc`` / ``resnet_acc``: seed-mean test top-1 per epoch, panels G/S/R, a line per density."""
-    store.require(grid(experiment))
+    seeds = store.complete_seeds(experiment)
     panels = {}
     for method in METHODS:
         lines = {}
         for d in DENSITIES:
             lines[f"{d}%"] = _stack([accuracy_curve(store.history(experiment, method, d, s))
-                                     for s in SEEDS])
+                                     for s in seeds])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
-    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}, target density (% remaining)")
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]} ({seeds_phrase(seeds)}), "
+                                                      "target density (% remaining)")
 
 
 def random_fc_accuracy(store: Store):
@@ -261,16 +288,17 @@ def random_fc_accuracy(store: Store):
 # ----------------------------------------------------------------------------- N02 density per layer
 def sparse_layers(store: Store, experiment: str, density: float):
     """``50_sparse_layers`` etc.: seed-mean density per analysis layer, a line per method."""
-    store.require(grid(experiment, densities=[density]))
+    seeds = store.complete_seeds(experiment, densities=[density])
     lines, errors, colors, markers = {}, {}, {}, {}
     for method in METHODS:
-        values = np.vstack([_layer_density(store.masks(experiment, method, density, s)) for s in SEEDS])
+        values = np.vstack([_layer_density(store.masks(experiment, method, density, s)) for s in seeds])
         label = store.label(method)
         lines[label], errors[label] = values.mean(0), values.std(0)
         colors[label] = plots.METHOD_COLORS[method]
         markers[label] = plots.METHOD_MARKERS[method]
     return plots.layer_density_lines(
-        lines, title=f"{ARCH[experiment]}: density per layer at {density:g}% target density",
+        lines, title=f"{ARCH[experiment]}: density per layer at {density:g}% target density "
+                     f"({seeds_phrase(seeds)})",
         errors=errors, colors=colors, markers=markers)
 
 
@@ -422,15 +450,15 @@ def kernel_figure(store: Store, method: str, density: float = 10, seed: int | No
 def resnet_clusters(store: Store, density: float = 5):
     """``resnet_clusters``: per-filter cluster ratio over the 20 layers, one row per method."""
     from .analysis import model_cluster_ratios
-    store.require(grid(RESNET, densities=[density]))
+    seeds = store.complete_seeds(RESNET, densities=[density])
     panels = {}
     for method in METHODS:
         per_seed = [model_cluster_ratios(store.units(RESNET, method, density, s), dense="last",
-                                         connectivity="4", thesis=store.thesis) for s in SEEDS]
+                                         connectivity="4", thesis=store.thesis) for s in seeds]
         panels[store.label(method)] = _pooled(per_seed)
     return plots.cluster_ratio_violins(
         panels, title=f"ResNet-20, {density:g}% density: per-filter cluster ratio "
-                      "(4-neighbour kernels; fc rows 1-D; 3 seeds pooled)")
+                      f"(4-neighbour kernels; fc rows 1-D; {seeds_phrase(seeds)}, pooled)")
 
 
 # ----------------------------------------------------------------------------- N08 illustrations
@@ -533,19 +561,26 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
 
     Returns:
         The names written. A skipped figure prints one line saying which runs are
-        missing and is recorded in ``store.skipped``.
+        missing and is recorded in ``store.skipped``; a figure drawn from fewer seeds
+        than the grid's (:meth:`Store.complete_seeds`) is recorded in ``store.partial``.
     """
     import matplotlib.pyplot as plt
     names = [names] if isinstance(names, str) else list(names)
     show = _in_notebook() if show is None else show
     written = []
     for name in names:
+        store._unused = []
         try:
             fig = build(name, store)
         except MissingRuns as exc:
             store.skipped[name] = str(exc)
             print(f"skipped {name}: {exc}")
             continue
+        if store._unused:
+            store.partial[name] = f"{len(store._unused)} run(s) missing: {summarise(store._unused)}"
+            print(f"{name} drawn from the complete seeds; {store.partial[name]}")
+        else:
+            store.partial.pop(name, None)
         plots.save(fig, name, figures_dir)
         if show:
             from IPython.display import display
@@ -561,6 +596,9 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
 def report(store: Store) -> str:
     """One line per outcome: figures written and figures skipped (with the missing runs)."""
     lines = [f"{len(set(store.written))} figure(s) written: {', '.join(dict.fromkeys(store.written))}"]
+    if store.partial:
+        lines.append(f"{len(store.partial)} figure(s) drawn from the seeds stored so far:")
+        lines += [f"  {name}: {why}" for name, why in store.partial.items()]
     if store.skipped:
         lines.append(f"{len(store.skipped)} figure(s) skipped:")
         lines += [f"  {name}: {why}" for name, why in store.skipped.items()]

@@ -814,10 +814,11 @@ def map_grid(store: Store, methods: Sequence[str] = METHODS, densities: Sequence
                 ax.set_xticks([]), ax.set_yticks([])
                 if store.has(FC, m, d, seed):
                     image = first_layer_map(store.units(FC, m, d, seed)[0], kind=kind)
-                    im = ax.imshow(image, cmap="rainbow" if kind == "weights" else "viridis")
-                    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-                    cb.ax.tick_params(labelsize=8)
-                    if not np.any(image):
+                    if np.any(image):
+                        im = ax.imshow(image, cmap="rainbow" if kind == "weights" else "viridis")
+                        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+                        cb.ax.tick_params(labelsize=8)
+                    else:   # a colour bar of an all-zero image would only show a meaningless scale
                         ax.text(0.5, 0.5, "layer 1 empty", ha="center", va="center", transform=ax.transAxes)
                 else:
                     ax.text(0.5, 0.5, "not stored", ha="center", va="center", transform=ax.transAxes, color="0.4")
