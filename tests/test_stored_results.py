@@ -52,15 +52,17 @@ def test_run_loads_and_hits_its_density(path):
 
 
 @pytest.mark.parametrize("path", [p for p in stored_ids() if p.values[0].split("/")[1] == "gem-miner"])
-def test_gem_miner_classifier_reaches_every_class(path):
-    """A mined mask that cuts every weight into some class cannot be finetuned past chance.
+def test_gem_miner_classifier_keeps_its_share(path):
+    """The classifier keeps at least half the target density.
 
-    This is the layer collapse a too-short ResNet-20 mining schedule produced (10 epochs,
-    a prune every epoch: the classifier kept 1 of 640 weights, 10 % accuracy)."""
-    masks = results.load_run_dir(results.DEFAULT_ROOT / path).masks("effective")
-    classifier = list(masks.values())[-1]
-    reached = classifier.reshape(classifier.shape[0], -1).any(dim=1)
-    assert reached.all(), f"classes with no kept weight: {(~reached).nonzero().flatten().tolist()}"
+    A too-short ResNet-20 mining schedule with global BottomK (10 epochs, a prune every
+    epoch) collapsed the classifier to 1 of 640 weights (0.16 % at a 10 % target, 10 %
+    accuracy).  Reaching every class is not the invariant: at 2 % a 640-weight classifier
+    keeps 13 weights, and a uniform random mask misses some class about as often as not."""
+    run = results.load_run_dir(results.DEFAULT_ROOT / path)
+    classifier = list(run.masks("effective").values())[-1]
+    kept = classifier.double().mean().item()
+    assert kept >= 0.5 * run.info["density_target"], f"classifier density {kept:.4f}"
 
 
 @pytest.fixture(scope="module")
