@@ -258,6 +258,19 @@ def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
     assert [t.get_text() for t in fig.axes[1].texts] == ["not stored"]
 
 
+def test_seed_note_marks_partly_trained_methods():
+    import pandas as pd
+    from utils.notebook_helpers import seed_note
+
+    def rows(points):
+        return pd.DataFrame([(d, s) for d, seeds in points.items() for s in seeds], columns=["label", "seed"])
+
+    assert seed_note(rows({2: [21, 42, 63], 10: [21, 42, 63]}), 3) == ""
+    assert seed_note(rows({10: [21]}), 3) == " (seed 21 only)"
+    assert seed_note(rows({2: [42], 10: [21]}), 3) == " (1 seed per point)"
+    assert seed_note(rows({2: [21, 42], 10: [21, 42, 63]}), 3) == " (2-3 seeds per point)"
+
+
 def test_flag_mode_changes_gem_density(store_root):
     eff = F.build("50_sparse_layers", F.Store(store_root))
     flag = F.build("50_sparse_layers", F.Store(store_root, mask_mode="flag"))

@@ -179,6 +179,23 @@ def accuracy_panels(store: Store, experiment: str, methods: Sequence[str]):
                                  legend_title=f"{F.ARCH[experiment]}, target density (% remaining)")
 
 
+def seed_note(part: pd.DataFrame, full: int) -> str:
+    """Legend suffix for a method whose points pool fewer than ``full`` seeds.
+
+    ``part``: runs-table rows of one method (columns ``label``, ``seed``).  Returns ``""`` when
+    every point has ``full`` seeds, ``" (seed 21 only)"`` when one seed is stored, else the
+    range of seeds per point, so a partly trained method is never read as a 3-seed mean.
+    """
+    per_point = part.groupby("label")["seed"].nunique()
+    if per_point.min() >= full:
+        return ""
+    seeds = sorted(part["seed"].unique())
+    if len(seeds) == 1:
+        return f" (seed {seeds[0]} only)"
+    low, high = per_point.min(), per_point.max()
+    return f" ({low} seed{'s' if low > 1 else ''} per point)" if low == high else f" ({low}-{high} seeds per point)"
+
+
 def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = ALL_METHODS,
                         value: str = "final_top1"):
     """Final test top-1 against the *achieved* density (log x), mean ± std over seeds; dense as a band."""
@@ -186,6 +203,8 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
     table = table[table["method"].isin(list(methods) + ["dense"])]
     if table[table["method"] != "dense"].empty:
         raise MissingRuns([], store.root, f"no runs of {', '.join(methods)} in {experiment}")
+    sparse = table[table["method"] != "dense"]
+    full = sparse.groupby(["method", "label"])["seed"].nunique().max()
     with plots.style():
         fig, ax = plt.subplots(figsize=(7.5, 4.6))
         for method in methods:
@@ -194,7 +213,8 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
                 continue
             g = part.groupby("label").agg(x=("density_achieved", "mean"), y=(value, "mean"),
                                           e=(value, "std"), n=(value, "size"))
-            ax.errorbar(100 * g["x"], g["y"], yerr=g["e"].fillna(0), label=_label(store, method),
+            ax.errorbar(100 * g["x"], g["y"], yerr=g["e"].fillna(0),
+                        label=_label(store, method) + seed_note(part, full),
                         color=_color(method), marker=MARKERS.get(method, "o"), lw=1.6, capsize=3)
         dense = table[table["method"] == "dense"][value]
         if len(dense):
