@@ -191,7 +191,7 @@ def seed_note(part: pd.DataFrame, full: int) -> str:
         return ""
     seeds = sorted(part["seed"].unique())
     if len(seeds) == 1:
-        return f" (seed {seeds[0]} only)"
+        return f" ({F.seeds_phrase(seeds)})"
     low, high = per_point.min(), per_point.max()
     return f" ({low} seed{'s' if low > 1 else ''} per point)" if low == high else f" ({low}-{high} seeds per point)"
 
@@ -201,9 +201,9 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
     """Final test top-1 against the *achieved* density (log x), mean ± std over seeds; dense as a band."""
     table = _runs_table(store, experiment)
     table = table[table["method"].isin(list(methods) + ["dense"])]
-    if table[table["method"] != "dense"].empty:
-        raise MissingRuns([], store.root, f"no runs of {', '.join(methods)} in {experiment}")
     sparse = table[table["method"] != "dense"]
+    if sparse.empty:
+        raise MissingRuns([], store.root, f"no runs of {', '.join(methods)} in {experiment}")
     full = sparse.groupby(["method", "label"])["seed"].nunique().max()
     with plots.style():
         fig, ax = plt.subplots(figsize=(7.5, 4.6))
