@@ -14,9 +14,10 @@ trainer, all measured in this run:
   thesis code (zero_grad / forward / cross-entropy / backward / step / ``loss.item()``);
 * ``engine fp32``  ``utils.train.train`` with bf16 and channels_last off (the data pipeline
   alone: uint8 in memory, batched normalise + augmentation, no per-step sync);
-* ``engine``       ``utils.train.train`` with its defaults (bf16 autocast + channels_last
-  for conv nets on CPU; FC stays fp32);
-* ``engine bf16``  FC only: ``TrainConfig(bf16=True)`` (not the FC default);
+* ``engine``       conv nets only: ``utils.train.train`` with its defaults (channels_last on
+  CPU, + bf16 autocast where the CPU has native bf16; FC stays fp32, so this row is ``engine fp32``);
+* ``engine bf16``  ``TrainConfig(bf16=True)`` (conv nets: + channels_last); on a CPU without
+  native bf16 (AVX2 only) this row shows what emulated bf16 costs;
 * ``engine b=B``   the same with batch size B (``--batch B``; changes the optimisation!);
 * ``engine+compile`` the model wrapped in ``torch.compile`` (``--compile``; compile time
   excluded: the first epoch is a warm-up).
@@ -195,9 +196,8 @@ def main(argv=None):
                                                                         bf16=False)))
             if name != "fc":   # the FC engine default *is* fp32
                 trainers.append(("engine", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats, threads)))
-            else:              # not the default for FC: bf16 autocast as an option (see bench_bf16_parity.py)
-                trainers.append(("engine bf16", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats,
-                                                                            threads, bf16=True)))
+            trainers.append(("engine bf16", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats,
+                                                                        threads, bf16=True)))
             if args.batch:
                 trainers.append((f"engine b={args.batch}", lambda m: engine_throughput(
                     m, data, opt_kwargs, args.batch, repeats, threads)))

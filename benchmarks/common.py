@@ -60,5 +60,8 @@ def machine_line(threads: int) -> str:
     The 1-minute load average lags: right after another benchmark it still shows that one."""
     load = os.getloadavg()[0]
     busy = load > 0.5 * (os.cpu_count() or 1)
-    return (f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s), load average {load:.1f}"
+    from utils.train import cpu_has_native_bf16
+    return (f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s), "
+            f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if cpu_has_native_bf16() else 'no'}, "
+            f"load average {load:.1f}"
             f"{'  [MACHINE BUSY: timings distorted]' if busy else ''}")

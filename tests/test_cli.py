@@ -89,7 +89,8 @@ def test_end_to_end_smoke(smoke_run, capsys):
     assert run.info["config"]["overrides"] == {"train_subset": 5000}
     assert run.info["profile"] == "smoke" and run.info["config"]["train"]["epochs"] == 2
     assert results.load_probe("mnist", smoke_run)[0].shape == (600, 1, 28, 28)
-    assert run.info["compute"] == {"device": "cpu", "threads": 1}
+    assert run.info["compute"] == {"device": "cpu", "threads": 1, "bf16": False, "channels_last": False}
+    assert run.precision() == (False, False)
     code, out, _ = run_cli(capsys, *TRAIN, "--profile", "smoke", "--results", smoke_run)
     assert code == 0 and "already stored" in out
 

@@ -76,3 +76,24 @@ def test_a_profile_the_method_cannot_train_with_fails_before_training(tmp_path):
     with pytest.raises(UserError, match=r"resnet20_cifar10/deepr/d10/s21 .*plain SGD"):
         sweep(config, specs, root=tmp_path, jobs=1)
     assert not list(tmp_path.rglob("run.json"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_defaults_follow_the_cpu(monkeypatch, native):
+    """bf16 autocast only where oneDNN has bf16 kernels (emulated it is 14x slower); NHWC for
+    conv nets on CPU either way; FC nets stay fp32; explicit settings always win."""
+    import importlib
+    import torch
+    import models
+    train = importlib.import_module("utils.train")  # the module; ``utils.train`` is the API function
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    resnet, fc, default = models.build_model("resnet20"), models.build_model("fc"), train.TrainConfig()
+    assert train.use_bf16(resnet, default, cpu) is native
+    assert train.use_channels_last(resnet, default, cpu) is True
+    assert train.use_bf16(fc, default, cpu) is False and train.use_channels_last(fc, default, cpu) is False
+    assert train.use_bf16(resnet, default, cuda) is False and train.use_channels_last(resnet, default, cuda) is False
+    forced = train.TrainConfig(bf16=not native, channels_last=False)
+    assert train.use_bf16(resnet, forced, cpu) is (not native)
+    assert train.use_channels_last(resnet, forced, cpu) is False
+    assert train.use_channels_last(resnet, train.TrainConfig(bf16=True), cuda) is True

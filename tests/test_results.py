@@ -136,3 +136,18 @@ def test_clean_partial_removes_half_written_dirs(tmp_path):
     half.mkdir(parents=True)
     (half / "final.safetensors").write_bytes(b"partial")
     assert results.clean_partial(tmp_path) == 1 and not half.exists()
+
+
+@pytest.mark.parametrize("model_name,compute,expected", [
+    ("resnet20", {"device": "cpu", "threads": 1, "bf16": False, "channels_last": True}, (False, True)),
+    ("resnet20", {"device": "cpu", "threads": 1}, (True, True)),   # stored before precision was recorded
+    ("fc", {"device": "cpu", "threads": 1}, (False, False)),
+    ("resnet20", {"device": "cuda", "threads": 1}, (False, False)),
+])
+def test_run_precision_is_what_training_used(tmp_path, model_name, compute, expected):
+    model = models.build_model(model_name)
+    path = results.save_run(results.run_dir("exp", "dense", 1.0, 21, tmp_path), model=model, init_model=None,
+                            history=HISTORY, model_spec={"name": model_name, "kwargs": {}},
+                            record={"experiment": "exp", "method": "dense", "density_target": 1.0,
+                                    "seed": 21, "profile": "p", "compute": compute})
+    assert results.load_run_dir(path).precision() == expected

@@ -80,14 +80,12 @@ def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
 
 @pytest.mark.parametrize("path", resnet_sample())
 def test_resnet_accuracy_matches_fresh_evaluation(path, cifar_data_dir):
-    """Evaluated as training evaluated it: bf16 autocast and channels_last on CPU unless the
-    run's config said otherwise."""
-    from utils.train import TrainConfig, use_bf16
+    """Evaluated as training evaluated it (bf16 autocast, channels_last: see ``Run.precision``)."""
+    from utils.train import TrainConfig
     cifar = load_dataset("cifar10", cifar_data_dir, download=False)
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     cfg = TrainConfig.from_dict(run.info["config"]["train"])
-    bf16 = use_bf16(run.model, cfg, torch.device("cpu"))
-    channels_last = cfg.channels_last if cfg.channels_last is not None else bf16
+    bf16, channels_last = run.precision()
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     fresh = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, cfg.eval_batch_size, "cpu", bf16, channels_last)

@@ -26,7 +26,7 @@ from . import results
 from .data import Dataset, load_dataset, probe_images, split_validation
 from .errors import UserError
 from .seeding import seed_init
-from .train import TrainConfig, available_cores, pick_device, torch_threads
+from .train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
 
 #: Torch threads per run.  The thread count changes the order of floating-point reductions,
 #: so a rerun reproduces a stored run bit for bit only with the count it was trained with
@@ -237,6 +237,10 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     start = time.perf_counter()
     outputs = method.run(model, data, density, train_cfg, seed=spec.seed, progress=progress)
     wall = time.perf_counter() - start
+    device = pick_device(train_cfg.device)
+    # The defaults depend on the hardware (native bf16 or not), so the record keeps what ran.
+    compute = {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
+               "channels_last": use_channels_last(model, train_cfg, device)}
     written = []
     # The primary run is written last, so its presence means every variant is stored.
     for name in sorted(outputs, key=lambda n: n == spec.method):
@@ -248,7 +252,7 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
             "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
                        "method_options": options, "overrides": overrides.as_dict()},
             "wall_time_s": wall, "info": out.info,
-            "compute": {"device": pick_device(train_cfg.device).type, "threads": threads},
+            "compute": compute,
         }
         path = results.run_dir(spec.experiment, name, spec.density, spec.seed, root)
         written.append(results.save_run(path, model=out.model, init_model=out.init_model,

@@ -338,6 +338,17 @@ class Run(NamedTuple):
         tensors, _ = _read_tensors(file)
         return decode_extras(tensors, self.info["extras"])
 
+    def precision(self) -> tuple[bool, bool]:
+        """``(bf16, channels_last)`` as the run trained, to evaluate it as training did.  Runs
+        stored before ``compute`` recorded them trained with the then defaults: both on for
+        conv nets on CPU, both off otherwise."""
+        compute = self.info.get("compute", {})
+        if "bf16" in compute:
+            return compute["bf16"], compute["channels_last"]
+        from utils.train import has_conv
+        legacy = compute.get("device") == "cpu" and has_conv(self.model)
+        return legacy, legacy
+
     def masks(self, mode: str = "effective") -> dict[str, Tensor]:
         """Per-layer masks: ``"effective"`` (default) or ``"flag"`` (Gem-Miner's flags, the thesis's view)."""
         from models.masks import get_masks

@@ -1,5 +1,5 @@
-"""The training engine: SGD with schedules, bf16 autocast + channels_last for conv nets
-on CPU, per-epoch history, tqdm progress.  Runs unchanged on CUDA.
+"""The training engine: SGD with schedules, channels_last (+ bf16 autocast where the CPU has
+native bf16) for conv nets on CPU, per-epoch history, tqdm progress.  Runs unchanged on CUDA.
 
 Hooks let pruners that train (Gem-Miner, DEEPR, DNW) reuse the loop: a custom
 optimizer, a subset of parameters, an extra loss term, and callbacks after each
@@ -37,8 +37,10 @@ class TrainConfig:
         lr, momentum, nesterov, weight_decay: SGD settings.
         schedule: ``constant``, ``multistep`` (×``gamma`` at each epoch in ``milestones``)
             or ``cosine`` (T_max = epochs).
-        bf16: autocast to bfloat16 (fp32 master weights). ``None``: on for conv nets on CPU.
-        channels_last: NHWC memory format for conv nets. ``None``: follows ``bf16``.
+        bf16: autocast to bfloat16 (fp32 master weights). ``None``: on for conv nets on a CPU
+            with native bf16 kernels (:func:`cpu_has_native_bf16`), off otherwise.
+        channels_last: NHWC memory format for conv nets. ``None``: on for conv nets on CPU,
+            elsewhere it follows ``bf16``.
         eval_batch_size: batch size for evaluation (no effect on results).
         device: ``"cpu"``, ``"cuda"``, ... ; ``None`` picks CUDA when available.
     """
@@ -113,9 +115,27 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX512 or AMX).  Without them bf16 autocast
+    is emulated: on an AVX2-only EPYC a ResNet-20 step ran 14x slower than fp32 (16 vs 219 img/s,
+    one thread)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def use_bf16(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast is the default for conv nets on CPU; FC nets gain nothing from it."""
-    return cfg.bf16 if cfg.bf16 is not None else (device.type == "cpu" and has_conv(model))
+    """bf16 autocast is the default for conv nets on a CPU with native bf16; FC nets gain
+    nothing from it."""
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    return device.type == "cpu" and has_conv(model) and cpu_has_native_bf16()
+
+
+def use_channels_last(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+    """NHWC is the default for conv nets on CPU, where it is faster in bf16 and in fp32 alike
+    (219 vs 173 img/s for a fp32 ResNet-20 step, one AVX2 thread)."""
+    if cfg.channels_last is not None:
+        return cfg.channels_last
+    return has_conv(model) and (device.type == "cpu" or use_bf16(model, cfg, device))
 
 
 def make_optimizer(params: Iterable[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -204,7 +224,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     device = pick_device(cfg.device)
     torch.set_num_threads(available_cores())
     bf16 = use_bf16(model, cfg, device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else (bf16 and has_conv(model))
+    channels_last = use_channels_last(model, cfg, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
