@@ -64,6 +64,20 @@ def test_support_and_extras_round_trip(tmp_path):
     assert torch.equal(weights[keep], original[keep])
 
 
+def test_sign_extras_are_bit_packed(tmp_path):
+    torch.manual_seed(0)
+    signs = (torch.randint(0, 2, (100, 784)) * 2 - 1).to(torch.int8)
+    counts = torch.randint(-3, 4, (10, 100)).to(torch.int8)
+    path, _, _ = stored(tmp_path, extras={"signs.layers.0": signs, "counts": counts})
+    run = results.load_run_dir(path)
+    got = run.extras()
+    assert got["signs.layers.0"].dtype == torch.int8 and torch.equal(got["signs.layers.0"], signs)
+    assert torch.equal(got["counts"], counts)
+    assert run.info["extras"]["signs.layers.0"]["packed"] == "sign"
+    assert run.info["extras"]["counts"]["packed"] is False
+    assert (path / "extras.safetensors").stat().st_size < signs.numel() / 8 + counts.numel() + 1_000
+
+
 def test_storage_is_compact(tmp_path):
     path, _, _ = stored(tmp_path, density=0.05)
     size = (path / "final.safetensors").stat().st_size

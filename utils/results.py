@@ -13,7 +13,7 @@ Layout: ``<root>/<experiment>/<method>/d<density %>/s<seed>/`` holding
   (float32 values at the support positions, row-major).  Every other state entry
   (biases, BatchNorm) is stored dense under its state-dict key;
 - ``extras.safetensors`` (optional): method extras (Gem-Miner flags and scores, DEEPR
-  signs); bool tensors packed like masks.
+  signs); bool tensors and ±1 sign tensors bit-packed like masks.
 
 A run directory is written under a temporary name and renamed into place, so it
 either exists complete or not at all.  Densities in this API are fractions; the
@@ -130,22 +130,41 @@ def decode_into(model: nn.Module, tensors: dict[str, Tensor], shapes: dict[str, 
     return model
 
 
+def _is_sign_tensor(value: Tensor) -> bool:
+    return value.dtype == torch.int8 and bool((value.abs() == 1).all())
+
+
 def encode_extras(extras: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Method extras -> (tensors, meta). Bool tensors and int8 ±1 sign tensors are bit-packed.
+
+    ``meta[key]["packed"]`` is ``True`` (bool, 1 bit per entry), ``"sign"`` (int8 ±1,
+    bit set = +1) or ``False`` (stored as is).
+    """
     tensors, meta = {}, {}
     for key, value in extras.items():
         value = value.detach().cpu()
         if value.dtype == torch.bool:
-            tensors[key] = pack_bool(value)
-            meta[key] = {"packed": True, "shape": list(value.shape)}
+            tensors[key], packed = pack_bool(value), True
+        elif _is_sign_tensor(value):
+            tensors[key], packed = pack_bool(value > 0), "sign"
         else:
-            tensors[key] = value.contiguous()
-            meta[key] = {"packed": False, "shape": list(value.shape)}
+            tensors[key], packed = value.contiguous(), False
+        meta[key] = {"packed": packed, "shape": list(value.shape)}
     return tensors, meta
 
 
 def decode_extras(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Tensor]:
-    return {k: unpack_bool(v, tuple(meta[k]["shape"])) if meta[k]["packed"] else v
-            for k, v in tensors.items()}
+    """Inverse of :func:`encode_extras`."""
+    out = {}
+    for key, value in tensors.items():
+        packed, shape = meta[key]["packed"], tuple(meta[key]["shape"])
+        if packed == "sign":
+            out[key] = torch.where(unpack_bool(value, shape), 1, -1).to(torch.int8)
+        elif packed:
+            out[key] = unpack_bool(value, shape)
+        else:
+            out[key] = value
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
