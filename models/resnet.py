@@ -1,6 +1,7 @@
 """ResNet-20 for CIFAR-10 (SPEC §5): option B (1x1 conv shortcuts, thesis) or option A."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,18 +21,32 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
 
 
+class ChannelScale(nn.Module):
+    """An identity shortcut that carries a per-channel weight (C, 1, 1), initialised to 1: the
+    OpenLTH-style ``Identity2d`` of the thesis's ResNet-20.  Its weight is never pruned; the
+    thesis's SynFlow/random runs kept it at 1, its Gem-Miner finetune trained it."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight
+
+
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN (+ shortcut), then ReLU.  Shortcut is ``shortcut`` (or identity)."""
+    """conv3x3-BN-ReLU-conv3x3-BN (+ shortcut), then ReLU.  Shortcut is ``shortcut`` (or identity,
+    optionally with a per-channel weight: :class:`ChannelScale`)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str,
-                 prune_shortcut: bool):
+                 prune_shortcut: bool, identity_weights: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         if stride == 1 and in_channels == out_channels:
-            self.shortcut = nn.Identity()
+            self.shortcut = ChannelScale(out_channels) if identity_weights else nn.Identity()
         elif shortcut == "B":
             conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
             conv.prunable = prune_shortcut
@@ -54,12 +69,14 @@ class ResNet20(nn.Module):
     """
 
     def __init__(self, shortcut: str = "B", prune_shortcuts: bool = True, fc_bias: bool = True,
-                 num_classes: int = 10):
+                 num_classes: int = 10, identity_weights: bool = False):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
-        self.spec = {"name": "resnet20", "kwargs": {"shortcut": shortcut, "prune_shortcuts": prune_shortcuts,
-                                                    "fc_bias": fc_bias}}
+        kwargs = {"shortcut": shortcut, "prune_shortcuts": prune_shortcuts, "fc_bias": fc_bias}
+        if identity_weights:
+            kwargs["identity_weights"] = True
+        self.spec = {"name": "resnet20", "kwargs": kwargs}
         self.input_shape = (3, 32, 32)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -67,7 +84,7 @@ class ResNet20(nn.Module):
         for stage, width in enumerate((16, 32, 64)):
             for i in range(3):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(channels, width, stride, shortcut, prune_shortcuts))
+                blocks.append(BasicBlock(channels, width, stride, shortcut, prune_shortcuts, identity_weights))
                 channels = width
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(64, num_classes, bias=fc_bias)
@@ -92,8 +109,11 @@ class ResNet20(nn.Module):
         return self.fc(out)
 
 
-def resnet20(shortcut: str = "B", prune_shortcuts: bool = True, fc_bias: bool = True) -> ResNet20:
+def resnet20(shortcut: str = "B", prune_shortcuts: bool = True, fc_bias: bool = True,
+             identity_weights: bool = False) -> ResNet20:
     """ResNet-20 with masks attached. Thesis SynFlow/random: defaults. Thesis Gem-Miner:
-    ``prune_shortcuts=False, fc_bias=False``."""
-    return ResNet20(shortcut=shortcut, prune_shortcuts=prune_shortcuts, fc_bias=fc_bias)
+    ``prune_shortcuts=False, fc_bias=False``.  ``identity_weights=True`` gives the identity
+    shortcuts the thesis's per-channel weight (the imported thesis networks need it)."""
+    return ResNet20(shortcut=shortcut, prune_shortcuts=prune_shortcuts, fc_bias=fc_bias,
+                    identity_weights=identity_weights)
 

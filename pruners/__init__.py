@@ -9,7 +9,7 @@ One function per method, all with the same call shape (``density`` is a fraction
 Every method is also a :class:`~pruners.base.Method` registered by name (``METHODS``), so
 configs and ``python -m utils.cli train --method NAME`` select it.
 """
-from . import deepr, dnw, gem_miner, magnitude, synflow  # noqa: F401  (register the methods)
+from . import deepr, dnw, gem_miner, magnitude, random, synflow  # noqa: F401  (register the methods)
 from .base import (METHODS, Method, MethodResult, check_density, exponential_schedule, get_method,
                    kept_count, linear_schedule, prune_to, register, select_global)
 from .deepr import DEEPR, SoftDEEPR, convert_from_deep_rewireable, convert_to_deep_rewireable

@@ -51,3 +51,21 @@ def cifar_data_dir(tmp_path_factory):
     dest = tmp_path_factory.mktemp("cifar")
     subprocess.run([sys.executable, str(script), str(dest)], check=True, capture_output=True)
     return dest
+
+
+THESIS_ARCHIVE = SHARED_DATA / "thesis_results.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def thesis_store(tmp_path_factory):
+    """The thesis's own networks imported into a runs store: $SPARSE_THESIS_DIR or data/thesis when
+    an import is complete there, else imported from ../shared/data's archive (≈1.5 min); skips if
+    neither exists."""
+    from utils.thesis import import_thesis, is_imported, thesis_root
+    if is_imported(thesis_root()):
+        return thesis_root()
+    if not THESIS_ARCHIVE.is_file():
+        pytest.skip("no copy of the thesis results (../shared/data/thesis_results.tar.xz missing)")
+    root = tmp_path_factory.mktemp("thesis")
+    import_thesis(THESIS_ARCHIVE, root, progress=False)
+    return root

@@ -6,7 +6,8 @@ import torch
 
 import importlib
 from models import FC, fc, get_masks, mask_of, prunable_layers, raw_weight
-from pruners.base import Random, get_method, kept_count
+from pruners.base import get_method, kept_count
+from pruners.random import Random
 from pruners.magnitude import IMP, Magnitude, imp_schedule, prune_by_magnitude
 from utils.data import DATASETS, Dataset
 from utils.errors import UserError

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from pruners.base import Random
+from pruners.random import Random
 from utils import results
 from utils.errors import RunStoreError
 

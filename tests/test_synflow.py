@@ -8,7 +8,8 @@ import torch
 import pruners.magnitude  # noqa: F401  (registers magnitude)
 import importlib
 from models import FC, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
-from pruners.base import Random, get_method, kept_count
+from pruners.base import get_method, kept_count
+from pruners.random import Random
 from pruners.synflow import SynFlow, synflow_flow, synflow_prune, synflow_scores
 from utils.seeding import generator
 

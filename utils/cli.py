@@ -1,4 +1,4 @@
-"""Command line: ``python -m utils.cli {train,sweep,runs,summary} ...``.
+"""Command line: ``python -m utils.cli {train,sweep,runs,verify,summary,import-thesis} ...``.
 
 Densities on the command line are % of prunable weights remaining, in (0, 100].
 Bad input (unknown experiment/method/profile, a density outside (0, 100], missing
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--epochs", type=int, help="override the profile's epochs (recorded in run.json)")
     common.add_argument("--train-subset", type=int, help="use only the first N training images")
     common.add_argument("--test-subset", type=int, help="use only the first N test images")
+    common.add_argument("--validation", type=int, metavar="N",
+                        help="hold out the last N training images and evaluate on them instead of the "
+                             "test set (for choosing a recipe; recorded in run.json)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
 
     train = sub.add_parser("train", parents=[common], help="train and store one run")
@@ -59,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check the checksums of every stored run and load it")
     verify.add_argument("--results", help="runs store root")
 
+    thesis = sub.add_parser("import-thesis", help="import the thesis's own trained networks as runs")
+    thesis.add_argument("source", nargs="?",
+                        help="a clone of tjayada/sparse_network_analysis or an archive of it (.tar.xz, "
+                             ".tar.gz, .zip); default: download the pinned commit")
+    thesis.add_argument("--to", help="runs store to write (default $SPARSE_THESIS_DIR, else data/thesis)")
+    thesis.add_argument("--quiet", action="store_true", help="no progress bars")
+
     summary = sub.add_parser("summary", help="rewrite results/summary.csv and results/README.md")
     summary.add_argument("--results", help="runs store root")
     return parser
@@ -66,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args):
     from .experiment import Overrides
-    return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset)
+    return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset,
+                     validation=args.validation)
 
 
 def _positive(value: int | None, flag: str) -> int | None:
@@ -98,10 +109,11 @@ def _dispatch(args) -> int:
         profile_of, sweep
     if args.command == "train":
         config = load_config(args.experiment)
-        profile, _ = profile_of(config, args.profile)
+        profile, values = profile_of(config, args.profile)
         from pruners import get_method
         get_method(args.method)  # fail fast on an unknown method
-        spec = RunSpec(config["experiment"], args.method, percent_to_fraction(args.density), args.seed, profile)
+        spec = RunSpec(config["experiment"], args.method, percent_to_fraction(args.density), args.seed, profile,
+                       values.get("version"))
         root = results.DEFAULT_ROOT if args.results is None else args.results
         if not args.force and is_done(spec, __import__("pathlib").Path(root)):
             print(f"already stored: {spec.label} (use --force to retrain)")
@@ -121,8 +133,9 @@ def _dispatch(args) -> int:
         if args.dry_run:
             from pathlib import Path
             root = Path(args.results or results.DEFAULT_ROOT)
+            from .experiment import stored_state
             for spec in specs:
-                print(("done  " if is_done(spec, root) else "todo  ") + spec.label)
+                print(f"{stored_state(spec, root):<6}{spec.label}")
             return 0
         if args.launcher == "submitit":
             from .launch import launch_sweep
@@ -144,6 +157,11 @@ def _dispatch(args) -> int:
         for path in paths:
             results.load_run_dir(path)
         print(f"{len(paths)} stored run(s) verified under {root}")
+        return 0
+    if args.command == "import-thesis":
+        from .thesis import import_thesis, thesis_root
+        written = import_thesis(args.source, args.to, progress=not args.quiet)
+        print(f"imported {len(written)} thesis run(s) into {args.to or thesis_root()}")
         return 0
     if args.command == "summary":
         table = results.write_summary(args.results)

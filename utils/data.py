@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -63,6 +63,19 @@ MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+#: md5 of the official archive's batch files (as torchvision lists them): a data directory whose
+#: files all match holds the original images.
+CIFAR10_FILE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+#: Known copies by :meth:`Dataset.digest` (train, test).  The JPEG copy is a public re-encoding of
+#: CIFAR-10 at JPEG quality 75 (written in the official layout by ``make_cifar10.py``): lossy,
+#: so networks trained on the original images lose about 12 points on it.
+KNOWN_COPIES = {
+    ("cifar10", "8b18eb326be92880", "bae2d1320b491690"): "jpeg-q75",
+}
 
 
 @dataclass
@@ -80,12 +93,49 @@ class Dataset:
     val_x: Tensor | None = None
     val_y: Tensor | None = None
     val_indices: Tensor | None = None
+    #: which copy of the dataset the files are: ``"official"`` (the official files, checked by
+    #: md5), a name from :data:`KNOWN_COPIES` (e.g. ``"jpeg-q75"``) or ``"unknown"``.
+    copy: str = "unknown"
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
         """The first ``n_train`` / ``n_test`` images (for smoke runs)."""
-        return Dataset(self.info, self.train_x[:n_train], self.train_y[:n_train],
-                       self.test_x[:n_test], self.test_y[:n_test],
-                       self.val_x, self.val_y, self.val_indices)
+        return replace(self, train_x=self.train_x[:n_train], train_y=self.train_y[:n_train],
+                       test_x=self.test_x[:n_test], test_y=self.test_y[:n_test])
+
+    def holdout(self, n: int) -> "Dataset":
+        """Train on all but the last ``n`` training images and evaluate on those ``n`` instead of
+        the test set: the split for choosing hyperparameters without looking at the test set."""
+        if not 0 < n < len(self.train_y):
+            raise DataError(f"validation size must be in (0, {len(self.train_y)}), got {n}")
+        return replace(self, train_x=self.train_x[:-n], train_y=self.train_y[:-n],
+                       test_x=self.train_x[-n:], test_y=self.train_y[-n:],
+                       val_x=None, val_y=None, val_indices=None)
+
+    def digest(self) -> dict[str, str]:
+        """sha256 (first 16 hex digits) of the training and the test arrays, images and labels:
+        what a run trained and was tested on, whichever files they came from.
+
+        >>> Dataset(DATASETS["mnist"], *(torch.zeros(1, 1, 28, 28, dtype=torch.uint8),
+        ...         torch.zeros(1, dtype=torch.int64)) * 2).digest()["train"]
+        '52f033ec34066343'
+        """
+        def sha(x: Tensor, y: Tensor) -> str:
+            h = hashlib.sha256(x.contiguous().numpy().tobytes())
+            h.update(y.to(torch.int64).contiguous().numpy().tobytes())
+            return h.hexdigest()[:16]
+        return {"train": sha(self.train_x, self.train_y), "test": sha(self.test_x, self.test_y)}
+
+    def provenance(self) -> dict:
+        """``{"dataset", "copy", "train_sha256", "test_sha256", "train_size", "test_size"}`` for
+        ``run.json``; ``copy`` falls back to :data:`KNOWN_COPIES` when the files were not
+        recognised by their checksums."""
+        digest = self.digest()
+        copy = self.copy
+        if copy == "unknown":
+            copy = KNOWN_COPIES.get((self.info.name, digest["train"], digest["test"]), "unknown")
+        return {"dataset": self.info.name, "copy": copy, "train_sha256": digest["train"],
+                "test_sha256": digest["test"], "train_size": len(self.train_y),
+                "test_size": len(self.test_y)}
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -222,7 +272,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     as_labels = lambda a: torch.from_numpy(a.astype(np.int64))
     return Dataset(DATASETS["mnist"],
                    as_images(arrays["train-images-idx3-ubyte"]), as_labels(arrays["train-labels-idx1-ubyte"]),
-                   as_images(arrays["t10k-images-idx3-ubyte"]), as_labels(arrays["t10k-labels-idx1-ubyte"]))
+                   as_images(arrays["t10k-images-idx3-ubyte"]), as_labels(arrays["t10k-labels-idx1-ubyte"]),
+                   copy="official" if verify else "unknown")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -237,8 +288,8 @@ class _BatchUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    batch = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+def _read_cifar_batch(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.shape != (len(labels), 3072):
@@ -255,20 +306,23 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = Tru
     root = resolve_data_dir(data_dir)
     if download and not dataset_files_present("cifar10", root):
         _download_cifar10(root)
-    parts = {}
+    parts, official = {}, True
     for name in CIFAR10_FILES:
         path = root / "cifar-10-batches-py" / name
         if not path.is_file():
             raise DataError(_missing_message("cifar10", root, f"{name} is missing"))
+        raw = path.read_bytes()
+        official &= _md5(raw) == CIFAR10_FILE_MD5[name]
         try:
-            parts[name] = _read_cifar_batch(path)
+            parts[name] = _read_cifar_batch(raw)
         except Exception as exc:  # any parse failure of a data file is a data error
             raise DataError(_missing_message("cifar10", root, f"{name} is unreadable: {exc}")) from None
     train_x = np.concatenate([parts[f"data_batch_{i}"][0] for i in range(1, 6)])
     train_y = np.concatenate([parts[f"data_batch_{i}"][1] for i in range(1, 6)])
     test_x, test_y = parts["test_batch"]
     return Dataset(DATASETS["cifar10"], torch.from_numpy(train_x), torch.from_numpy(train_y),
-                   torch.from_numpy(test_x.copy()), torch.from_numpy(test_y))
+                   torch.from_numpy(test_x.copy()), torch.from_numpy(test_y),
+                   copy="official" if official else "unknown")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
@@ -291,8 +345,8 @@ def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:
     """Move a seeded random ``val_size`` subset of the training set to ``val_*``."""
     perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
     val, train = perm[:val_size].sort().values, perm[val_size:].sort().values
-    return Dataset(data.info, data.train_x[train], data.train_y[train], data.test_x, data.test_y,
-                   data.train_x[val], data.train_y[val], val)
+    return replace(data, train_x=data.train_x[train], train_y=data.train_y[train],
+                   val_x=data.train_x[val], val_y=data.train_y[val], val_indices=val)
 
 
 def normalize(x: Tensor, info: DatasetInfo, dtype: torch.dtype = torch.float32) -> Tensor:

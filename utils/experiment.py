@@ -8,6 +8,8 @@ runs already stored, so a killed sweep resumes where it stopped.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -89,12 +91,14 @@ def percent_to_fraction(percent: float) -> float:
 # ----------------------------------------------------------------------------- runs
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a grid. ``density`` is a fraction."""
+    """One run of a grid. ``density`` is a fraction; ``version`` is the profile's recipe version
+    (a stored run of another version is stale and is retrained)."""
     experiment: str
     method: str
     density: float
     seed: int
     profile: str
+    version: int | None = None
 
     @property
     def label(self) -> str:
@@ -113,22 +117,34 @@ def target_density(config: dict, spec: RunSpec) -> float:
 
 @dataclass
 class Overrides:
-    """Run-time changes to a profile, recorded in ``run.json`` (e.g. for smoke runs)."""
+    """Run-time changes to a profile, recorded in ``run.json`` (e.g. for smoke runs).
+
+    ``validation``: hold out the last N training images and evaluate on them instead of the
+    test set (every ``top1`` of such a run is a validation accuracy), for choosing a recipe.
+    """
     epochs: int | None = None
     train_subset: int | None = None
     test_subset: int | None = None
+    validation: int | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def method_settings(profile: dict, method: str, seed: int) -> tuple[dict, dict]:
-    """(method options, training overrides) of ``method`` in a profile."""
+def method_settings(profile: dict, method: str, seed: int, density_label: float | None = None) -> tuple[dict, dict]:
+    """(method options, training overrides) of ``method`` in a profile, for one run.
+
+    A method's ``per_run`` table (keys ``d<label %>/s<seed>``) overrides its options for single
+    runs: facts that differ run by run, e.g. which GPU the thesis pruned each random run on.
+    """
     section = copy.deepcopy((profile.get("methods") or {}).get(method) or {})
     if "options" in section or "train" in section:
         options, train = section.get("options") or {}, section.get("train") or {}
     else:
         options, train = section, {}
+    per_run = options.pop("per_run", None) or {}
+    if density_label is not None:
+        options.update(per_run.get(f"d{results.density_label(density_label)}/s{seed}") or {})
     sanity_seeds = options.pop("sanity_seeds", None)
     if sanity_seeds is not None:
         options["sanity_checks"] = seed in sanity_seeds
@@ -137,8 +153,10 @@ def method_settings(profile: dict, method: str, seed: int) -> tuple[dict, dict]:
 
 def grid(config: dict, profile: str | None = None, methods: list[str] | None = None,
          densities: list[float] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
-    """All runs of a config (densities in percent in the config, fractions in the specs)."""
-    profile_name, _ = profile_of(config, profile)
+    """All runs of a config (densities in percent in the config, fractions in the specs), in the
+    config's ``priority`` order (see :func:`_priority`)."""
+    profile_name, profile_values = profile_of(config, profile)
+    version = profile_values.get("version")
     entries = [{"method": m, "densities": config["densities"], "seeds": config["seeds"]}
                for m in config["methods"]]
     entries += [{"densities": config["densities"], "seeds": config["seeds"], **e}
@@ -154,8 +172,18 @@ def grid(config: dict, profile: str | None = None, methods: list[str] | None = N
                 if seeds and s not in seeds:
                     continue
                 specs.append(RunSpec(config["experiment"], entry["method"], percent_to_fraction(d),
-                                     int(s), profile_name))
-    return specs
+                                     int(s), profile_name, version))
+    return sorted(specs, key=lambda spec: _priority(config, spec))
+
+
+def _priority(config: dict, spec: RunSpec) -> tuple[int, int]:
+    """Sort key of a run in a sweep: the config's ``priority: {densities: [...], last: [methods]}``
+    puts the densities the figures need first (unlisted ones, e.g. the dense net, before them)
+    and the listed methods (extensions) after everything else."""
+    priority = config.get("priority") or {}
+    densities = [float(d) for d in priority.get("densities") or []]
+    label = round(spec.density * 100, 6)
+    return (spec.method in (priority.get("last") or []), densities.index(label) if label in densities else -1)
 
 
 @lru_cache(maxsize=2)
@@ -165,6 +193,8 @@ def _cached_dataset(name: str, data_dir: str | None) -> Dataset:
 
 def prepare_data(config: dict, data_dir: str | None, overrides: Overrides) -> Dataset:
     data = _cached_dataset(config["dataset"], data_dir)
+    if overrides.validation:
+        data = data.holdout(overrides.validation)
     if overrides.train_subset or overrides.test_subset:
         data = data.subset(overrides.train_subset, overrides.test_subset)
     return data
@@ -194,6 +224,14 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
                         progress=progress, threads=threads)
 
 
+def recipe_record(profile_name: str, profile: dict, settings: "RunSettings") -> dict:
+    """What ``run.json`` records of the recipe: the profile, its ``version`` and a digest of the
+    settings this run resolved to, so runs of different recipes are never mixed silently."""
+    resolved = {"train": settings.train.to_dict(), "options": settings.options}
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+    return {"profile": profile_name, "version": profile.get("version"), "settings_sha256": digest[:16]}
+
+
 @dataclass
 class RunSettings:
     """Everything a run's profile decides: the method object and its options, the training
@@ -210,7 +248,7 @@ def run_settings(spec: RunSpec, config: dict, overrides: Overrides | None = None
     overrides = overrides or Overrides()
     density = check_density(target_density(config, spec))
     _, profile = profile_of(config, spec.profile)
-    options, train_overrides = method_settings(profile, spec.method, spec.seed)
+    options, train_overrides = method_settings(profile, spec.method, spec.seed, spec.density)
     method = get_method(spec.method, **options)
     train_values = {**(profile.get("train") or {}), **train_overrides}
     if overrides.epochs is not None:
@@ -239,6 +277,8 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     wall = time.perf_counter() - start
     device = pick_device(train_cfg.device)
     # The defaults depend on the hardware (native bf16 or not), so the record keeps what ran.
+    recipe = recipe_record(spec.profile, profile_of(config, spec.profile)[1], settings)
+    provenance = data.provenance()
     compute = {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
                "channels_last": use_channels_last(model, train_cfg, device)}
     written = []
@@ -252,7 +292,7 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
             "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
                        "method_options": options, "overrides": overrides.as_dict()},
             "wall_time_s": wall, "info": out.info,
-            "compute": compute,
+            "compute": compute, "recipe": recipe, "data": provenance,
         }
         path = results.run_dir(spec.experiment, name, spec.density, spec.seed, root)
         written.append(results.save_run(path, model=out.model, init_model=out.init_model,
@@ -263,16 +303,24 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     return written
 
 
-def is_done(spec: RunSpec, root: Path) -> bool:
-    """Whether ``spec`` is stored completely (with the same profile; another profile is an error)."""
+def stored_state(spec: RunSpec, root: Path) -> str:
+    """``"todo"``, ``"done"`` or ``"stale"`` (stored under an older version of the recipe, so a
+    sweep retrains it); a run of another profile is an error."""
     path = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
     if not results.is_complete(path):
-        return False
-    stored = results.read_record(path, verify=False).get("profile")
-    if stored != spec.profile:
-        raise UserError(f"{path} holds a run of profile {stored!r}, not {spec.profile!r}; "
+        return "todo"
+    record = results.read_record(path, verify=False)
+    if record.get("profile") != spec.profile:
+        raise UserError(f"{path} holds a run of profile {record.get('profile')!r}, not {spec.profile!r}; "
                         f"use another --results directory")
-    return True
+    if spec.version is not None and (record.get("recipe") or {}).get("version") != spec.version:
+        return "stale"
+    return "done"
+
+
+def is_done(spec: RunSpec, root: Path) -> bool:
+    """Whether ``spec`` is stored completely under its profile's current recipe version."""
+    return stored_state(spec, root) == "done"
 
 
 def _worker(args) -> list[str]:

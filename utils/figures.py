@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 
 from . import plots
-from .results import Run, is_complete, load_probe, load_run, read_record, run_dir
+from .results import DEFAULT_ROOT, Run, is_complete, load_probe, load_run, read_record, run_dir
+from .thesis import THESIS_OF
 
 FC, RESNET = "fc_mnist", "resnet20_cifar10"
 METHODS = ("gem-miner", "synflow", "random")
@@ -81,19 +82,33 @@ class Store:
     """Cached read access to a runs store with the analysis options of the notebook.
 
     Args:
-        root: runs store root (``"results"``).
+        root: runs store root (``"results"``; for ``source="thesis"`` the import store).
         mask_mode: ``"effective"`` or ``"flag"`` (Gem-Miner flags, the thesis's view).
         compat: ``None`` (corrected analyses) or ``"thesis"``.
         fast: fewer probe images for the correlation matrix.
+        source: ``"ours"`` or ``"thesis"``: the thesis's own networks (``import-thesis``), read
+            under the experiments ``thesis_fc_mnist`` / ``thesis_resnet20_cifar10``.
+        probe_root: where the probe images are (default ``results/``).
+        caption: a line drawn above every figure of this store (which networks, which analysis).
+
+    Runs stored under an older version of their recipe (``run.json`` → ``recipe.version``
+    differs from the config's profile) count as missing, so a figure never mixes recipes.
     """
 
     def __init__(self, root: str | os.PathLike = "results", mask_mode: str = "effective",
-                 compat: str | None = None, fast: bool = False):
+                 compat: str | None = None, fast: bool = False, source: str = "ours",
+                 probe_root: str | os.PathLike | None = None, caption: str | None = None):
         if mask_mode not in ("effective", "flag"):
             raise ValueError(f"mask_mode must be 'effective' or 'flag', got {mask_mode!r}")
         if compat not in (None, "thesis"):
             raise ValueError(f"compat must be None or 'thesis', got {compat!r}")
+        if source not in ("ours", "thesis"):
+            raise ValueError(f"source must be 'ours' or 'thesis', got {source!r}")
         self.root = Path(root)
+        self.source = source
+        self.caption = caption
+        self.probe_root = Path(probe_root) if probe_root is not None else DEFAULT_ROOT
+        self._versions: dict[str, int | None] = {}
         self.mask_mode = mask_mode
         self.compat = compat
         self.fast = fast
@@ -109,9 +124,34 @@ class Store:
     def thesis(self) -> bool:
         return self.compat == "thesis"
 
+    def experiment(self, experiment: str) -> str:
+        """The store's name of an experiment (``thesis_fc_mnist`` for ``fc_mnist`` in the thesis store)."""
+        return THESIS_OF.get(experiment, experiment) if self.source == "thesis" else experiment
+
+    def _path(self, experiment: str, method: str, density: float, seed: int) -> Path:
+        return run_dir(self.experiment(experiment), method, density / 100, seed, self.root)
+
+    def recipe_version(self, experiment: str) -> int | None:
+        """The current recipe version of our experiment's default profile (``None``: unversioned)."""
+        if self.source == "thesis":
+            return None
+        if experiment not in self._versions:
+            from .experiment import load_config, profile_of
+            try:
+                self._versions[experiment] = profile_of(load_config(experiment), None)[1].get("version")
+            except Exception:   # an experiment without a config (e.g. a test store) is unversioned
+                self._versions[experiment] = None
+        return self._versions[experiment]
+
     def has(self, experiment: str, method: str, density: float, seed: int) -> bool:
-        """Whether the run (density in %) is stored."""
-        return is_complete(run_dir(experiment, method, density / 100, seed, self.root))
+        """Whether the run (density in %) is stored under the current recipe."""
+        path = self._path(experiment, method, density, seed)
+        if not is_complete(path):
+            return False
+        version = self.recipe_version(experiment)
+        if version is None:
+            return True
+        return (read_record(path, verify=False).get("recipe") or {}).get("version") == version
 
     def require(self, keys: Iterable[tuple[str, str, float, int]]) -> None:
         """Raise :class:`MissingRuns` unless every ``(experiment, method, density %, seed)`` is stored."""
@@ -140,7 +180,7 @@ class Store:
         """The stored run (density in %), loaded once and verified."""
         key = (experiment, method, density, seed)
         if key not in self._runs:
-            self._runs[key] = load_run(experiment, method, density / 100, seed, self.root)
+            self._runs[key] = load_run(self.experiment(experiment), method, density / 100, seed, self.root)
         return self._runs[key]
 
     def history(self, experiment: str, method: str, density: float, seed: int) -> pd.DataFrame:
@@ -148,9 +188,8 @@ class Store:
         key = (experiment, method, density, seed)
         if key in self._runs:
             return self._runs[key].history
-        path = run_dir(experiment, method, density / 100, seed, self.root)
         self.record(experiment, method, density, seed)
-        return pd.read_csv(path / "history.csv")
+        return pd.read_csv(self._path(experiment, method, density, seed) / "history.csv")
 
     def record(self, experiment: str, method: str, density: float, seed: int) -> dict:
         """The run's ``run.json`` (verified)."""
@@ -160,7 +199,7 @@ class Store:
         if key not in self._records:
             if not self.has(*key):
                 raise MissingRuns([key], self.root)
-            self._records[key] = read_record(run_dir(experiment, method, density / 100, seed, self.root))
+            self._records[key] = read_record(self._path(experiment, method, density, seed))
         return self._records[key]
 
     def masks(self, experiment: str, method: str, density: float, seed: int) -> dict[str, torch.Tensor]:
@@ -399,7 +438,7 @@ def probe_images(store: Store, dataset: str = "mnist") -> torch.Tensor:
     with warnings.catch_warnings():  # utils.data imports tqdm.auto, which warns in a kernel without ipywidgets
         warnings.filterwarnings("ignore", message="IProgress not found")
         from .data import DATASETS, normalize
-    images, _ = load_probe(dataset, store.root)
+    images, _ = load_probe(dataset, store.probe_root)
     if store.fast:
         images = images[:200]
     return normalize(images, DATASETS[dataset])
@@ -410,8 +449,8 @@ def correlation_figure(store: Store, density: float = 10):
     from .analysis import similarity_matrix
     from .results import probe_path
     store.require(grid(FC, densities=[density]))
-    if not probe_path("mnist", store.root).is_file():
-        raise MissingRuns([], store.root, f"no MNIST probe images at {probe_path('mnist', store.root)}")
+    if not probe_path("mnist", store.probe_root).is_file():
+        raise MissingRuns([], store.root, f"no MNIST probe images at {probe_path('mnist', store.probe_root)}")
     images = probe_images(store)
     models = [store.model(FC, m, density, s) for m in METHODS for s in SEEDS]
     names = [tag(m, s) for m in METHODS for s in SEEDS]
@@ -581,6 +620,8 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
             print(f"{name} drawn from the complete seeds; {store.partial[name]}")
         else:
             store.partial.pop(name, None)
+        if store.caption:
+            fig.text(0.5, 1.0, store.caption, ha="center", va="bottom", fontsize=9, style="italic")
         plots.save(fig, name, figures_dir)
         if show:
             from IPython.display import display
@@ -591,6 +632,48 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
         written.append(name)
         print(f"wrote {Path(figures_dir) / name}.pdf/.png")
     return written
+
+
+#: the figures the thesis drew from data (all but the N08 illustrations)
+CODE_FIGURES = [n for n in FIGURE_NAMES if n not in ("one-dim-weights", "kernel-to-graph", "channel_order")]
+
+#: the two views of the thesis's own networks: its analysis as published, and the corrected one
+THESIS_VIEWS = {
+    "thesis-networks": dict(
+        mask_mode="flag", compat="thesis",
+        caption="The thesis's own networks, the thesis's analysis (Gem-Miner flags, flattened unpropagated "
+                "distances, linearised activations): as published"),
+    "thesis-networks-corrected": dict(
+        mask_mode="effective", compat=None,
+        caption="The thesis's own networks, corrected analysis (effective Gem-Miner mask, permutations "
+                "propagated, real activations)"),
+}
+
+
+def thesis_store(view: str = "thesis-networks", root: str | os.PathLike | None = None, fast: bool = False) -> Store:
+    """A :class:`Store` over the imported thesis networks (:data:`THESIS_VIEWS` names the analysis)."""
+    from .thesis import thesis_root
+    return Store(root or thesis_root(), source="thesis", fast=fast, **THESIS_VIEWS[view])
+
+
+def make_thesis_figures(names: Sequence[str] = CODE_FIGURES, figures_root: str | os.PathLike = "figures",
+                        root: str | os.PathLike | None = None, views: Sequence[str] = tuple(THESIS_VIEWS),
+                        fast: bool = False, show: bool | None = None) -> dict[str, Store]:
+    """Draw ``names`` from the thesis's own networks into ``<figures_root>/<view>/`` for each view.
+
+    Without an import (``python -m utils.cli import-thesis``) this prints one line saying how to
+    get it and returns ``{}``.
+    """
+    from .thesis import is_imported, thesis_root
+    if not is_imported(root or thesis_root()):
+        print(f"thesis networks not imported ({root or thesis_root()}): run `python -m utils.cli "
+              f"import-thesis [SOURCE]` to draw figures/thesis-networks/")
+        return {}
+    stores = {}
+    for view in views:
+        stores[view] = thesis_store(view, root, fast)
+        make(names, stores[view], Path(figures_root) / view, show=show)
+    return stores
 
 
 def report(store: Store) -> str:

@@ -541,10 +541,10 @@ def probe(store: Store, experiment: str, n: int | None = None) -> tuple[torch.Te
     """(normalised images, raw uint8 images) of the stored probe set of the experiment's dataset."""
     from .results import load_probe, probe_path
     dataset = "mnist" if experiment == FC else "cifar10"
-    if not probe_path(dataset, store.root).is_file():
-        raise MissingRuns([], store.root, f"no {dataset} probe images at {probe_path(dataset, store.root)}")
+    if not probe_path(dataset, store.probe_root).is_file():
+        raise MissingRuns([], store.probe_root, f"no {dataset} probe images at {probe_path(dataset, store.probe_root)}")
     n = n or N_IMAGES[experiment]
-    raw, _ = load_probe(dataset, store.root)
+    raw, _ = load_probe(dataset, store.probe_root)
     fast, store.fast = store.fast, False
     try:
         images = F.probe_images(store, dataset)

@@ -58,10 +58,19 @@ def density_label(density: float) -> str:
     return f"{round(density * 100, 6):g}"
 
 
+def default_root(experiment: str | None = None) -> Path:
+    """The runs store an experiment lives in: ``results/`` for ours, the git-ignored import
+    store (:func:`utils.thesis.thesis_root`) for the thesis's own networks (``thesis_*``)."""
+    if experiment and experiment.startswith("thesis_"):
+        from .thesis import thesis_root
+        return thesis_root()
+    return DEFAULT_ROOT
+
+
 def run_dir(experiment: str, method: str, density: float, seed: int,
             root: str | os.PathLike | None = None) -> Path:
-    """Directory of one run (density as a fraction)."""
-    return Path(root or DEFAULT_ROOT) / experiment / method / f"d{density_label(density)}" / f"s{seed}"
+    """Directory of one run (density as a fraction); ``root`` defaults to :func:`default_root`."""
+    return Path(root or default_root(experiment)) / experiment / method / f"d{density_label(density)}" / f"s{seed}"
 
 
 def is_complete(path: Path) -> bool:
@@ -213,6 +222,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module | None,
              history: pd.DataFrame, model_spec: dict, record: dict,
              extras: dict[str, Tensor] | None = None, support: dict[str, Tensor] | None = None,
+             init_support: dict[str, Tensor] | None = None, tables: dict[str, pd.DataFrame] | None = None,
              overwrite: bool = False) -> Path:
     """Store one run atomically at ``path`` and return it.
 
@@ -224,6 +234,9 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
         record: extra ``run.json`` content (experiment, method, density_target, seed, config, ...).
         extras: method tensors (bool tensors are bit-packed).
         support: per layer, positions whose weights are kept beyond the mask.
+        init_support: the same for ``init_model``.
+        tables: further CSV files, ``{file name: DataFrame}`` (e.g. the curves of runs whose
+            networks were not kept); read back with :meth:`Run.table`.
         overwrite: replace an existing complete run (otherwise it is an error).
     """
     from models.masks import density, layer_densities
@@ -237,7 +250,7 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
         for label, m in (("final", model), ("init", init_model)):
             if m is None:
                 continue
-            tensors, shapes = encode_model(m, support if label == "final" else None)
+            tensors, shapes = encode_model(m, support if label == "final" else init_support)
             (tmp / f"{label}.safetensors").write_bytes(st_save(tensors, metadata={"shapes": json.dumps(shapes)}))
             files[f"{label}.safetensors"] = None
         extras_meta = None
@@ -247,6 +260,11 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
             files["extras.safetensors"] = None
         history.to_csv(tmp / "history.csv", index=False)
         files["history.csv"] = None
+        for name, table in (tables or {}).items():
+            if not name.endswith(".csv") or "/" in name or name in files:
+                raise ValueError(f"bad table name {name!r}: a new file name ending in .csv")
+            table.to_csv(tmp / name, index=False)
+            files[name] = None
         files = {name: _sha256(tmp / name) for name in files}
         full = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "storage": STORAGE,
@@ -357,6 +375,13 @@ class Run(NamedTuple):
         tensors, _ = _read_tensors(file)
         return decode_extras(tensors, self.info["extras"])
 
+    def table(self, name: str) -> pd.DataFrame:
+        """A further CSV table stored with the run (``tables`` of :func:`save_run`), checksum verified."""
+        if name not in self.info["files"] or not name.endswith(".csv") or name == "history.csv":
+            tables = [f for f in self.info["files"] if f.endswith(".csv") and f != "history.csv"]
+            raise RunStoreError(f"{self.path} has no table {name!r} (it has: {', '.join(tables) or 'none'})")
+        return pd.read_csv(self.path / name)
+
     def precision(self) -> tuple[bool, bool]:
         """``(bf16, channels_last)`` as the run trained, to evaluate it as training did.  Runs
         stored before ``compute`` recorded them trained with the then defaults: both on for
@@ -394,7 +419,8 @@ def load_run(experiment: str, method: str, density: float, seed: int,
     """Load one stored run: ``model, history, info, path = load_run("fc_mnist", "synflow", 0.05, 21)``.
 
     Args:
-        experiment: e.g. ``"fc_mnist"``, ``"resnet20_cifar10"``.
+        experiment: e.g. ``"fc_mnist"``, ``"resnet20_cifar10"``; ``"thesis_fc_mnist"``,
+            ``"thesis_resnet20_cifar10"`` for the thesis's own networks (after ``import-thesis``).
         method: e.g. ``"synflow"``, ``"gem-miner"``, ``"random"``.
         density: the grid density as a fraction (0.05 for the "5 %" runs; run.json holds the
             exact target, e.g. 10^-1.3 for the thesis's SynFlow/random "5 %").
@@ -407,8 +433,11 @@ def load_run(experiment: str, method: str, density: float, seed: int,
     """
     path = run_dir(experiment, method, density, seed, root)
     if not is_complete(path):
+        hint = ""
+        if experiment.startswith("thesis_") and root is None:
+            hint = " (import the thesis's networks first: python -m utils.cli import-thesis)"
         raise RunStoreError(f"no stored run {experiment}/{method}/d{density_label(density)}/s{seed} "
-                            f"under {Path(root or DEFAULT_ROOT)}")
+                            f"under {Path(root or default_root(experiment))}{hint}")
     return load_run_dir(path)
 
 

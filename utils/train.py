@@ -25,7 +25,9 @@ from .data import Dataset, batches
 from .errors import UserError
 from .seeding import generator
 
-SCHEDULES = ("constant", "multistep", "cosine")
+SCHEDULES = ("constant", "multistep", "cosine", "linear")
+#: Schedules that set the learning rate every step rather than every epoch.
+PER_STEP_SCHEDULES = ("linear",)
 
 
 @dataclass
@@ -35,8 +37,12 @@ class TrainConfig:
     Attributes:
         epochs, batch_size: as usual; the thesis uses batch 64.
         lr, momentum, nesterov, weight_decay: SGD settings.
-        schedule: ``constant``, ``multistep`` (×``gamma`` at each epoch in ``milestones``)
-            or ``cosine`` (T_max = epochs).
+        schedule: ``constant``, ``multistep`` (×``gamma`` at each epoch in ``milestones``),
+            ``cosine`` (T_max = epochs), all per epoch, or ``linear`` (per step: a linear
+            warm-up from 0 to ``lr`` over ``warmup_epochs``, then a linear decay to 0 at the
+            last step).
+        warmup_epochs: length of the ``linear`` schedule's warm-up, in epochs (may be fractional).
+        label_smoothing: cross-entropy label smoothing of the training loss (0: none).
         bf16: autocast to bfloat16 (fp32 master weights). ``None``: on for conv nets on a CPU
             with native bf16 kernels (:func:`cpu_has_native_bf16`), off otherwise.
         channels_last: NHWC memory format for conv nets. ``None``: on for conv nets on CPU,
@@ -53,6 +59,8 @@ class TrainConfig:
     schedule: str = "constant"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
     bf16: bool | None = None
     channels_last: bool | None = None
     eval_batch_size: int = 1000
@@ -62,6 +70,10 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         self.milestones = tuple(self.milestones)
+        if self.warmup_epochs and self.schedule != "linear":
+            raise UserError(f"warmup_epochs needs schedule 'linear', not {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < max(self.epochs, 1):
+            raise UserError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -144,8 +156,25 @@ def make_optimizer(params: Iterable[Tensor], cfg: TrainConfig) -> torch.optim.Op
                            weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """Per-epoch LR schedule (call ``step()`` once per epoch)."""
+def linear_factor(step: int, total_steps: int, warmup_steps: float) -> float:
+    """LR multiplier of the ``linear`` schedule at 0-based ``step`` of ``total_steps``: a ramp
+    (step + 1) / warmup_steps during the warm-up, then (total − step) / (total − warm-up), so the
+    last step runs at 1 / (total − warm-up) of the peak.
+
+    >>> [round(linear_factor(s, 10, 2), 3) for s in range(10)]
+    [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(total_steps - step, 0) / (total_steps - warmup_steps)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int = 1):
+    """The LR schedule of ``cfg``: call ``step()`` once per step for the schedules in
+    :data:`PER_STEP_SCHEDULES`, once per epoch for the others."""
+    if cfg.schedule == "linear":
+        total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_factor(step, total, warmup))
     if cfg.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
     if cfg.schedule == "cosine":
@@ -231,7 +260,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     if optimizer is None:
         optimizer = make_optimizer(params if params is not None else
                                    (p for p in model.parameters() if p.requires_grad), cfg)
-    scheduler = make_scheduler(optimizer, cfg) if cfg.schedule != "constant" else None
+    steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch) if cfg.schedule != "constant" else None
+    per_step = cfg.schedule in PER_STEP_SCHEDULES
     data_gen = generator(seed, "data")
     rows: list[dict] = []
 
@@ -258,16 +289,18 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
                               generator=data_gen, train_augment=True, device=device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(_prepare_input(xb, channels_last))
-            loss = F.cross_entropy(logits.float(), yb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             total = loss + hooks.loss(model) if hooks.loss else loss
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            if scheduler and per_step:
+                scheduler.step()
             if hooks.after_step:
                 hooks.after_step(model)
             loss_sum += loss.detach() * len(yb)
             seen += len(yb)
-        if scheduler:
+        if scheduler and not per_step:
             scheduler.step()
         extra = hooks.after_epoch(epoch, model) if hooks.after_epoch else None
         train_loss = loss_sum.item() / max(seen, 1)

@@ -1,0 +1,105 @@
+"""Pruning without looking at the weights: the dense baseline, random pruning at init, and the
+thesis's hand-made Random-FC structure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.masks import prunable_layers, raw_weight, set_masks
+from utils.errors import UserError
+
+from .base import Method, prune_to, register
+
+STREAMS = ("ours", "thesis")
+
+
+@register
+class Dense(Method):
+    """No pruning: the dense baseline (density must be 1)."""
+    name = "dense"
+
+    def prune(self, model, density, *, seed, data_shape):
+        if density != 1:
+            raise UserError(f"method 'dense' needs density 100, got {100 * density:g}")
+
+
+def thesis_scores(model: nn.Module, seed: int, levels: int, iterations: int,
+                  max_blocks: int = 288) -> dict[str, Tensor]:
+    """The scores of the thesis's last random scoring, replayed from its GPU stream.
+
+    The thesis (Synaptic-Flow ``Rand`` in a levels × iterations loop) drew ``randn_like(w)`` for
+    every prunable weight, in module order, ``levels · iterations`` times on a CUDA device, and each
+    draw replaced the last (its global mask revives weights), so only the last draw decides the
+    mask.  :class:`pruners.cuda_stream.CudaNormalStream` replays that draw.
+
+    Args:
+        model: the masked model (its prunable layers in module order, as the thesis's).
+        seed: the run seed (``torch.manual_seed`` in the thesis).
+        levels, iterations: the thesis's ``level_list`` and ``prune_epochs`` (FC 10 × 1, ResNet-20
+            10 × 100; three ResNet runs used 1 × 1).
+        max_blocks: the thesis GPU's resident-block limit (see the stream).
+
+    Returns:
+        ``{layer: float32 scores shaped like its weight}``.
+    """
+    from .cuda_stream import CudaNormalStream
+    shapes = {n: tuple(raw_weight(m).shape) for n, m in prunable_layers(model).items()}
+    stream = CudaNormalStream(seed, max_blocks)
+    stream.skip(list(shapes.values()), levels * iterations - 1)
+    return {n: stream.randn(shape) for n, shape in shapes.items()}
+
+
+@register
+@dataclass
+class Random(Method):
+    """Random pruning at init: random scores, then the exact top-k (≈d per layer, binomial; not ERK).
+
+    Args:
+        scope: ``"global"`` (one top-k over all layers) or ``"layer"``.
+        stream: where the scores come from. ``"ours"`` (default): N(0,1) from the run's prune
+            stream.  ``"thesis"``: the thesis's own draw, replayed from its GPU stream
+            (:func:`thesis_scores`), so a seed gives the thesis's mask for that seed.
+        levels, iterations: the thesis's pruning loop (only for ``stream="thesis"``).
+        max_blocks: the thesis GPU's resident-block limit (only for ``stream="thesis"``).
+    """
+    name = "random"
+    scope: str = "global"
+    stream: str = "ours"
+    levels: int = 10
+    iterations: int = 1
+    max_blocks: int = 288
+
+    def __post_init__(self):
+        if self.stream not in STREAMS:
+            raise UserError(f"unknown random stream {self.stream!r}; choose from {', '.join(STREAMS)}")
+        if self.levels < 1 or self.iterations < 1:
+            raise UserError(f"levels and iterations must be ≥ 1, got {self.levels} and {self.iterations}")
+
+    def scores(self, model: nn.Module, seed: int, gen: torch.Generator) -> dict[str, Tensor]:
+        if self.stream == "thesis":
+            return thesis_scores(model, seed, self.levels, self.iterations, self.max_blocks)
+        return {n: torch.randn(raw_weight(m).shape, generator=gen, dtype=torch.float64)
+                for n, m in prunable_layers(model).items()}
+
+    def prune(self, model, density, *, seed, data_shape):
+        from utils.seeding import generator
+        gen = generator(seed, "prune")
+        prune_to(model, self.scores(model, seed, gen), density, gen, self.scope)
+
+
+@register
+class RandomFC(Method):
+    """The thesis's hand-made Random-FC structure (SPEC §5); only for the FC, density ≈6.8 %.
+
+    The requested density is only a label ("7 %" in the thesis); the structure fixes it.
+    """
+    name = "random-fc"
+
+    def prune(self, model, density, *, seed, data_shape):
+        from models.fc import FC, random_fc_masks
+        from utils.seeding import generator
+        if not isinstance(model, FC) or len(model.layers) != 6:
+            raise UserError("method 'random-fc' only applies to the thesis FC (experiment fc_mnist)")
+        set_masks(model, random_fc_masks(model, generator(seed, "prune")))

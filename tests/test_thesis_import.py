@@ -1,0 +1,306 @@
+"""The thesis's own networks imported as runs (issue 19): safe loading, the layout, and that the
+imported networks are the thesis's networks (accuracy, logits, per-layer densities)."""
+import io
+import json
+import pickle
+import re
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import layer_densities
+from utils.errors import UserError
+from utils.results import load_run, read_record, runs
+from utils.thesis import FrameUnpickler, open_source, read_frame, read_state
+
+from conftest import THESIS_ARCHIVE
+
+
+# ----------------------------------------------------------------------------- safe loading
+def test_frame_unpickler_refuses_any_other_global(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("echo pwned",))
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load (posix|os|nt).system"):
+        read_frame(path)
+
+
+def test_frame_unpickler_refuses_a_non_frame(tmp_path):
+    path = tmp_path / "array.pkl"
+    path.write_bytes(pickle.dumps(np.arange(3)))
+    with pytest.raises(pickle.UnpicklingError, match="does not hold a DataFrame"):
+        read_frame(path)
+
+
+def test_frame_unpickler_reads_the_thesis_pickles(tmp_path):
+    """The thesis's pandas-1.x pickles: its training curve and its per-layer pruning table."""
+    if not THESIS_ARCHIVE.is_file():
+        pytest.skip("no thesis archive")
+    base = "sparse_network_analysis/All_Results/FC/10/syn_10_21/"
+    with tarfile.open(THESIS_ARCHIVE) as tar:
+        for name in ("post-train.pkl", "compression-synflow-1-10.pkl"):
+            (tmp_path / name).write_bytes(tar.extractfile(base + name).read())
+    curve = read_frame(tmp_path / "post-train.pkl")
+    assert list(curve.columns) == ["train_loss", "test_loss", "top1_accuracy", "top5_accuracy"]
+    assert len(curve) == 26 and np.isnan(curve["train_loss"].iloc[0])
+    assert curve["top1_accuracy"].iloc[[0, 1, -1]].tolist() == [9.58, 25.24, 95.59]
+    table = read_frame(tmp_path / "compression-synflow-1-10.pkl")
+    weights = table[table["param"] == "weight"]
+    assert weights["module"].tolist() == ["1", "3", "5", "7", "9", "11"]
+    assert weights["sparsity"].round(6).tolist() == [0.035115, 0.1445, 0.2341, 0.2237, 0.2351, 0.813]
+
+
+def test_bad_source_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        open_source(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="holds no All_Results"):
+        open_source(tmp_path)
+    bad = tmp_path / "x.rar"
+    bad.write_bytes(b"not an archive")
+    with pytest.raises(UserError, match="not a clone"):
+        open_source(bad)
+
+
+def test_a_file_that_differs_from_the_pinned_commit_is_refused(tmp_path):
+    """Import checks every file it reads against the pinned commit's sha256."""
+    if not THESIS_ARCHIVE.is_file():
+        pytest.skip("no thesis archive")
+    from utils.thesis import import_thesis
+    with tarfile.open(THESIS_ARCHIVE) as tar:
+        member = tar.getmember("sparse_network_analysis/All_Results/FC/10/syn_10_21/synflow_parser_args.json")
+        member_file = tar.extractfile(member).read()
+    repo = tmp_path / "clone"
+    folder = repo / "All_Results" / "FC" / "10" / "syn_10_21"
+    folder.mkdir(parents=True)
+    (folder / "synflow_parser_args.json").write_bytes(member_file.replace(b'"seed": 21', b'"seed": 22'))
+    with pytest.raises(UserError, match="differs from tjayada/sparse_network_analysis"):
+        import_thesis(repo, tmp_path / "store", progress=False)
+    assert not (tmp_path / "store" / "IMPORTED.json").exists()
+
+
+# ----------------------------------------------------------------------------- the import
+def test_layout_and_anomalies_found_in_the_data(thesis_store):
+    table = runs(thesis_store)
+    counts = table.groupby(["experiment", "method"]).size().to_dict()
+    assert counts == {("thesis_fc_mnist", "dense"): 3, ("thesis_fc_mnist", "gem-miner"): 15,
+                      ("thesis_fc_mnist", "random"): 15, ("thesis_fc_mnist", "random-fc"): 3,
+                      ("thesis_fc_mnist", "synflow"): 15, ("thesis_resnet20_cifar10", "gem-miner"): 15,
+                      ("thesis_resnet20_cifar10", "random"): 15, ("thesis_resnet20_cifar10", "synflow"): 15}
+    anomalies = json.loads((thesis_store / "IMPORTED.json").read_text())["anomalies"]
+    # Gem-Miner FC ends near 3 % effective density at every target ≥ 5 %.
+    for label in (5, 10, 20, 50):
+        for seed in (21, 42, 63):
+            notes = anomalies[f"thesis_fc_mnist/gem-miner/d{label}/s{seed}"]
+            density = float(re.search(r"is (\d+\.\d+) %, far below", " ".join(notes)).group(1))
+            assert 2.85 <= density <= 3.0
+    assert "thesis_fc_mnist/gem-miner/d2/s21" not in anomalies          # at 2 % the flags bind
+    assert any("that of the 5 % runs" in a for a in anomalies["thesis_resnet20_cifar10/gem-miner/d10/s42"])
+    assert any("wrong/ (a synflow run" in a for a in anomalies["thesis_resnet20_cifar10/random/d2/s63"])
+    assert any("mask-shuffle sanity-check log is missing" in a
+               for a in anomalies["thesis_fc_mnist/gem-miner/d50/s63"])
+    assert any("ends after 21 of 25" in a for a in anomalies["thesis_fc_mnist/gem-miner/d50/s21"])
+    one_level = {k for k, notes in anomalies.items() if any("1 level(s) × 1 iteration(s)" in a for a in notes)}
+    assert one_level == {f"thesis_resnet20_cifar10/random/d{d}/s{s}" for d, s in ((2, 21), (5, 21), (5, 42))}
+
+
+def test_imported_runs_load_with_the_same_call_and_keep_every_file(thesis_store):
+    run = load_run("thesis_fc_mnist", "gem-miner", 0.1, 21, root=thesis_store)
+    info = run.info
+    assert info["profile"] == "thesis-original" and info["thesis"]["commit"].startswith("7548f2c")
+    assert set(info["thesis"]["files"]) == {"init_model.pth", "model_before_finetune.pth",
+                                            "model_after_finetune.pth", "acc_and_sparsity.csv",
+                                            "acc_and_sparsity_weight_reinit.csv",
+                                            "acc_and_sparsity_mask_shuffle.csv"}
+    history = run.history
+    assert list(history["phase"].value_counts().sort_index().items()) == [("finetune", 25), ("mining", 25),
+                                                                          ("rounded", 1)]
+    assert history["top1"].iloc[-1] == info["thesis"]["final_top1_recorded"] == 93.63
+    reinit = run.table("history_weight_reinit.csv")
+    assert len(reinit) == 51 and reinit["phase"].iloc[-1] == "finetune"
+    extras = run.extras()
+    flags = run.masks("flag")
+    assert sum(int(f.sum()) for f in flags.values()) == 11938        # the flags keep the 10 % target
+    assert abs(info["density_achieved"] - 0.029447236180904522) < 1e-12  # the effective mask, ≈3 %
+    for name, mask in run.masks("effective").items():
+        assert torch.equal(mask, flags[name] & extras[f"scores.{name}"])
+        assert extras[f"mined_scores.{name}"].dtype == torch.float32
+        assert float(extras[f"init_scores.{name}"].min()) >= 0.0
+    synflow = load_run("thesis_fc_mnist", "synflow", 0.1, 21, root=thesis_store)
+    assert set(synflow.info["thesis"]["files"]) == {"synflow_parser_args.json", "model_before_train.pt",
+                                                    "post-model.pt", "post-train.pkl",
+                                                    "compression-synflow-1-10.pkl"}
+    init = synflow.init_model()
+    assert layer_densities(init) == layer_densities(synflow.model)
+
+
+def test_per_layer_densities_equal_those_the_thesis_recorded(thesis_store):
+    table = runs(thesis_store)
+    checked = 0
+    for path in table["path"]:
+        record = read_record(thesis_store / path, verify=False)
+        recorded = record["thesis"].get("compression")
+        if record["method"] == "gem-miner":
+            last = pd.read_csv(thesis_store / path / "history.csv")["density_effective"].iloc[-1]
+            assert abs(record["density_achieved"] - last) < 1e-9
+            checked += 1
+        elif recorded:
+            ours = record["layer_densities"]
+            assert set(ours) == set(recorded)
+            assert max(abs(ours[k] - recorded[k]) for k in ours) < 1e-6
+            checked += 1
+    assert checked == 93      # every run but the three Random-FC (the thesis recorded none)
+
+
+@pytest.fixture(scope="module")
+def mnist(real_data_dir):
+    from utils.data import load_mnist
+    return load_mnist(real_data_dir)
+
+
+def test_every_imported_fc_network_reevaluates_to_its_recorded_accuracy(thesis_store, mnist):
+    from utils.train import evaluate
+    table = runs(thesis_store)
+    fc = table[table["experiment"] == "thesis_fc_mnist"]
+    assert len(fc) == 51
+    worst = 0.0
+    for path in fc["path"]:
+        run = load_run_dir(thesis_store / path)
+        top1 = evaluate(run.model, mnist.test_x, mnist.test_y, mnist, batch_size=5000)["top1"]
+        worst = max(worst, abs(top1 - run.info["thesis"]["final_top1_recorded"]))
+    assert worst <= 0.05
+
+
+def load_run_dir(path):
+    from utils.results import load_run_dir as load
+    return load(path)
+
+
+# ----------------------------------------------------------------------------- ResNet-20
+def thesis_resnet_forward(state: dict, x: torch.Tensor, gem: bool) -> torch.Tensor:
+    """ResNet-20 written directly on a thesis state dict (OpenLTH style, eval mode): masked weights,
+    1×1 stride-2 downsample shortcuts with BN, identity shortcuts scaled by their (C,1,1) weight."""
+    def weight(prefix):
+        w = state[f"{prefix}.weight"]
+        if gem and f"{prefix}.flag" in state:
+            return w * state[f"{prefix}.flag"] * (state[f"{prefix}.scores"] > 0.5)
+        mask = state.get(f"{prefix}.weight_mask")
+        return w if mask is None else w * mask
+
+    def bn(prefix, h):
+        return F.batch_norm(h, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
+                            weight(prefix), state[f"{prefix}.bias"], training=False, eps=1e-5)
+
+    stem = ("conv1", "bn1") if gem else ("conv", "bn")
+    h = F.relu(bn(stem[1], F.conv2d(x, weight(stem[0]), padding=1)))
+    for i in range(9):
+        block = f"layer{i // 3 + 1}.{i % 3}" if gem else f"blocks.{i}"
+        stride = 2 if i in (3, 6) else 1
+        out = F.relu(bn(f"{block}.bn1", F.conv2d(h, weight(f"{block}.conv1"), stride=stride, padding=1)))
+        out = bn(f"{block}.bn2", F.conv2d(out, weight(f"{block}.conv2"), padding=1))
+        if stride == 2:
+            short = bn(f"{block}.shortcut.1", F.conv2d(h, weight(f"{block}.shortcut.0"), stride=2))
+        else:
+            short = h * weight(f"{block}.shortcut")
+        h = F.relu(out + short)
+    h = F.adaptive_avg_pool2d(h, 1).flatten(1)
+    return F.linear(h, weight("fc"), state.get("fc.bias"))
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_data_dir):
+    from utils.data import load_cifar10
+    return load_cifar10(cifar_data_dir)
+
+
+@pytest.mark.parametrize("method,label,seed,folder", [
+    ("synflow", 10, 21, "syn_10_21"), ("random", 2, 63, "rnd_2_63"), ("gem-miner", 10, 42, "gem_10_42"),
+    ("gem-miner", 50, 21, "gem_50_21")])
+def test_resnet_logits_equal_a_forward_written_on_the_thesis_state_dict(thesis_store, cifar, method, label,
+                                                                          seed, folder):
+    from utils.data import normalize
+    gem = method == "gem-miner"
+    with tarfile.open(THESIS_ARCHIVE) as tar:
+        name = "model_after_finetune.pth" if gem else "post-model.pt"
+        raw = tar.extractfile(f"sparse_network_analysis/All_Results/Resnet20/{label}/{folder}/{name}").read()
+    state = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+    x = normalize(cifar.test_x[:64], cifar.info)
+    run = load_run(f"thesis_resnet20_cifar10", method, label / 100, seed, root=thesis_store)
+    with torch.no_grad():
+        ours = run.model.eval()(x)
+        theirs = thesis_resnet_forward(state, x, gem)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_resnet_reevaluates_to_its_recorded_accuracy_on_the_official_images(thesis_store, cifar):
+    """Only with the official CIFAR-10 files: the JPEG copy here costs the thesis's networks about
+    12 points (its images differ from those they were trained on)."""
+    if cifar.copy != "official":
+        pytest.skip(f"CIFAR-10 copy is {cifar.copy!r}, not the official archive")
+    from utils.train import evaluate
+    for path in runs(thesis_store).query("experiment == 'thesis_resnet20_cifar10'")["path"]:
+        run = load_run_dir(thesis_store / path)
+        top1 = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, batch_size=1000)["top1"]
+        assert abs(top1 - run.info["thesis"]["final_top1_recorded"]) <= 0.05, path
+
+
+def test_read_state_maps_gpu_checkpoints_to_cpu(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    assert read_state(path)["w"].device.type == "cpu"
+
+
+# ----------------------------------------------------------------------------- the random stream
+@pytest.mark.parametrize("experiment,label,seed,levels,iterations,max_blocks", [
+    ("thesis_fc_mnist", 10, 21, 10, 1, 288),
+    ("thesis_fc_mnist", 2, 21, 10, 1, 192),
+    ("thesis_fc_mnist", 10, 42, 10, 1, 48),     # layer 1 takes two Philox counters per call there
+    ("thesis_resnet20_cifar10", 10, 42, 10, 100, 48),
+    ("thesis_resnet20_cifar10", 5, 42, 1, 1, 288),         # one of the three 1 × 1 runs
+])
+def test_random_pruner_replays_the_thesis_random_masks(thesis_store, experiment, label, seed, levels,
+                                                       iterations, max_blocks):
+    """The thesis drew its random scores on its GPUs; the replayed stream gives its masks back
+    (all but at most 2 in 10,000 entries of every layer; those are scores within an ulp of the threshold:
+    the GPU's fast sincos differs from numpy's in the last bits)."""
+    from models import fc, get_masks, resnet20
+    from pruners.random import Random
+    thesis = load_run(experiment, "random", label / 100, seed, root=thesis_store)
+    assert thesis.info["thesis"]["random_stream"]["max_blocks"] == max_blocks
+    build = fc if experiment == "thesis_fc_mnist" else resnet20
+    d, theirs = thesis.info["density_target"], thesis.masks("effective")
+
+    def agreement(s: int) -> dict[str, float]:
+        model = build()
+        Random(stream="thesis", levels=levels, iterations=iterations, max_blocks=max_blocks).prune(
+            model, d, seed=s, data_shape=())
+        return {n: float((m == theirs[n]).float().mean()) for n, m in get_masks(model).items()}
+
+    assert min(agreement(seed).values()) >= 0.9998
+    # the stream, not chance: another seed agrees only at the chance level 1 − 2d(1 − d)
+    assert abs(float(np.mean(list(agreement(seed + 1).values()))) - (1 - 2 * d * (1 - d))) < 0.01
+
+
+@pytest.mark.parametrize("config_name,profile", [("fc_mnist", "thesis"), ("resnet20_cifar10", "thesis")])
+def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, config_name, profile):
+    """The per-run GPU table of the random pruner in the config is what the import found in the data."""
+    from utils.experiment import load_config, method_settings, profile_of
+    _, values = profile_of(load_config(config_name), profile)
+    table = runs(thesis_store)
+    checked = 0
+    for row in table[(table["experiment"] == f"thesis_{config_name}") & (table["method"] == "random")].itertuples():
+        record = read_record(thesis_store / row.path, verify=False)
+        stream, args = record["thesis"]["random_stream"], record["thesis"]["args"]
+        options, _ = method_settings(values, "random", row.seed, row.density)
+        assert (options["levels"], options["iterations"]) == (args["level_list"][0], args["prune_epochs"])
+        if stream is not None:
+            assert options["max_blocks"] == stream["max_blocks"], row.path
+            checked += 1
+    assert checked == (13 if config_name == "fc_mnist" else 15)

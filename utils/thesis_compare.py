@@ -1,0 +1,125 @@
+"""Our networks next to the thesis's own, cell by cell: same init?  same mask?  how far apart
+(NNSTD)?  same accuracy?
+
+>>> table = compare_with_thesis()              # our results/ against the imported thesis runs
+>>> table.to_csv("results/thesis_comparison.csv", index=False)
+
+Every (experiment, method, density, seed) stored in both stores gets one row.  Our ResNet-20
+runs train and test on the CIFAR-10 copy at hand; the thesis's networks were trained on the
+official images, so ``top1_thesis_here`` re-evaluates them on the same copy as ours (the JPEG
+copy costs them about 12 points) next to ``top1_thesis`` (what the thesis recorded).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .results import DEFAULT_ROOT, Run, load_run_dir, runs
+from .thesis import THESIS_OF, thesis_root
+
+#: methods both grids have
+METHODS = ("synflow", "random", "gem-miner", "dense", "random-fc")
+
+
+def init_difference(ours: Run, theirs: Run) -> float:
+    """Max |w_ours − w_thesis| of the initial weights over the prunable entries both kept, and
+    over every other stored tensor (biases, BN) both have; 0.0 means identical."""
+    from models.masks import get_masks, prunable_layers, raw_weight
+    a, b = ours.init_model(), theirs.init_model()
+    worst = 0.0
+    masks_a, masks_b = get_masks(a), get_masks(b)
+    layers_b = prunable_layers(b)
+    for name, module in prunable_layers(a).items():
+        both = masks_a[name] & masks_b[name]
+        if both.any():
+            diff = (raw_weight(module)[both] - raw_weight(layers_b[name])[both]).abs().max()
+            worst = max(worst, float(diff))
+    state_b = b.state_dict()
+    for key, value in a.state_dict().items():
+        if ".parametrizations." in key or key not in state_b or not value.is_floating_point():
+            continue
+        if value.shape == state_b[key].shape:
+            worst = max(worst, float((value - state_b[key]).abs().max()) if value.numel() else 0.0)
+    return worst
+
+
+def mask_agreement(ours: Run, theirs: Run) -> tuple[float, dict[str, float]]:
+    """Fraction of entries where the two effective masks agree: overall and per layer."""
+    a, b = ours.masks("effective"), theirs.masks("effective")
+    per_layer = {n: float((a[n] == b[n]).float().mean()) for n in a if n in b}
+    same = sum(int((a[n] == b[n]).sum()) for n in per_layer)
+    total = sum(a[n].numel() for n in per_layer)
+    return same / total, per_layer
+
+
+def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
+    """One row of the comparison (see the module docstring); ``data`` re-evaluates the thesis's
+    network on our copy of the test set."""
+    from .analysis import network_distance
+    agreement, per_layer = mask_agreement(ours, theirs)
+    diff = init_difference(ours, theirs)
+    row = {"init_identical": diff == 0.0, "init_max_abs_diff": diff,
+           "mask_agreement": agreement, "mask_agreement_min_layer": min(per_layer.values()),
+           "mask_agreement_layers": ";".join(f"{v:.4f}" for v in per_layer.values()),
+           "density_ours": ours.info["density_achieved"], "density_thesis": theirs.info["density_achieved"],
+           "nnstd": network_distance(ours.model, theirs.model, "nnstd", both_directions=False).value,
+           "top1_ours": float(ours.history["top1"].iloc[-1]),
+           "top1_thesis": theirs.info["thesis"]["final_top1_recorded"]}
+    if data is not None:
+        from .train import evaluate
+        row["top1_thesis_here"] = evaluate(theirs.model, data.test_x, data.test_y, data, 1000)["top1"]
+    return row
+
+
+def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store: str | os.PathLike | None = None,
+                        data_dir: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
+    """The comparison table of every cell stored in both stores.
+
+    Args:
+        ours_root: our runs store (default ``results/``).
+        thesis_store: the imported thesis runs (default :func:`utils.thesis.thesis_root`).
+        data_dir: CIFAR-10 to re-evaluate the thesis's ResNet-20s on our copy; ``None`` skips it
+            when the data cannot be read.
+    """
+    ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
+    mine, theirs = runs(ours_root), runs(thesis_store)
+    keyed = {(THESIS_OF.get(r.experiment), r.method, round(r.density, 6), r.seed): r.path
+             for r in mine.itertuples() if r.experiment in THESIS_OF and r.method in METHODS}
+    pairs = [(keyed[k], r.path, k) for r in theirs.itertuples()
+             if (k := (r.experiment, r.method, round(r.density, 6), r.seed)) in keyed]
+    cifar = None
+    if any(k[0] == "thesis_resnet20_cifar10" for *_, k in pairs):
+        try:
+            from .data import load_dataset
+            cifar = load_dataset("cifar10", data_dir, download=False)
+        except Exception:  # the table is still useful without the re-evaluation column
+            cifar = None
+    rows = []
+    for our_path, their_path, (experiment, method, density, seed) in tqdm(pairs, desc="compare with thesis",
+                                                                         disable=not progress):
+        a, b = load_run_dir(ours_root / our_path), load_run_dir(thesis_store / their_path)
+        data = cifar if experiment == "thesis_resnet20_cifar10" else None
+        row = {"experiment": experiment.removeprefix("thesis_"), "method": method, "density": density,
+               "seed": seed, "recipe": a.info.get("profile"),
+               "data_copy": (a.info.get("data") or {}).get("copy", "unknown")}
+        row.update(compare_pair(a, b, data))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["top1_diff"] = table["top1_ours"] - table["top1_thesis"]
+        table = table.sort_values(["experiment", "method", "density", "seed"], ignore_index=True)
+    return table
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment × method: cells, init identical, mean/min mask agreement, mean NNSTD, mean
+    accuracy difference (ours − thesis recorded)."""
+    return table.groupby(["experiment", "method"]).agg(
+        cells=("seed", "size"), init_identical=("init_identical", "sum"),
+        mask_agreement_mean=("mask_agreement", "mean"), mask_agreement_min=("mask_agreement", "min"),
+        nnstd_mean=("nnstd", "mean"), top1_diff_mean=("top1_diff", "mean")).round(4)
