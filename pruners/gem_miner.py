@@ -51,11 +51,13 @@ SCOPES = ("global", "layer")
 
 # --------------------------------------------------------------------------- schedule arithmetic
 
-def num_prunes(epochs: int, period: int) -> int:
-    """P = ⌊(E−1)/T⌋: prunes happen after 0-based epochs e with e % T == 0 and e ≠ 0, e ≤ E−1."""
-    if period < 1:
-        raise UserError(f"Gem-Miner period must be ≥ 1, got {period}")
-    return max(epochs - 1, 0) // period
+def num_prunes(epochs: int, period: float) -> int:
+    """P = ⌊(E−1)/T⌋: prunes happen after 0-based epochs e with e % T == 0 and e ≠ 0, e ≤ E−1
+    (a fractional T prunes every T epochs of training, counted in steps: see :class:`GemMiner`)."""
+    if not period > 0 or (period >= 1 and period != int(period)):
+        raise UserError(f"Gem-Miner period must be a whole number of epochs ≥ 1 or a fraction in (0, 1), "
+                        f"got {period}")
+    return int(max(epochs - 1, 0) // period)
 
 
 def prune_rate(density: float, prunes: int) -> float:
@@ -171,7 +173,10 @@ class GemMiner(Method):
 
     Args (defaults are the thesis FC values; the ResNet config passes its own):
         mining_epochs: E of the mining phase; ``None`` → the training config's epochs.
-        period: T, prune after 0-based epochs e with e % T == 0, e ≠ 0.
+        period: T, prune after 0-based epochs e with e % T == 0, e ≠ 0.  A fraction T < 1
+            prunes every T epochs of training instead, counted in steps (after step
+            round(k·T·steps per epoch), k = 1…P): the thesis's schedule (29 prunes over 150
+            epochs) compressed in time keeps its 29 prunes at T = 0.5 over 15 epochs.
         lr, momentum, weight_decay, schedule: SGD on the scores (cosine, T_max = E).
         score_l2: λ of the λΣs² loss term.
         batch_size: mining batch size.
@@ -203,12 +208,11 @@ class GemMiner(Method):
             raise UserError(f"unknown Gem-Miner mode {mode!r}; choose from {', '.join(MODES)}")
         if scope not in SCOPES:
             raise UserError(f"unknown Gem-Miner scope {scope!r}; choose from {', '.join(SCOPES)}")
-        if period < 1:
-            raise UserError(f"Gem-Miner period must be ≥ 1, got {period}")
+        num_prunes(1, period)           # validates the period
         if mining_epochs is not None and mining_epochs < 1:
             raise UserError(f"Gem-Miner mining_epochs must be ≥ 1, got {mining_epochs}")
         self.mining_epochs = mining_epochs
-        self.period = int(period)
+        self.period = period if period < 1 else int(period)
         self.lr, self.momentum, self.weight_decay, self.schedule = lr, momentum, weight_decay, schedule
         self.score_l2 = score_l2
         self.batch_size = batch_size
@@ -251,8 +255,12 @@ class GemMiner(Method):
         prunes = num_prunes(epochs, self.period)
         rate = prune_rate(density, prunes)
         gen = generator(seed, "prune")
-        state = {"prune_epochs": [], "stopped": None, "frozen": None}
+        state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0}
         lam = self.score_l2
+        steps_per_epoch = math.ceil(len(data.train_y) / self.batch_size)
+        # fractional periods: prune after these steps (the k-th prune after k·T epochs of training)
+        prune_steps = ({round(k * self.period * steps_per_epoch) for k in range(1, prunes + 1)}
+                       if self.period < 1 else set())
 
         def reg(m: nn.Module) -> Tensor:
             return lam * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
@@ -264,9 +272,13 @@ class GemMiner(Method):
                     p.scores.copy_(state["frozen"][name])
                 else:
                     p.scores.clamp_(0.0, 1.0)
+            state["step"] += 1
+            if state["step"] in prune_steps and state["stopped"] is None:
+                bottom_k_prune(m, rate, gen, self.scope)
+                state["prune_epochs"].append(round(state["step"] / steps_per_epoch, 4))
 
         def after_epoch(epoch: int, m: nn.Module) -> dict:
-            if (state["stopped"] is None and epoch % self.period == 0 and epoch != 0
+            if (state["stopped"] is None and self.period >= 1 and epoch % self.period == 0 and epoch != 0
                     and len(state["prune_epochs"]) < prunes):
                 bottom_k_prune(m, rate, gen, self.scope)
                 state["prune_epochs"].append(epoch)

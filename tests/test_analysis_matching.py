@@ -6,7 +6,7 @@ import torch
 import models
 from models import set_masks
 from utils.analysis import distance_matrix, get_units, match_units, network_distance, nnstd, permute_inputs
-from utils.analysis.distances import flat_distance
+from utils.analysis.distances import flat_distance, maed_matrix
 
 METRICS = ("nnstd", "sasd", "maed")
 
@@ -201,8 +201,9 @@ def test_thesis_and_liu_compat():
 def test_match_units_solvers():
     cost = np.array([[0.0, 1.0], [1.0, 3.0]])
     np.testing.assert_array_equal(match_units(cost), [1, 0])  # exact min-cost: 2 < 3
-    # the thesis's networkx-2.x min_weight_matching maximises sum 1/(1+w-min): identity
-    np.testing.assert_array_equal(match_units(cost, solver="networkx"), [0, 1])
+    # the thesis's networkx (>= 2.8) min_weight_matching: weights max+1-w, an exact min-cost
+    # assignment without NaN
+    np.testing.assert_array_equal(match_units(cost, solver="networkx"), [1, 0])
     rng = np.random.default_rng(10)
     for _ in range(20):
         c = rng.random((6, 6))
@@ -227,3 +228,31 @@ def test_distance_matrix():
     assert thesis.loc[0, 1] == thesis.loc[1, 0] == network_distance(nets[0], nets[1], "maed", compat="thesis").mean
     with pytest.raises(ValueError):
         distance_matrix(nets, names=["x"])
+
+
+def test_thesis_maed_nan_for_empty_units():
+    """compat="thesis": MAED(empty, empty) = 0/0 = NaN goes into the networkx matching (MAED-2).
+
+    Values checked against the thesis's own ``find_min_matching`` + ``mean_absolute_error_distance``
+    run with networkx 2.8.8.
+    """
+    a, b = np.array([[1.0, 2.0], [0.0, 0.0]]), np.zeros((2, 2))
+    assert maed_matrix(a, b)[1, 0] == 0.0                       # corrected: 0/0 := 0
+    nan = maed_matrix(a, b, empty="nan")
+    assert np.isnan(nan[1, 0]) and nan[0, 0] == 1.0
+    with pytest.raises(ValueError):
+        maed_matrix(a, b, empty="one")
+    # unit 0 empty in both nets: max(w) is NaN, every weight NaN -> an arbitrary perfect matching
+    A = np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 1.0]])
+    np.testing.assert_array_equal(match_units(maed_matrix(A, A), solver="networkx"), [0, 1, 2])
+    np.testing.assert_array_equal(match_units(maed_matrix(A, A, empty="nan"), solver="networkx"), [2, 0, 1])
+    # NaN only between the empty units: still pairs the non-empty unit with an empty one
+    C = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [3.0, 1.0]])
+    np.testing.assert_array_equal(match_units(maed_matrix(C, C, empty="nan"), solver="networkx"), [1, 3, 0, 2])
+    # so the thesis puts identical sparse nets at MAED 1; the corrected default keeps 0
+    for net in (A, C):
+        assert network_distance([net], [net], "maed", compat="thesis").layers[0] == 1.0
+        assert network_distance([net], [net], "maed").layers[0] == 0.0
+    # without empty units nothing changes
+    D = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 0.5]])
+    assert network_distance([D], [D[[2, 0, 1]]], "maed", compat="thesis").layers[0] == 0.0

@@ -304,3 +304,33 @@ def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, 
             assert options["max_blocks"] == stream["max_blocks"], row.path
             checked += 1
     assert checked == (13 if config_name == "fc_mnist" else 15)
+
+
+# ----------------------------------------------------------------------------- the comparison
+def test_comparison_of_a_run_with_itself_and_with_the_thesis(thesis_store, tmp_path):
+    """compare_pair: identical runs → identical init, full mask agreement, NNSTD 0; our stored
+    FC SynFlow 10 % seed 21 against the thesis's: the same init and ≥ 99.9 % of the mask."""
+    from utils.results import load_run as load
+    from utils.thesis_compare import compare_pair
+    theirs = load("thesis_fc_mnist", "synflow", 0.1, 21, root=thesis_store)
+    same = compare_pair(theirs, theirs)
+    assert same["init_identical"] and same["mask_agreement"] == 1.0 and same["nnstd"] == 0.0
+    ours = load("fc_mnist", "synflow", 0.1, 21)
+    row = compare_pair(ours, theirs)
+    assert row["init_identical"] and row["init_max_abs_diff"] == 0.0
+    assert 0.999 <= row["mask_agreement"] < 1.0
+    assert row["top1_thesis"] == 95.59
+    assert abs(row["density_ours"] - row["density_thesis"]) < 1e-4
+
+
+def test_compare_thesis_cli_writes_the_table(thesis_store, tmp_path):
+    from utils.cli import main
+    out = tmp_path / "cmp.csv"
+    assert main(["compare-thesis", "--thesis", str(thesis_store), "--out", str(out), "--quiet",
+                 "--experiments", "fc_mnist"]) == 0
+    table = pd.read_csv(out)
+    fc = table[table["experiment"] == "fc_mnist"]
+    assert len(fc) == 51                          # every FC cell both stores hold
+    syn = fc[fc["method"] == "synflow"]
+    assert syn["init_identical"].all() or syn["init_identical"].sum() >= 13
+    assert syn["mask_agreement"].min() > 0.99

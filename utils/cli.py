@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     thesis.add_argument("--to", help="runs store to write (default $SPARSE_THESIS_DIR, else data/thesis)")
     thesis.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    compare = sub.add_parser("compare-thesis",
+                             help="our runs next to the thesis's, cell by cell (results/thesis_comparison.csv)")
+    compare.add_argument("--results", help="our runs store (default results/)")
+    compare.add_argument("--thesis", help="the imported thesis runs (default $SPARSE_THESIS_DIR, else data/thesis)")
+    compare.add_argument("--data-dir", help="CIFAR-10 to re-evaluate the thesis's ResNet-20s on our copy")
+    compare.add_argument("--out", help="CSV to write (default <results>/thesis_comparison.csv)")
+    compare.add_argument("--experiments", type=_csv(str), default=["fc_mnist", "resnet20_cifar10"],
+                         help="comma-separated experiments to compare (default both)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+
     summary = sub.add_parser("summary", help="rewrite results/summary.csv and results/README.md")
     summary.add_argument("--results", help="runs store root")
     return parser
@@ -162,6 +172,24 @@ def _dispatch(args) -> int:
         from .thesis import import_thesis, thesis_root
         written = import_thesis(args.source, args.to, progress=not args.quiet)
         print(f"imported {len(written)} thesis run(s) into {args.to or thesis_root()}")
+        return 0
+    if args.command == "compare-thesis":
+        from pathlib import Path
+        import pandas as pd
+        from .thesis import is_imported, thesis_root
+        from .thesis_compare import compare_with_thesis, summary
+        from .train import torch_threads
+        if not is_imported(args.thesis or thesis_root()):
+            raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
+                            f"python -m utils.cli import-thesis [SOURCE] first")
+        with torch_threads(1):
+            table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
+                                        experiments=tuple(args.experiments))
+        out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
+        results.write_atomic(out, table.to_csv(index=False, float_format="%.6g").encode())
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(summary(table).to_string())
+        print(f"{len(table)} cells compared; written to {out}")
         return 0
     if args.command == "summary":
         table = results.write_summary(args.results)

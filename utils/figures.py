@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from . import plots
-from .results import DEFAULT_ROOT, Run, is_complete, load_probe, load_run, read_record, run_dir
+from .results import DEFAULT_ROOT, Run, is_complete, load_probe, load_run, read_record, run_dir, runs
 from .thesis import THESIS_OF
 
 FC, RESNET = "fc_mnist", "resnet20_cifar10"
@@ -143,6 +143,31 @@ class Store:
                 self._versions[experiment] = None
         return self._versions[experiment]
 
+    def current(self, table: pd.DataFrame, experiment: str) -> pd.DataFrame:
+        """The rows of a :func:`utils.results.runs` table that belong to ``experiment`` under its
+        current recipe (stale runs dropped)."""
+        table = table[table["experiment"] == self.experiment(experiment)]
+        version = self.recipe_version(experiment)
+        return table if version is None else table[table["recipe_version"] == version]
+
+    def recipe_note(self, experiment: str) -> str:
+        """How the experiment's runs were trained, for the titles of accuracy figures, e.g.
+        ``"cpu profile v2, 30 epochs; trained and tested on the jpeg-q75 CIFAR-10 copy"``."""
+        table = self.current(runs(self.root), experiment)
+        if table.empty:
+            return ""
+        record = read_record(self.root / table["path"].iloc[0], verify=False)
+        if record.get("profile") == "thesis-original":
+            epochs = record["config"]["train"]["epochs"]
+            return f"the thesis's recipe ({epochs} epochs, official images)"
+        epochs = record["config"]["train"]["epochs"]
+        version = (record.get("recipe") or {}).get("version")
+        note = f"{record['profile']} profile{f' v{version}' if version else ''}, {epochs} epochs"
+        copies = sorted(set(table["data_copy"].dropna()))
+        if record.get("dataset") == "cifar10" and copies:
+            note += f"; CIFAR-10 copy: {', '.join(copies)}"
+        return note
+
     def has(self, experiment: str, method: str, density: float, seed: int) -> bool:
         """Whether the run (density in %) is stored under the current recipe."""
         path = self._path(experiment, method, density, seed)
@@ -249,8 +274,8 @@ class Store:
     def achieved(self, experiment: str, methods=METHODS) -> pd.DataFrame:
         """Achieved (effective-mask) density in % per method × target density, mean over stored seeds."""
         from .results import runs
-        table = runs(self.root)
-        table = table[(table["experiment"] == experiment) & table["method"].isin(methods)]
+        table = self.current(runs(self.root), experiment)
+        table = table[table["method"].isin(methods)]
         if table.empty:
             return pd.DataFrame()
         table = table.assign(target=(table["density"] * 100).round(6), achieved=table["density_achieved"] * 100)
@@ -311,8 +336,8 @@ def accuracy(store: Store, experiment: str):
                                      for s in seeds])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
-    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]} ({seeds_phrase(seeds)}), "
-                                                      "target density (% remaining)")
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]} ({seeds_phrase(seeds)}; "
+                                                      f"{store.recipe_note(experiment)}), target density (% remaining)")
 
 
 def random_fc_accuracy(store: Store):

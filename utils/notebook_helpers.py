@@ -140,7 +140,8 @@ def _runs_table(store: Store, experiment: str) -> pd.DataFrame:
     if key not in _cache(store):
         _cache(store)[key] = runs(store.root)
     table = _cache(store)[key]
-    return table[table["experiment"] == experiment].assign(label=(table["density"] * 100).round(6))
+    table = store.current(table, experiment)
+    return table.assign(label=(table["density"] * 100).round(6))
 
 
 def _require_methods(store: Store, experiment: str, methods, densities, seeds=SEEDS) -> None:
@@ -176,7 +177,8 @@ def accuracy_panels(store: Store, experiment: str, methods: Sequence[str]):
     if not panels:
         raise MissingRuns([], store.root, f"no complete density of {', '.join(methods)} in {experiment}")
     return plots.accuracy_curves(panels, figsize=(4.7 * len(panels), 4),
-                                 legend_title=f"{F.ARCH[experiment]}, target density (% remaining)")
+                                 legend_title=f"{F.ARCH[experiment]} ({store.recipe_note(experiment)}), "
+                                              "target density (% remaining)")
 
 
 def seed_note(part: pd.DataFrame, full: int) -> str:
@@ -226,7 +228,8 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
         ax.set_xticklabels(["1", "2", "5", "10", "20", "50", "100"])
         ax.set(xlabel="Achieved density (% remaining, log scale)",
                ylabel=f"{'Final' if value == 'final_top1' else 'Best'} test top-1 (%)", ylim=(0, 100),
-               title=f"{F.ARCH[experiment]}: accuracy vs achieved density (mean ± std over seeds)")
+               title=f"{F.ARCH[experiment]}: accuracy vs achieved density (mean ± std over seeds)\n"
+                     f"{store.recipe_note(experiment)}")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
@@ -1113,3 +1116,12 @@ def flag_table(store_eff: Store, store_flag: Store, experiment: str = FC) -> pd.
     df = pd.DataFrame(rows).T.round(2)
     df.index.name = "target %"
     return df
+
+
+def thesis_comparison_summary(path: str | os.PathLike = "results/thesis_comparison.csv") -> pd.DataFrame:
+    """Per experiment × method summary of our networks against the thesis's (``compare-thesis``)."""
+    from .thesis_compare import summary
+    path = Path(path)
+    if not path.is_file():
+        raise MissingRuns([], path.parent, f"no {path}: run python -m utils.cli compare-thesis")
+    return summary(pd.read_csv(path))

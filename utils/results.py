@@ -446,7 +446,8 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Columns: experiment, method, density (the grid label as a fraction, as in the path), seed,
     density_target (the fraction pruned to), density_achieved,
-    final_top1, best_top1, wall_time_s, profile, path.  Checksums are not verified here
+    final_top1, best_top1, wall_time_s, profile, recipe_version, data_copy (which copy of the
+    dataset it trained on), path.  Checksums are not verified here
     (use :func:`load_run` or :func:`read_record`).
     """
     root = Path(root or DEFAULT_ROOT)
@@ -463,10 +464,12 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             "final_top1": float(history["top1"].iloc[-1]), "best_top1": float(final_phase["top1"].max()),
             "epochs": int(final_phase["train_loss"].notna().sum()),
             "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
+            "recipe_version": (record.get("recipe") or {}).get("version"),
+            "data_copy": (record.get("data") or {}).get("copy"),
             "path": str(file.parent.relative_to(root)),
         })
     columns = ["experiment", "method", "density", "seed", "density_target", "density_achieved", "final_top1",
-               "best_top1", "epochs", "wall_time_s", "profile", "path"]
+               "best_top1", "epochs", "wall_time_s", "profile", "recipe_version", "data_copy", "path"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -26,6 +26,7 @@ from .thesis import THESIS_OF, thesis_root
 METHODS = ("synflow", "random", "gem-miner", "dense", "random-fc")
 
 
+@torch.no_grad()
 def init_difference(ours: Run, theirs: Run) -> float:
     """Max |w_ours − w_thesis| of the initial weights over the prunable entries both kept, and
     over every other stored tensor (biases, BN) both have; 0.0 means identical."""
@@ -77,7 +78,8 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
 
 
 def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store: str | os.PathLike | None = None,
-                        data_dir: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
+                        data_dir: str | os.PathLike | None = None, progress: bool = True,
+                        experiments: tuple[str, ...] = tuple(THESIS_OF)) -> pd.DataFrame:
     """The comparison table of every cell stored in both stores.
 
     Args:
@@ -85,11 +87,12 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
         thesis_store: the imported thesis runs (default :func:`utils.thesis.thesis_root`).
         data_dir: CIFAR-10 to re-evaluate the thesis's ResNet-20s on our copy; ``None`` skips it
             when the data cannot be read.
+        experiments: ours to compare (``fc_mnist``, ``resnet20_cifar10``).
     """
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
     mine, theirs = runs(ours_root), runs(thesis_store)
     keyed = {(THESIS_OF.get(r.experiment), r.method, round(r.density, 6), r.seed): r.path
-             for r in mine.itertuples() if r.experiment in THESIS_OF and r.method in METHODS}
+             for r in mine.itertuples() if r.experiment in experiments and r.method in METHODS}
     pairs = [(keyed[k], r.path, k) for r in theirs.itertuples()
              if (k := (r.experiment, r.method, round(r.density, 6), r.seed)) in keyed]
     cifar = None

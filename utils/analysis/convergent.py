@@ -389,7 +389,9 @@ def similarity_matrix(models, images, names=None, mode: str = "real", matching: 
         DataFrame, entry (i, j) = similarity(models[i], models[j]); the diagonal is each
         net's self-similarity (1 unless it has dead units). With ``matching="max"`` the
         matrix is symmetric and only i ≤ j is computed. ``df.attrs["dead"]`` lists the
-        per-layer dead-unit counts of each model.
+        per-layer dead-unit counts of each model.  ``compat="thesis"`` computes only i < j and
+        puts 1 on the diagonal, as the published figure shows (the thesis's own correlation of
+        a net with itself is below 1 when it has dead units, so it cannot have computed it).
     """
     mode, match_output = _options(mode, match_output, compat)
     n = len(models)
@@ -409,6 +411,9 @@ def similarity_matrix(models, images, names=None, mode: str = "real", matching: 
         for j in range(n):
             if matching == "max" and j < i:
                 values[i, j] = values[j, i]
+                continue
+            if compat == "thesis" and i == j:
+                values[i, j] = 1.0
                 continue
             corrs = [np.clip(za.T @ zb / za.shape[0], -1.0, 1.0) for za, zb in zip(cache[i], cache[j])]
             values[i, j] = _summarise(corrs, dead[i], dead[j], matching, match_output, False).mean

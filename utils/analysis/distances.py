@@ -152,17 +152,23 @@ def sasd_matrix(A, B) -> np.ndarray:
                                 same=_overlap(pa, pb) + _overlap(na, nb))
 
 
-def maed_matrix(A, B) -> np.ndarray:
+def maed_matrix(A, B, empty: str = "zero") -> np.ndarray:
     """MAED between every row of ``A`` (n_a, d) and ``B`` (n_b, d); rows are pre-sorted once.
+
+    Args:
+        empty: the value of 0/0, i.e. of two equal constant rows such as two empty units:
+            ``"zero"`` (default) or ``"nan"`` (the thesis's ``mean_absolute_error_distance``).
 
     Returns:
         (n_a, n_b) float array.
     """
+    if empty not in ("zero", "nan"):
+        raise ValueError(f"empty must be 'zero' or 'nan', got {empty!r}")
     A, B = _rows(A).astype(np.float64), _rows(B).astype(np.float64)
     num = cdist(A, B, "cityblock")
     den = cdist(np.sort(A, axis=1), np.sort(B, axis=1)[:, ::-1], "cityblock")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0 if empty == "zero" else np.nan)
 
 
 _MATRIX = {"nnstd": ned_matrix, "sasd": sasd_matrix, "maed": maed_matrix}

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from .distances import canonical_metric, cost_matrix, flat_distance, sets_to_matrix
+from .distances import canonical_metric, cost_matrix, flat_distance, maed_matrix, sets_to_matrix
 from .units import as_units
 
 RESNET20_CHANNELS = [16] * 7 + [32] * 6 + [64] * 6
@@ -48,9 +48,11 @@ def match_units(cost, maximize: bool = False, prefer_identity: bool = True,
             return it — a deterministic tie-break that keeps identical networks at
             distance 0 even when they have duplicate (e.g. empty) units.
         solver: ``"lsa"`` (``scipy.optimize.linear_sum_assignment``, exact) or
-            ``"networkx"`` (the thesis's networkx-2.x ``min_weight_matching``, which
-            maximises Σ 1/(1 + w − min w) and is not an exact min-cost assignment;
-            minimisation only, for bit-fidelity with the thesis).
+            ``"networkx"`` (the thesis's ``find_min_matching``: networkx ≥ 2.8
+            ``min_weight_matching``, i.e. ``max_weight_matching(maxcardinality=True)`` on
+            the weights max(w) + 1 − w; minimisation only, for bit-fidelity with the
+            thesis). Without NaN it is an exact min-cost assignment; NaN costs (the
+            thesis's MAED 0/0) are kept and distort the matching as they did in the thesis.
 
     Returns:
         int array ``perm`` of length n: row i is matched to column ``perm[i]``
@@ -78,12 +80,14 @@ def match_units(cost, maximize: bool = False, prefer_identity: bool = True,
 
 
 def _networkx_min_matching(cost: np.ndarray) -> np.ndarray:
+    # networkx >= 2.8 min_weight_matching on the graph the thesis built (edges row by row).
+    # Python's max() is NaN iff the first cost is NaN, which makes every weight NaN.
     import networkx as nx
     n, m = cost.shape
     weights = [(i, n + j, cost[i, j]) for i in range(n) for j in range(m)]
-    low = min(w for _, _, w in weights)
+    top = 1 + max(w for _, _, w in weights)
     graph = nx.Graph()
-    graph.add_weighted_edges_from((u, v, 1 / (1 + w - low)) for u, v, w in weights)
+    graph.add_weighted_edges_from((u, v, top - w) for u, v, w in weights)
     matching = nx.max_weight_matching(graph, maxcardinality=True)
     perm = np.empty(n, dtype=np.int64)
     for u, v in matching:
@@ -186,13 +190,14 @@ class NetworkDistance:
 
 
 _COMPAT = {
-    "thesis": dict(reduce="flattened_layer", propagate=False, match_output=True),
+    "thesis": dict(reduce="flattened_layer", propagate=False, match_output=True, thesis_nan=True),
     "liu2020": dict(reduce="per_unit", propagate=True, match_output=True, topology="chain"),
 }
 
 
 def _settings(propagate, match_output, reduce, compat, topology):
-    s = dict(propagate=propagate, match_output=match_output, reduce=reduce, topology=topology)
+    s = dict(propagate=propagate, match_output=match_output, reduce=reduce, topology=topology,
+             thesis_nan=False)
     if compat is not None:
         if compat not in _COMPAT:
             raise ValueError(f"compat must be None, 'thesis' or 'liu2020', got {compat!r}")
@@ -203,7 +208,8 @@ def _settings(propagate, match_output, reduce, compat, topology):
 
 
 def _align(A: list[np.ndarray], B: list[np.ndarray], metric: str, topo, propagate: bool,
-           match_output: bool, reduce: str, solver: str) -> tuple[np.ndarray, list[np.ndarray]]:
+           match_output: bool, reduce: str, solver: str,
+           thesis_nan: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     n = len(A)
     perms: list[np.ndarray | None] = [None] * n
     dists = np.empty(n)
@@ -214,13 +220,19 @@ def _align(A: list[np.ndarray], B: list[np.ndarray], metric: str, topo, propagat
             b = permute_inputs(b, perms[src])
         if a.shape != b.shape:
             raise ValueError(f"layer {l}: shapes differ, {a.shape} vs {b.shape}")
-        cost = cost_matrix(a, b, metric)
+        if thesis_nan and metric == "maed":
+            # thesis: the MAED of two empty units is 0/0 = NaN, and the NaN costs go into its
+            # networkx matching, which then pairs empty with non-empty units
+            cost = maed_matrix(a, b, empty="nan")
+            layer_solver = "networkx" if np.isnan(cost).any() else solver
+        else:
+            cost, layer_solver = cost_matrix(a, b, metric), solver
         if l == n - 1 and not match_output:
             perm = np.arange(a.shape[0])
         elif leader is not None:
             perm = perms[leader]
         else:
-            perm = match_units(cost, solver=solver)
+            perm = match_units(cost, solver=layer_solver)
         perms[l] = perm
         if reduce == "per_unit":
             dists[l] = cost[np.arange(len(perm)), perm].mean()
@@ -243,9 +255,11 @@ def network_distance(model_a, model_b, metric: str = "nnstd", propagate: bool = 
         match_output: also match the output layer (default: identity).
         reduce: ``"per_unit"`` (mean matched unit distance) or ``"flattened_layer"``
             (metric of the whole aligned layer, thesis).
-        compat: ``"thesis"`` (flattened layers, no propagation, output matched; add
-            ``solver="networkx"`` for bit-fidelity) or ``"liu2020"`` (per unit, chain
-            propagation, output matched). Overrides the three options above.
+        compat: ``"thesis"`` (flattened layers, no propagation, output matched; for MAED
+            two empty units cost NaN and such layers are matched with ``solver="networkx"``,
+            as the thesis did; add ``solver="networkx"`` for bit-fidelity elsewhere) or
+            ``"liu2020"`` (per unit, chain propagation, output matched). Overrides the three
+            options above.
         solver: ``"lsa"`` or ``"networkx"`` (see :func:`match_units`).
         topology: ``"auto"`` (ResNet-20 shapes -> ``"resnet20"``, else ``"chain"``),
             ``"chain"`` or ``"resnet20"`` (shared residual-stream permutations, see the
@@ -261,7 +275,7 @@ def network_distance(model_a, model_b, metric: str = "nnstd", propagate: bool = 
     if len(A) != len(B):
         raise ValueError(f"networks have {len(A)} and {len(B)} layers")
     topo = _topology(A, s["topology"])
-    args = (metric, topo, s["propagate"], s["match_output"], s["reduce"], solver)
+    args = (metric, topo, s["propagate"], s["match_output"], s["reduce"], solver, s["thesis_nan"])
     d_ab, perms = _align(A, B, *args)
     result = NetworkDistance(metric, d_ab, float(d_ab.mean()), perms=perms)
     if both_directions:
