@@ -1,5 +1,5 @@
 # make figures   executes every notebook on the stored results (sets up .venv first)
-# make test      runs the test suite (sets up .venv first)
+# make test      lints (ruff) and runs the test suite (sets up .venv first)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,6 +19,7 @@ figures: $(STAMP)
 	$(PY) -m utils.notebooks $(if $(FAST),--fast)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 benchmarks: $(STAMP)

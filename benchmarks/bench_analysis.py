@@ -75,8 +75,8 @@ def pairs(n: int, diagonal: bool) -> list[tuple[int, int]]:
 def naive_nnstd_direction(A, B, topo):
     """Greedy layer-by-layer NNSTD, B aligned to A, unit pairs looped in Python."""
     perms, dists = [None] * len(A), []
-    for l, (a, b) in enumerate(zip(A, B)):
-        src, leader = topo[l]
+    for layer, (a, b) in enumerate(zip(A, B)):
+        src, leader = topo[layer]
         if src is not None:
             b = permute_inputs(b, perms[src])
         sets_a = [set(np.flatnonzero(u).tolist()) for u in a.reshape(a.shape[0], -1)]
@@ -86,7 +86,7 @@ def naive_nnstd_direction(A, B, topo):
             for j, sb in enumerate(sets_b):
                 union = len(sa | sb)
                 cost[i, j] = 0.0 if union == 0 else len(sa ^ sb) / union
-        if l == len(A) - 1:
+        if layer == len(A) - 1:
             perm = np.arange(len(sets_a))
         elif leader is not None:
             perm = perms[leader]
@@ -94,7 +94,7 @@ def naive_nnstd_direction(A, B, topo):
             perm = linear_sum_assignment(cost)[1]
             if np.trace(cost) <= cost[np.arange(len(perm)), perm].sum() + 1e-12:
                 perm = np.arange(len(perm))
-        perms[l] = perm
+        perms[layer] = perm
         dists.append(cost[np.arange(len(perm)), perm].mean())
     return float(np.mean(dists))
 
@@ -108,7 +108,7 @@ def naive_similarity_pair(model_a, model_b, images):
     """Per-pair loop: activations of both nets, Pearson per unit pair, max matching."""
     acts_a, acts_b = activations(model_a, images), activations(model_b, images)
     values = []
-    for l, (xa, xb) in enumerate(zip(acts_a, acts_b)):
+    for layer, (xa, xb) in enumerate(zip(acts_a, acts_b)):
         corr = np.zeros((xa.shape[1], xb.shape[1]))
         for i in range(xa.shape[1]):
             for j in range(xb.shape[1]):
@@ -117,7 +117,7 @@ def naive_similarity_pair(model_a, model_b, images):
                 if x.max() == x.min() or y.max() == y.min():
                     continue
                 corr[i, j] = ((x - x.mean()) * (y - y.mean())).mean() / (sx * sy)
-        if l == len(acts_a) - 1:
+        if layer == len(acts_a) - 1:
             order = np.arange(corr.shape[0])
         else:
             order = linear_sum_assignment(corr, maximize=True)[1]

@@ -22,9 +22,7 @@ thrashes and makes timings meaningless.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +43,7 @@ MODELS = {"fc": (fc, (1, 28, 28), (nn.Linear,)),
 def random_global_masks(model: nn.Module, density: float, seed: int) -> dict[str, torch.Tensor]:
     """Exactly round(d * N) kept weights chosen uniformly over all prunable layers."""
     layers = prunable_layers(model)
-    sizes = [l.weight.numel() for l in layers.values()]
+    sizes = [li.weight.numel() for li in layers.values()]
     total = sum(sizes)
     keep = torch.zeros(total, dtype=torch.bool)
     g = torch.Generator().manual_seed(seed)

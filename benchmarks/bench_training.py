@@ -49,13 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from common import CASES, build, load_data, machine_line, use_threads  # noqa: E402
+
 
 # ----------------------------------------------------------------------------- trainers
 def naive_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, threads: int) -> float:
     """The thesis-style loop: DataLoader(TensorDataset(float x, y)), fp32, NCHW, .item() per step."""
     from torch.utils.data import DataLoader, TensorDataset
+
     from utils.data import normalize
     torch.set_num_threads(threads)
     x = normalize(data.train_x, data.info)            # float32 (N, C, H, W), done once, untimed
@@ -129,6 +130,7 @@ def jobs_compare(model_name: str, data_dir, n_train: int, repeats: int, cores: i
 def profile_ops(model_name: str, data, opt_kwargs: dict, threads: int, steps: int = 20, top: int = 15) -> str:
     """torch.profiler table (self CPU time) of ``steps`` engine training steps."""
     from torch.profiler import ProfilerActivity, profile
+
     from utils.data import batches
     from utils.seeding import generator
     from utils.train import _prepare_input, has_conv
@@ -191,18 +193,21 @@ def main(argv=None):
             case = f"{name} {'sparse 2%' if sparse else 'dense'}"
             trainers = []
             if not args.no_naive:
-                trainers.append(("naive b=64", lambda m: naive_throughput(m, data, opt_kwargs, 64, repeats, threads)))
-            trainers.append(("engine fp32", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats, threads,
-                                                                        bf16=False)))
+                trainers.append(("naive b=64", lambda m, data=data, opt_kwargs=opt_kwargs: naive_throughput(
+                    m, data, opt_kwargs, 64, repeats, threads)))
+            trainers.append(("engine fp32", lambda m, data=data, opt_kwargs=opt_kwargs: engine_throughput(
+                m, data, opt_kwargs, 64, repeats, threads, bf16=False)))
             if name != "fc":   # the FC engine default *is* fp32
-                trainers.append(("engine", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats, threads)))
-            trainers.append(("engine bf16", lambda m: engine_throughput(m, data, opt_kwargs, 64, repeats,
-                                                                        threads, bf16=True)))
+                trainers.append(("engine", lambda m, data=data, opt_kwargs=opt_kwargs: engine_throughput(
+                    m, data, opt_kwargs, 64, repeats, threads)))
+            trainers.append(("engine bf16", lambda m, data=data, opt_kwargs=opt_kwargs: engine_throughput(
+                m, data, opt_kwargs, 64, repeats, threads, bf16=True)))
             if args.batch:
-                trainers.append((f"engine b={args.batch}", lambda m: engine_throughput(
+                trainers.append((f"engine b={args.batch}", lambda m, data=data, opt_kwargs=opt_kwargs:
+                                 engine_throughput(
                     m, data, opt_kwargs, args.batch, repeats, threads)))
             if args.compile:
-                trainers.append(("engine+compile", lambda m: engine_throughput(
+                trainers.append(("engine+compile", lambda m, data=data, opt_kwargs=opt_kwargs: engine_throughput(
                     m, data, opt_kwargs, 64, repeats, threads, compile_model=True)))
             naive = None
             for trainer, fn in trainers:

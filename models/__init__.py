@@ -8,8 +8,19 @@ from __future__ import annotations
 from torch import nn
 
 from .fc import FC, fc, random_fc
-from .masks import (Mask, attach_masks, density, freeze_masks, get_masks, layer_densities,
-                    mask_of, prunable_layers, prunable_parameters, raw_weight, set_masks)
+from .masks import (
+    Mask,
+    attach_masks,
+    density,
+    freeze_masks,
+    get_masks,
+    layer_densities,
+    mask_of,
+    prunable_layers,
+    prunable_parameters,
+    raw_weight,
+    set_masks,
+)
 from .resnet import ResNet20, resnet20
 
 MODELS = {"fc": fc, "resnet20": resnet20, "random_fc": random_fc}

@@ -10,13 +10,25 @@ Every method is also a :class:`~pruners.base.Method` registered by name (``METHO
 configs and ``python -m utils.cli train --method NAME`` select it.
 """
 from . import deepr, dnw, gem_miner, magnitude, random, synflow  # noqa: F401  (register the methods)
-from .base import (METHODS, Method, MethodResult, check_density, exponential_schedule, get_method,
-                   kept_count, linear_schedule, prune_to, register, select_global)
-from .deepr import DEEPR, SoftDEEPR, convert_from_deep_rewireable, convert_to_deep_rewireable
-from .magnitude import prune_by_magnitude
+
 # The one-call functions take the method names, so ``pruners.synflow`` is the function; the
 # implementation modules stay importable as ``from pruners.synflow import SynFlow``.
 from .api import deepr, dnw, gem_miner, imp, magnitude, random, random_fc, soft_deepr, synflow  # noqa: E402,F811
+from .base import (
+                   METHODS,
+                   Method,
+                   MethodResult,
+                   check_density,
+                   exponential_schedule,
+                   get_method,
+                   kept_count,
+                   linear_schedule,
+                   prune_to,
+                   register,
+                   select_global,
+)
+from .deepr import DEEPR, SoftDEEPR, convert_from_deep_rewireable, convert_to_deep_rewireable
+from .magnitude import prune_by_magnitude
 
 __all__ = ["METHODS", "Method", "MethodResult", "get_method", "register", "select_global", "kept_count",
            "check_density", "exponential_schedule", "linear_schedule", "prune_to", "prune_by_magnitude",

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from models.masks import get_masks, prunable_layers, raw_weight, set_masks
+from models.masks import get_masks, prunable_layers, set_masks
 from utils.errors import UserError
 
 

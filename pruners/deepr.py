@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -577,7 +577,7 @@ def init_rewiring(model: nn.Module, nc: int, *, seed: int, scope: str = "global"
             a = torch.zeros(size, dtype=torch.bool)
             a[torch.randperm(size, generator=gen_prune)[:k]] = True
             actives.append(a)
-    for (name, layer), active in zip(layers.items(), actives):
+    for layer, active in zip(layers.values(), actives):
         theta = raw_weight(layer)
         variance = 1 / _fan_in(theta)
         if init == "scaled":
@@ -706,6 +706,7 @@ class SoftDeepRMethod(Method):
         info = {"initial_active": n0, "density_initial": n0 / n_total, "density_target": density,
                 "density_achieved": achieved,
                 "connectivity_min": min(optimizer.connectivity_log, default=achieved),
-                "connectivity_max": max(optimizer.connectivity_log, default=achieved), "l1": self.l1, "temp": temp, "min_weight": min_weight,
+                "connectivity_max": max(optimizer.connectivity_log, default=achieved), "l1": self.l1, "temp": temp,
+                "min_weight": min_weight,
                 "lr": train_cfg.lr, "init": INIT_LABELS[self.init], "biases": "plain SGD, not rewired"}
         return {self.name: MethodResult(model, init_model, history, extras, info=info)}

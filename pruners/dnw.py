@@ -71,7 +71,7 @@ class TopKMask(nn.Module):
         self.scope = scope
         object.__setattr__(self, "_weight", None)  # not registered: it is the ParametrizationList's original
 
-    def bind(self, weight: Tensor) -> "TopKMask":
+    def bind(self, weight: Tensor) -> TopKMask:
         object.__setattr__(self, "_weight", weight)
         return self
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import torch

@@ -41,6 +41,7 @@ def cifar_data_dir(tmp_path_factory):
     """A data directory holding cifar-10-batches-py: $SPARSE_DATA_DIR or data/ when they hold it,
     else built from ../shared/data's JPEG copy (make_cifar10.py, seconds); skips if absent."""
     import subprocess
+
     from utils.data import dataset_files_present
     for candidate in (os.environ.get("SPARSE_DATA_DIR"), ROOT / "data"):
         if candidate and dataset_files_present("cifar10", Path(candidate)):

@@ -7,8 +7,18 @@ import torch
 
 import models
 from models import set_masks
-from utils.analysis import (CoMoments, activations, correlation, dead_units, get_units, max_matching, reorder,
-                            semi_matching, similarity, similarity_matrix)
+from utils.analysis import (
+    CoMoments,
+    activations,
+    correlation,
+    dead_units,
+    get_units,
+    max_matching,
+    reorder,
+    semi_matching,
+    similarity,
+    similarity_matrix,
+)
 
 
 def rand_X(n=500, p=8, seed=0):
@@ -165,13 +175,13 @@ def permuted_fc(model, seed):
     layers = list(other.layers)
     perms = []
     with torch.no_grad():
-        for l in range(5):
+        for layer in range(5):
             p = torch.as_tensor(rng.permutation(100))
             perms.append(p.numpy())
-            for t in (models.raw_weight(layers[l]), models.mask_of(layers[l])):
+            for t in (models.raw_weight(layers[layer]), models.mask_of(layers[layer])):
                 t.copy_(t[p])
-            layers[l].bias.copy_(layers[l].bias[p])
-            for t in (models.raw_weight(layers[l + 1]), models.mask_of(layers[l + 1])):
+            layers[layer].bias.copy_(layers[layer].bias[p])
+            for t in (models.raw_weight(layers[layer + 1]), models.mask_of(layers[layer + 1])):
                 t.copy_(t[:, p])
     return other, perms
 
@@ -185,13 +195,19 @@ def test_similarity_of_permuted_copy_equals_self_similarity():
     sim = similarity(model, other, x, batch_size=64)
     np.testing.assert_allclose(sim.layers, self_sim.layers, atol=1e-9)
     assert sim.dead_a == sim.dead_b == self_sim.dead_a
-    live = [d == 0 for d in sim.dead_a]
-    for l in range(5):
-        if live[l]:
-            np.testing.assert_array_equal(sim.orders[l], np.argsort(perms[l]))
     n_dead = np.array(sim.dead_a[:5])
-    np.testing.assert_allclose(sim.layers[:5], 1 - n_dead / 100, atol=1e-9)
-    assert sim.layers[5] == pytest.approx(1, abs=1e-9)
+    assert n_dead.sum() > 0                            # the test exercises dead units
+    for layer in range(5):                                 # live units find their copies, dead ones stay out
+        order, expected = sim.orders[layer], np.argsort(perms[layer])
+        live = order >= 0
+        assert live.sum() == 100 - n_dead[layer]
+        np.testing.assert_array_equal(order[live], expected[live])
+    np.testing.assert_allclose(sim.layers, 1.0, atol=1e-9)      # a net against itself is 1
+    # the thesis's convention: dead units count as correlation 0, so the layer mean drops
+    zero = similarity(model, other, x, batch_size=64, dead="zero")
+    np.testing.assert_allclose(zero.layers[:5], 1 - n_dead / 100, atol=1e-9)
+    with pytest.raises(ValueError, match="dead must be"):
+        similarity(model, other, x, dead="ignore")
     lin = similarity(model, other, x, compat="thesis", keep_correlations=True)
     assert lin.mean == pytest.approx(1, abs=1e-9)
     assert len(lin.correlations) == 6 and lin.correlations[0].shape == (100, 100)

@@ -2,8 +2,17 @@
 import numpy as np
 import pytest
 
-from utils.analysis import (cost_matrix, flat_distance, maed, maed_matrix, match_units, ned, ned_matrix, sasd,
-                            sasd_matrix)
+from utils.analysis import (
+    cost_matrix,
+    flat_distance,
+    maed,
+    maed_matrix,
+    match_units,
+    ned,
+    ned_matrix,
+    sasd,
+    sasd_matrix,
+)
 
 
 def test_ned_on_sets():

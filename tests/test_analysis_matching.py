@@ -23,9 +23,9 @@ def random_net(sizes, density, seed, signed=True):
 def permute_chain(units, perms):
     """Permute the hidden units of a Linear/conv chain: rows of layer l and inputs of l+1."""
     out = [u.copy() for u in units]
-    for l, p in enumerate(perms):
-        out[l] = out[l][p]
-        out[l + 1] = permute_inputs(out[l + 1], p)
+    for layer, p in enumerate(perms):
+        out[layer] = out[layer][p]
+        out[layer + 1] = permute_inputs(out[layer + 1], p)
     return out
 
 
@@ -191,8 +191,8 @@ def test_thesis_and_liu_compat():
     thesis = network_distance(a, b, "nnstd", compat="thesis")
     assert thesis.layers[0] == 0 and (thesis.layers[1:] > 0).all()  # no propagation
     # flattened-layer reduction: the metric on the whole row-aligned layer
-    for l in range(3):
-        assert thesis.layers[l] == flat_distance(a[l], b[l][thesis.perms[l]], "nnstd")
+    for layer in range(3):
+        assert thesis.layers[layer] == flat_distance(a[layer], b[layer][thesis.perms[layer]], "nnstd")
     assert network_distance(a, b, compat="thesis", solver="networkx").mean == pytest.approx(thesis.mean)
     with pytest.raises(ValueError):
         network_distance(a, b, compat="nope")

@@ -4,8 +4,17 @@ import math
 import numpy as np
 import pytest
 
-from utils.analysis import (cluster_size, cluster_sizes, count_clusters, first_layer_map, layer_clusters,
-                            sign_ratios, weight_distance, weight_distances, weight_positions)
+from utils.analysis import (
+    cluster_size,
+    cluster_sizes,
+    count_clusters,
+    first_layer_map,
+    layer_clusters,
+    sign_ratios,
+    weight_distance,
+    weight_distances,
+    weight_positions,
+)
 
 
 def unit(positions, signs=None, n=16):

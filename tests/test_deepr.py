@@ -8,8 +8,16 @@ from torch import nn
 from models.fc import FC
 from models.masks import Mask, get_masks, mask_of, prunable_layers, raw_weight, set_masks
 from pruners.base import METHODS, get_method
-from pruners.deepr import (DEEPR, SoftDEEPR, convert, convert_from_deep_rewireable,
-                           convert_to_deep_rewireable, layer_budgets, reconvert, rewireable_layers)
+from pruners.deepr import (
+    DEEPR,
+    SoftDEEPR,
+    convert,
+    convert_from_deep_rewireable,
+    convert_to_deep_rewireable,
+    layer_budgets,
+    reconvert,
+    rewireable_layers,
+)
 from utils.data import DATASETS, Dataset
 from utils.train import TrainConfig
 
@@ -181,7 +189,6 @@ def test_deepr_noise_only_on_active_and_reproducible():
         lin = nn.Linear(30, 20, bias=False)
         (theta,), _ = convert_to_deep_rewireable(lin, generator=torch.Generator().manual_seed(0))
         opt = DEEPR([theta], nc=100, lr=0.1, l1=0.0, temp=1e-3, generator=torch.Generator().manual_seed(5))
-        gen = torch.Generator().manual_seed(6)
         for _ in range(50):
             before = theta.detach().clone()
             theta.grad = torch.zeros_like(theta)

@@ -1,19 +1,18 @@
 """DNW top-k (SPEC §8.5, §12 Pruners/DNW)."""
 import copy
+import importlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import autograd, nn
 
-import importlib
 from models import FC, Mask, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
 from pruners.base import get_method, kept_count
 from pruners.dnw import DNW, TopKMask, freeze_topk, install_topk, topk_mask
 from utils.data import DATASETS, Dataset
 from utils.errors import UserError
 from utils.train import TrainConfig
-
 
 
 class UpstreamChooseTopEdges(autograd.Function):
@@ -207,7 +206,7 @@ def test_run_freezes_plain_masks_at_exact_counts():
     # init_model: the top-k of the initial weights; final model: the top-k of its final weights
     for name, layer in prunable_layers(res.init_model).items():
         assert torch.equal(mask_of(layer), topk_mask(w_init[name], kept_count(0.1, w_init[name].numel())))
-    for name, layer in prunable_layers(res.model).items():
+    for layer in prunable_layers(res.model).values():
         w = raw_weight(layer)
         assert torch.equal(mask_of(layer), topk_mask(w, kept_count(0.1, w.numel())))
     h = res.history

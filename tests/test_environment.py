@@ -4,7 +4,6 @@ import tomllib
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 
@@ -32,6 +31,7 @@ def test_torch_pinned_to_cpu_build_in_both():
 
 def test_torch_threads_sets_and_restores(monkeypatch):
     import torch
+
     from utils.train import available_cores, torch_threads
     monkeypatch.setenv("SPARSE_NUM_THREADS", "1")
     before = torch.get_num_threads()
@@ -45,6 +45,7 @@ def test_torch_threads_sets_and_restores(monkeypatch):
 
 def test_default_jobs_one_run_per_core(monkeypatch):
     import torch
+
     from utils.experiment import default_jobs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("SPARSE_NUM_THREADS", "4")
@@ -83,7 +84,9 @@ def test_precision_defaults_follow_the_cpu(monkeypatch, native):
     """bf16 autocast only where oneDNN has bf16 kernels (emulated it is 14x slower); NHWC for
     conv nets on CPU either way; FC nets stay fp32; explicit settings always win."""
     import importlib
+
     import torch
+
     import models
     train = importlib.import_module("utils.train")  # the module; ``utils.train`` is the API function
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)

@@ -9,8 +9,18 @@ from models.fc import fc
 from models.masks import get_masks, prunable_layers, raw_weight
 from models.resnet import resnet20
 from pruners.base import kept_count
-from pruners.gem_miner import (GemMiner, GemMinerMask, bottom_k_prune, count_effective, count_flags,
-                               flag_schedule, gem_masks, num_prunes, prune_count, prune_rate)
+from pruners.gem_miner import (
+    GemMiner,
+    GemMinerMask,
+    bottom_k_prune,
+    count_effective,
+    count_flags,
+    flag_schedule,
+    gem_masks,
+    num_prunes,
+    prune_count,
+    prune_rate,
+)
 from utils.data import DATASETS, Dataset
 from utils.train import TrainConfig
 

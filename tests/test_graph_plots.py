@@ -7,7 +7,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -35,7 +34,7 @@ def tiny(d=0.3, seed=0):
     torch.manual_seed(seed)
     model = FC(SIZES)
     g = torch.Generator().manual_seed(seed)
-    masks = {n: torch.rand(l.weight.shape, generator=g) < d for n, l in prunable_layers(model).items()}
+    masks = {n: torch.rand(layer.weight.shape, generator=g) < d for n, layer in prunable_layers(model).items()}
     masks["layers.0"][:, 0] = False
     masks["layers.0"][:, 1] = True
     set_masks(model, masks)

@@ -18,7 +18,7 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 def random_masks(model, d, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(l.weight.shape, generator=g) < d for n, l in prunable_layers(model).items()}
+    return {n: torch.rand(layer.weight.shape, generator=g) < d for n, layer in prunable_layers(model).items()}
 
 
 def masked_fc(d=0.1, seed=0, **kw):
@@ -59,7 +59,7 @@ def test_fc_round_trip_identical_masks_and_outputs():
         assert isinstance(rebuilt, FC)
         a, b = get_masks(model), get_masks(rebuilt)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-        assert [l.bias is None for l in rebuilt.layers] == [l.bias is None for l in model.layers]
+        assert [layer.bias is None for layer in rebuilt.layers] == [layer.bias is None for layer in model.layers]
         x = torch.randn(16, 1, 28, 28)
         with torch.no_grad():
             assert torch.allclose(model(x), rebuilt(x), atol=1e-6, rtol=0)
@@ -105,7 +105,7 @@ def test_dag_with_skip_connections_round_trip():
 def test_from_networkx_projection_rules_and_errors():
     g = graphs.layered_dag(nx.balanced_tree(2, 3), source=0)
     net = graphs.from_networkx(g, 784, 10)
-    assert [l.out_features for l in net.layers] == [1, 2, 4, 8, 10]
+    assert [layer.out_features for layer in net.layers] == [1, 2, 4, 8, 10]
     masks = get_masks(net)
     assert masks["layers.0"].all()                     # input -> the source (root), full
     assert masks["layers.4"].all()                     # the 8 leaves (sinks) -> 10 outputs
@@ -249,7 +249,7 @@ def test_balanced_tree_net_trains_on_mnist_like_data():
     x, y = _mnist_like(400)
     dag = graphs.layered_dag(nx.balanced_tree(2, 5), source=0, reverse=True)  # 32 leaves -> root
     net = graphs.from_networkx(dag, 784, 10, outputs="all")
-    assert [l.out_features for l in net.layers] == [32, 16, 8, 4, 2, 1, 10]
+    assert [li.out_features for li in net.layers] == [32, 16, 8, 4, 2, 1, 10]
     masks_before = get_masks(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     loss_fn = torch.nn.functional.cross_entropy

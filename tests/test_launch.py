@@ -1,9 +1,6 @@
 """Scale-out with submitit (utils/launch.py): local-executor end-to-end, resubmission, Slurm options."""
-import json
 import subprocess
 import sys
-
-import pytest
 
 from utils import launch, results
 from utils.experiment import Overrides, RunSpec, load_config

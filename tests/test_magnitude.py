@@ -1,14 +1,14 @@
 """Magnitude pruning at init, prune_by_magnitude on trained nets, and IMP (SPEC §6, §8.2)."""
 import copy
+import importlib
 
 import pytest
 import torch
 
-import importlib
 from models import FC, fc, get_masks, mask_of, prunable_layers, raw_weight
 from pruners.base import get_method, kept_count
-from pruners.random import Random
 from pruners.magnitude import IMP, Magnitude, imp_schedule, prune_by_magnitude
+from pruners.random import Random
 from utils.data import DATASETS, Dataset
 from utils.errors import UserError
 from utils.seeding import generator

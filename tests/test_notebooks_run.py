@@ -3,9 +3,8 @@ is complete, so every thesis figure is written), the quickstart and the train-gr
 with tiny budgets."""
 import re
 
-import pytest
-
 from conftest import ROOT
+
 from utils.notebooks import execute
 
 

@@ -86,7 +86,7 @@ def test_only_library_calls(notebook):
     assigned = set()
     for i, cell in _code_cells(nb):
         tree = ast.parse(cell.source)
-        lines = [l for l in cell.source.splitlines() if l.strip() and not l.strip().startswith("#")]
+        lines = [layer for layer in cell.source.splitlines() if layer.strip() and not layer.strip().startswith("#")]
         assert len(lines) <= MAX_LINES, f"{name}: cell {i} has {len(lines)} lines (thin notebooks: ≤ {MAX_LINES})"
         for node in ast.walk(tree):
             assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), \

@@ -53,14 +53,16 @@ def test_accuracy_curves_layout():
     fig = plots.accuracy_curves({"Gem-Miner": lines, "SynFlow": lines, "Random": lines})
     axes = fig.axes
     assert len(axes) == 3
-    assert tuple(np.round(fig.get_size_inches(), 2)) == (14, 4)
+    # ≤ 8.1 in wide: 10-pt text scaled to a 6.5-in column stays ≥ 8 pt
+    assert tuple(np.round(fig.get_size_inches(), 2)) == (8.1, 3.4)
+    assert 10 * 6.5 / fig.get_size_inches()[0] >= 8
     assert [a.get_title() for a in axes] == ["Gem-Miner", "SynFlow", "Random"]
     assert all(a.get_xlabel() == "Epoch" for a in axes)
     assert axes[0].get_ylabel() == "Test top-1 accuracy (%)"
     assert axes[0].get_ylim() == (0, 100)
     assert all(len(a.get_lines()) == 5 for a in axes)
-    legend = axes[1].get_legend()
-    assert legend is not None and axes[0].get_legend() is None
+    assert all(a.get_legend() is None for a in axes)
+    legend = fig.legends[0]                     # one legend above the panels
     assert [t.get_text() for t in legend.get_texts()] == ["2%", "5%", "10%", "20%", "50%"]
     assert "remaining" in legend.get_title().get_text()
     assert min(t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()) >= 10
@@ -148,8 +150,11 @@ def test_kernel_grid():
 def test_illustrations():
     fig = plots.one_dim_weights_plot()
     assert "gaps 1, 1, 2, 3" in fig.axes[0].get_title() and "3 clusters" in fig.axes[0].get_title()
+    # the 4-neighbour rule resnet_clusters counts with (hand count: 3 pairs/triples + 7 singletons)
     fig = plots.kernel_to_graph_plot(F.KERNEL_EXAMPLE)
-    assert "8 components, cluster ratio 0.50" in fig.axes[1].get_title()
+    assert "4-neighbour edges): 10 components, cluster ratio 0.30" in fig.axes[1].get_title()
+    fig = plots.kernel_to_graph_plot(F.KERNEL_EXAMPLE, connectivity="8")
+    assert "diagonal edges included): 8 components, cluster ratio 0.50" in fig.axes[1].get_title()
     fig = plots.channel_order_plot((2, 0, 3, 1))
     assert "(3, 1, 4, 2)" in fig._suptitle.get_text()
 
@@ -214,6 +219,7 @@ def test_make_writes_and_skips(store_root, tmp_path, capsys):
 
 def test_incomplete_seeds_draw_from_the_complete_ones(store_root, tmp_path, capsys):
     import shutil
+
     from utils.results import run_dir
     root = tmp_path / "store"
     shutil.copytree(store_root, root)
@@ -260,6 +266,7 @@ def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
 
 def test_seed_note_marks_partly_trained_methods():
     import pandas as pd
+
     from utils.notebook_helpers import seed_note
 
     def rows(points):

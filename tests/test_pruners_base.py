@@ -6,9 +6,18 @@ import torch
 from scipy import stats
 
 from models import fc, get_masks, layer_densities, prunable_layers, raw_weight, resnet20, set_masks
+from pruners.base import (
+    METHODS,
+    check_density,
+    exponential_schedule,
+    get_method,
+    kept_count,
+    layer_sizes,
+    linear_schedule,
+    prune_to,
+    select_global,
+)
 from pruners.random import Dense, Random
-from pruners.base import (METHODS, check_density, exponential_schedule, get_method,
-                          kept_count, layer_sizes, linear_schedule, prune_to, select_global)
 from utils.errors import UserError
 from utils.seeding import generator
 

@@ -36,9 +36,10 @@ def test_public_functions_have_docstrings():
 
 
 def test_readme_toolkit_snippet_runs():
+    import networkx as nx
+
     import models
     from utils import graphs, sparse
-    import networkx as nx
     model = models.fc()
     g = graphs.to_networkx(model)
     assert g.number_of_edges() == 119_400

@@ -8,8 +8,7 @@ from torch import nn
 from models.fc import fc
 from models.masks import get_masks, mask_of, prunable_layers, raw_weight, set_masks
 from models.resnet import resnet20
-from utils.sparse import (CSRConv2d, CSRLinear, SparseConv2d, SparseLinear, convert, convert_model,
-                          memory_report)
+from utils.sparse import CSRConv2d, CSRLinear, SparseConv2d, SparseLinear, convert, convert_model, memory_report
 
 DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -29,7 +28,7 @@ def assert_same_outputs(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor,
 
 def random_masks(model, d, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(l.weight.shape, generator=g) < d for n, l in prunable_layers(model).items()}
+    return {n: torch.rand(layer.weight.shape, generator=g) < d for n, layer in prunable_layers(model).items()}
 
 
 def masked(model_fn, d, seed=0, **kw):
@@ -59,8 +58,8 @@ def test_fc_outputs_identical_after_conversion(d):
     x = torch.randn(32, 1, 28, 28)
     for target, cls in (("coo", SparseLinear), ("csr", CSRLinear)):
         sparse = convert_model(model, nn.Linear, target)
-        assert all(isinstance(l, cls) for l in sparse.layers)
-        assert [l.nnz for l in sparse.layers] == [int(m.sum()) for m in get_masks(model).values()]
+        assert all(isinstance(layer, cls) for layer in sparse.layers)
+        assert [layer.nnz for layer in sparse.layers] == [int(m.sum()) for m in get_masks(model).values()]
         assert_same_outputs(model, sparse, x)
         assert_same_outputs(model, sparse, torch.randn(1, 784))  # batch 1, flat input
     assert isinstance(model.layers[0], nn.Linear)  # the original is untouched (deep copy)
@@ -74,7 +73,7 @@ def test_round_trip_dense_sparse_dense(target):
             j, i = get_masks(model)["layers.2"].nonzero()[0].tolist()
             raw_weight(model.layers[2])[j, i] = 0.0
         back = convert_model(convert_model(model, nn.Linear, target), nn.Linear, "dense")
-        assert all(type(l).__name__ == "ParametrizedLinear" for l in back.layers)
+        assert all(type(layer).__name__ == "ParametrizedLinear" for layer in back.layers)
         assert_same_masks_and_weights(model, back)
         assert get_masks(back)["layers.2"][j, i]
         assert_same_outputs(model, back, torch.randn(8, 784), atol=0, rtol=0)
@@ -221,7 +220,7 @@ def test_memory_report():
     nnz = [int(m.sum()) for m in get_masks(model).values()]
     assert report["nnz"].tolist() == nnz + [sum(nnz)]
     total = report.iloc[-1]
-    assert total["dense_bytes"] == 4 * sum(l.weight.numel() for l in model.layers)
+    assert total["dense_bytes"] == 4 * sum(layer.weight.numel() for layer in model.layers)
     assert total["masked_bytes"] == total["stored_bytes"] == 5 * total["numel"]
     assert total["csr_bytes"] < 0.15 * total["dense_bytes"] and total["coo_bytes"] > total["csr_bytes"]
     csr = memory_report(convert_model(model, nn.Linear, "csr"))

@@ -1,12 +1,12 @@
 """SynFlow (SPEC §8.1, §12 Pruners/SynFlow)."""
 import copy
+import importlib
 
 import numpy as np
 import pytest
 import torch
 
 import pruners.magnitude  # noqa: F401  (registers magnitude)
-import importlib
 from models import FC, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
 from pruners.base import get_method, kept_count
 from pruners.random import Random
@@ -26,7 +26,8 @@ FC_TABLE = {
 RESNET_TABLE = {
     "2": "50.6 12.7 11.1 11.9 11.7 11.9 11.7 6.0 3.0 0.4 3.0 3.1 3.1 2.9 1.5 0.8 0.1 0.8 0.8 0.7 0.8 29.9",
     "10": "90.4 55.3 54.7 55.1 54.6 55.6 54.9 32.2 17.0 1.8 16.0 16.7 17.1 16.2 8.5 4.4 0.2 4.1 4.3 3.9 4.7 73.6",
-    "50": "98.9 94.1 93.7 94.0 94.4 93.7 93.9 87.9 77.2 38.8 77.1 77.1 77.5 77.3 60.0 39.1 0.5 38.2 38.5 38.4 37.9 97.9",
+    "50": "98.9 94.1 93.7 94.0 94.4 93.7 93.9 87.9 77.2 38.8 77.1 77.1 77.5 77.3 60.0 39.1 0.5 "
+          "38.2 38.5 38.4 37.9 97.9",
 }
 
 

@@ -11,13 +11,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import THESIS_ARCHIVE
 
 from models import layer_densities
 from utils.errors import UserError
 from utils.results import load_run, read_record, runs
-from utils.thesis import FrameUnpickler, open_source, read_frame, read_state
-
-from conftest import THESIS_ARCHIVE
+from utils.thesis import open_source, read_frame, read_state
 
 
 # ----------------------------------------------------------------------------- safe loading
@@ -231,7 +230,7 @@ def test_resnet_logits_equal_a_forward_written_on_the_thesis_state_dict(thesis_s
         raw = tar.extractfile(f"sparse_network_analysis/All_Results/Resnet20/{label}/{folder}/{name}").read()
     state = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
     x = normalize(cifar.test_x[:64], cifar.info)
-    run = load_run(f"thesis_resnet20_cifar10", method, label / 100, seed, root=thesis_store)
+    run = load_run("thesis_resnet20_cifar10", method, label / 100, seed, root=thesis_store)
     with torch.no_grad():
         ours = run.model.eval()(x)
         theirs = thesis_resnet_forward(state, x, gem)

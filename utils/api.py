@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
 from . import results

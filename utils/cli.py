@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from . import results
-    from .experiment import RunSpec, execute, grid, is_done, load_config, percent_to_fraction, \
-        profile_of, sweep
+    from .experiment import RunSpec, execute, grid, is_done, load_config, percent_to_fraction, profile_of, sweep
     if args.command == "train":
         config = load_config(args.experiment)
         profile, values = profile_of(config, args.profile)
@@ -175,7 +174,9 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "compare-thesis":
         from pathlib import Path
+
         import pandas as pd
+
         from .thesis import is_imported, thesis_root
         from .thesis_compare import compare_with_thesis, summary
         from .train import torch_threads

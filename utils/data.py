@@ -17,13 +17,12 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -97,12 +96,12 @@ class Dataset:
     #: md5), a name from :data:`KNOWN_COPIES` (e.g. ``"jpeg-q75"``) or ``"unknown"``.
     copy: str = "unknown"
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` / ``n_test`` images (for smoke runs)."""
         return replace(self, train_x=self.train_x[:n_train], train_y=self.train_y[:n_train],
                        test_x=self.test_x[:n_test], test_y=self.test_y[:n_test])
 
-    def holdout(self, n: int) -> "Dataset":
+    def holdout(self, n: int) -> Dataset:
         """Train on all but the last ``n`` training images and evaluate on those ``n`` instead of
         the test set: the split for choosing hyperparameters without looking at the test set."""
         if not 0 < n < len(self.train_y):

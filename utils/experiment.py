@@ -13,7 +13,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from models import build_model
 from pruners import get_method
 from pruners.base import check_density
+
 from . import results
-from .data import Dataset, load_dataset, probe_images, split_validation
+from .data import Dataset, load_dataset, probe_images
 from .errors import UserError
 from .seeding import seed_init
 from .train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
@@ -224,7 +225,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
                         progress=progress, threads=threads)
 
 
-def recipe_record(profile_name: str, profile: dict, settings: "RunSettings") -> dict:
+def recipe_record(profile_name: str, profile: dict, settings: RunSettings) -> dict:
     """What ``run.json`` records of the recipe: the profile, its ``version`` and a digest of the
     settings this run resolved to, so runs of different recipes are never mixed silently."""
     resolved = {"train": settings.train.to_dict(), "options": settings.options}

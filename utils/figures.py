@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -247,6 +248,7 @@ class Store:
     def model(self, experiment: str, method: str, density: float, seed: int) -> torch.nn.Module:
         """The trained model; in flag mode a copy whose masks are the Gem-Miner flags."""
         import copy
+
         from models import set_masks
         run = self.run(experiment, method, density, seed)
         if self.mask_mode == "effective" or not any(k.startswith("flag.") for k in run.extras()):
@@ -336,8 +338,9 @@ def accuracy(store: Store, experiment: str):
                                      for s in seeds])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
-    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]} ({seeds_phrase(seeds)}; "
-                                                      f"{store.recipe_note(experiment)}), target density (% remaining)")
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}; {store.recipe_note(experiment)}\n"
+                                                      f"line: mean over {seeds_phrase(seeds)}, band: ±1 sd over "
+                                                      f"seeds; target density (% remaining)")
 
 
 def random_fc_accuracy(store: Store):
@@ -371,35 +374,53 @@ def random_fc_sparse(store: Store):
     method, d = RANDOM_FC
     store.require([(FC, method, d, s) for s in SEEDS])
     lines = {f"seed {s}": _layer_density(store.masks(FC, method, d, s)) for s in SEEDS}
-    colors = {f"seed {s}": plots.SEED_COLORS[s] for s in SEEDS}
+    styles = {f"seed {s}": plots.SEED_STYLES[s] for s in SEEDS}
     return plots.layer_density_lines(lines, title="Random-FC: density per layer",
-                                     ylabel="Density per layer (% remaining)", colors=colors)
+                                     ylabel="Density per layer (% remaining)",
+                                     colors={k: v["color"] for k, v in styles.items()},
+                                     markers={k: v["marker"] for k, v in styles.items()},
+                                     linestyles={k: v["ls"] for k, v in styles.items()})
 
 
 # ----------------------------------------------------------------------------- N03 1-D statistics
 def _fc_violins(store: Store, density: float, stat: Callable[[np.ndarray], np.ndarray], ylabel: str,
-                title: str, ylim):
+                title: str, ylim, counts: bool = False, note: str | None = None):
     store.require(grid(FC, densities=[density]))
     panels = {}
     for method in METHODS:
         panels[store.label(method)] = _pooled([[stat(layer) for layer in store.units(FC, method, density, s)]
                                                for s in SEEDS])
     colors = {store.label(m): plots.METHOD_COLORS[m] for m in METHODS}
-    return plots.violins_per_layer(panels, ylabel, title=title, ylim=ylim, colors=colors)
+    return plots.violins_per_layer(panels, ylabel, title=title, ylim=ylim, colors=colors, counts=counts,
+                                   note=note)
+
+
+GAP_NOTE = ("Under each layer: the units shown and, below them (−n), the units left out because they keep "
+            "fewer than 2 weights and so have no gap. \"k>100\": k units with a mean gap above 100, not drawn.")
+GAP_NOTE_THESIS = ("Under each layer: units shown (the thesis counted a unit with 1 weight as gap 0 and an empty "
+                   "unit as 0). \"k>100\": k units with a mean gap above 100, not drawn.")
+
+
+def _gaps(layer, thesis: bool) -> np.ndarray:
+    """Per-unit mean gaps with one NaN per unit left out (fewer than 2 weights), so the violins
+    can count them."""
+    from .analysis import weight_distances
+    values, left_out = weight_distances(layer, thesis=thesis, return_excluded=True)
+    return np.concatenate([values, np.full(left_out, np.nan)])
 
 
 def weight_dist(store: Store, density: float = 5):
     """``weight_dist_5``: per-unit mean gap between consecutive kept inputs, per layer, seeds pooled."""
-    from .analysis import weight_distances
-    return _fc_violins(store, density, lambda l: weight_distances(l, thesis=store.thesis),
+    return _fc_violins(store, density, lambda layer: _gaps(layer, store.thesis),
                        "Mean gap between kept inputs", f"FC, {density:g}% density: distance between "
-                       "a unit's neighbouring weights (3 seeds pooled)", (0, 100))
+                       "a unit's neighbouring weights (3 seeds pooled)", (0, 100), counts=True,
+                       note=GAP_NOTE if not store.thesis else GAP_NOTE_THESIS)
 
 
 def number_clusters(store: Store, density: float = 20):
     """``number_clusters_20``: clusters (runs of consecutive inputs) per unit, per layer."""
     from .analysis import layer_clusters
-    return _fc_violins(store, density, lambda l: layer_clusters(l, thesis=store.thesis),
+    return _fc_violins(store, density, lambda layer: layer_clusters(layer, thesis=store.thesis),
                        "Clusters per unit", f"FC, {density:g}% density: number of clusters per unit "
                        "(3 seeds pooled)", (0, 225))
 
@@ -407,30 +428,31 @@ def number_clusters(store: Store, density: float = 20):
 def sign_ratio_clusters(store: Store, density: float = 20):
     """``sign_ratio_clusters_20``: share of positive weights in each cluster of ≥ 2 weights."""
     from .analysis import sign_ratios
-    return _fc_violins(store, density, lambda l: sign_ratios(l, thesis=store.thesis),
+    return _fc_violins(store, density, lambda layer: sign_ratios(layer, thesis=store.thesis),
                        "Share of positive weights per cluster", f"FC, {density:g}% density: sign ratio "
                        "of clusters with ≥ 2 weights (3 seeds pooled)", (0, 1.02))
 
 
 def dists_random_fc(store: Store):
     """``dists_rnd_7``: Random-FC gaps, clusters, sign ratios (layers 1–5) and relative positions."""
-    from .analysis import layer_clusters, sign_ratios, weight_distances, weight_positions
+    from .analysis import layer_clusters, sign_ratios, weight_positions
     method, d = RANDOM_FC
     store.require([(FC, method, d, s) for s in SEEDS])
     units = [store.units(FC, method, d, s) for s in SEEDS]
     th = store.thesis
     panels = {
-        "Gaps": _pooled([[weight_distances(l, thesis=th) for l in u] for u in units]),
-        "Clusters": _pooled([[layer_clusters(l, thesis=th) for l in u] for u in units]),
-        "Sign ratios (layers 1–5)": _pooled([[sign_ratios(l, thesis=th) for l in u[:5]] for u in units]),
-        "Positions / in_features": _pooled([[weight_positions(l, relative=True) for l in u] for u in units]),
+        "Gaps": _pooled([[_gaps(layer, th) for layer in u] for u in units]),
+        "Clusters": _pooled([[layer_clusters(layer, thesis=th) for layer in u] for u in units]),
+        "Sign ratios (layers 1–5)": _pooled([[sign_ratios(layer, thesis=th) for layer in u[:5]] for u in units]),
+        "Positions / in_features": _pooled([[weight_positions(layer, relative=True) for layer in u] for u in units]),
     }
     color = plots.METHOD_COLORS["random-fc"]
     return plots.violins_per_layer(
         panels, ["Mean gap between kept inputs", "Clusters per unit", "Share of positive weights",
                  "Position / in_features"],
         title="Random-FC: 1-D statistics per layer (3 seeds pooled)",
-        ylim=[None, None, (0, 1.02), (0, 1.02)], layout=(2, 2), figsize=(12, 8),
+        ylim=[None, None, (0, 1.02), (0, 1.02)], layout=(2, 2), figsize=(plots.MAX_WIDTH, 6.4),
+        counts=[True, False, False, False], note=GAP_NOTE if not th else GAP_NOTE_THESIS,
         colors={k: color for k in panels}, sharey=False)
 
 
@@ -480,13 +502,17 @@ def correlation_figure(store: Store, density: float = 10):
     models = [store.model(FC, m, density, s) for m in METHODS for s in SEEDS]
     names = [tag(m, s) for m in METHODS for s in SEEDS]
     df = similarity_matrix(models, images, names=names, compat=store.compat)
-    dead = df.attrs.get("dead", {})
-    if any(sum(d) for d in dead.values()):   # dead units lower the diagonal below 1
-        print("dead units (σ = 0 on the probe images), summed over layers: "
-              + ", ".join(f"{n} {sum(d)}" for n, d in dead.items()))
-    how = "linearised activations, thesis" if store.thesis else "real activations"
+    dead = {n: sum(d) for n, d in df.attrs.get("dead", {}).items()}
+    if store.thesis:
+        how = "linearised activations, thesis: dead units count as 0, diagonal set to 1"
+    else:
+        how = "real activations; units that never fire are left out"
+    note = ""
+    if any(dead.values()):
+        note = ("\nunits that never fire (all layers, seeds " + "/".join(map(str, SEEDS)) + "): " + ", ".join(
+            f"{TAGS[m]} " + "/".join(str(dead[tag(m, s)]) for s in SEEDS) for m in METHODS))
     return plots.distance_heatmap(
-        df, f"Correlation Matrix\nFC, {density:g}% density, {len(images)} test images ({how})",
+        df, f"Correlation Matrix\nFC, {density:g}% density, {len(images)} test images ({how}){note}",
         cbar_label="Mean matched correlation")
 
 
@@ -543,8 +569,9 @@ def one_dim_weights(store: Store | None = None):
 
 
 def kernel_to_graph(store: Store | None = None):
-    """``kernel-to-graph``: an 8×8 mask and its graph with diagonal edges."""
-    return plots.kernel_to_graph_plot(KERNEL_EXAMPLE, connectivity="8")
+    """``kernel-to-graph``: an 8×8 mask and its graph under the 4-neighbour rule that
+    ``resnet_clusters`` counts with (the thesis's hand drawing had diagonal edges too)."""
+    return plots.kernel_to_graph_plot(KERNEL_EXAMPLE, connectivity="4")
 
 
 def channel_order(store: Store | None = None):
@@ -645,8 +672,13 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
             print(f"{name} drawn from the complete seeds; {store.partial[name]}")
         else:
             store.partial.pop(name, None)
-        if store.caption:
-            fig.text(0.5, 1.0, store.caption, ha="center", va="bottom", fontsize=9, style="italic")
+        caption = store.caption
+        if caption is None and not store.thesis and store.mask_mode == "effective" and name in CORRECTIONS:
+            caption = f"Corrected analysis, not the published figure: {CORRECTIONS[name]}"
+        if caption:
+            width = fig.get_figwidth() * 72 / 10 * 1.7      # characters of 10-pt text per line
+            fig.text(0.5, 1.0, "\n".join(textwrap.wrap(caption, int(width))), ha="center", va="bottom",
+                     fontsize=10, style="italic")
         plots.save(fig, name, figures_dir)
         if show:
             from IPython.display import display
@@ -658,6 +690,35 @@ def make(names: str | Sequence[str], store: Store, figures_dir: str | os.PathLik
         print(f"wrote {Path(figures_dir) / name}.pdf/.png")
     return written
 
+
+def _corrections() -> dict[str, str]:
+    gem = "Gem-Miner's effective mask flag·[score>0.5]"
+    out = {}
+    for n in ("50_sparse_layers", "2_sparse_layers", "resnet-50_sparse_layers", "resnet-2_sparse_layers"):
+        out[n] = gem
+    for n in ("weight_dist_5", "dists_rnd_7"):
+        out[n] = "units with < 2 kept weights left out (the thesis counted them as gap 0)" + (
+            "; " + gem if n == "weight_dist_5" else "")
+    out["number_clusters_20"] = "clusters = runs of consecutive inputs, singletons included; " + gem
+    out["sign_ratio_clusters_20"] = "every cluster's sign ratio (the thesis dropped each unit's last); " + gem
+    for d in (50, 2):
+        for m in ("MAED", "SaSD", "NNSTD"):
+            out[f"{m}-{d}"] = f"{gem}; per-unit distances, permutations propagated, output fixed" + (
+                "; MAED(empty, empty) = 0" if m == "MAED" else "")
+    out["fc-NNSTD-10"] = out["NNSTD-50"]
+    out["fc-cor-matrix-10"] = (f"{gem}; real activations, dead units left out, logits paired by class, "
+                               "diagonal computed")
+    for m in ("gem", "syn", "rnd"):
+        for d in (50, 2):
+            out[f"{m}-fm-fc-{d}"] = "the true seed" + ("; " + gem if m == "gem" else "")
+        out[f"{m}-kernel-10"] = "the true seed in the title" + ("; " + gem if m == "gem" else "")
+    out["resnet_clusters"] = "empty kernels count as 0 as in the thesis; " + gem
+    return out
+
+
+#: for each thesis figure, what the corrected default changes (drawn as a caption, so a corrected
+#: figure under a thesis file name is never read as the published one)
+CORRECTIONS = _corrections()
 
 #: the figures the thesis drew from data (all but the N08 illustrations)
 CODE_FIGURES = [n for n in FIGURE_NAMES if n not in ("one-dim-weights", "kernel-to-graph", "channel_order")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -28,7 +27,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from torch import nn
 
 from . import plots
-from .graphs import dead_units, to_networkx
+from .graphs import dead_units
 from .sparse import latency_ms, plain_dense
 
 __all__ = ["collect_runs", "missing_line", "layered_layout", "draw_layered", "graph_figure",

@@ -483,7 +483,7 @@ def layered_from_networkx(graph: nx.DiGraph, layer_attr: str = "layer", unit_att
         for k, layer in enumerate(model.layers):
             layer.parametrizations.weight.original.copy_(weights[k])
             if layer.bias is not None:
-                for n, d in graph.nodes(data=True):
+                for _, d in graph.nodes(data=True):
                     if index[int(d[layer_attr])] == k + 1:
                         layer.bias[int(d[unit_attr])] = float(d[bias_attr])
     set_masks(model, masks)

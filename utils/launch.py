@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 from . import results
-from .errors import UserError
 
 DEFAULT_DIR = ".submitit"   # inside the runs store, which every job must see anyway
 LEDGER = "submitted.jsonl"

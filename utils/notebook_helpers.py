@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import sys  # noqa: E402
-
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -127,7 +126,8 @@ def run_tag(method: str, seed: int) -> str:
 
 def _label(store: Store, method: str) -> str:
     return store.label(method) if method in plots.METHOD_LABELS else {
-        "gem-miner-reinit": "Gem-Miner weight-reinit", "gem-miner-shuffle": "Gem-Miner mask-shuffle"}.get(method, method)
+        "gem-miner-reinit": "Gem-Miner weight-reinit",
+        "gem-miner-shuffle": "Gem-Miner mask-shuffle"}.get(method, method)
 
 
 def _color(method: str) -> str:
@@ -177,8 +177,8 @@ def accuracy_panels(store: Store, experiment: str, methods: Sequence[str]):
     if not panels:
         raise MissingRuns([], store.root, f"no complete density of {', '.join(methods)} in {experiment}")
     return plots.accuracy_curves(panels, figsize=(4.7 * len(panels), 4),
-                                 legend_title=f"{F.ARCH[experiment]} ({store.recipe_note(experiment)}), "
-                                              "target density (% remaining)")
+                                 legend_title=f"{F.ARCH[experiment]} ({store.recipe_note(experiment)})\n"
+                                              "line: seed mean, band: ±1 sd over seeds; target density (% remaining)")
 
 
 def seed_note(part: pd.DataFrame, full: int) -> str:
@@ -259,14 +259,14 @@ def gem_mining(store: Store, experiment: str = FC):
             hs = [store.history(experiment, "gem-miner", d, s) for s in SEEDS]
             hs = [h[h["phase"] == "mining"] for h in hs]
             n = min(len(h) for h in hs)
-            for ax, (col, ylabel, log) in zip(axes, cols):
+            for ax, (col, _, log) in zip(axes, cols):
                 if col not in hs[0]:
                     continue
                 y = np.vstack([h[col].to_numpy(float)[:n] for h in hs]) * (1 if col == "top1" else 100)
                 ax.plot(np.arange(n), y.mean(0), color=color, lw=1.8, marker="o", ms=3, label=f"{d}%")
                 if log:
                     ax.axhline(d, color=color, ls=":", lw=1)
-        for ax, (col, ylabel, log) in zip(axes, cols):
+        for ax, (_, ylabel, log) in zip(axes, cols):
             ax.set(xlabel="Mining epoch", ylabel=ylabel)
             if log:
                 ax.set_yscale("log")
@@ -390,7 +390,8 @@ def pair_distances(store: Store, experiment: str, density: float, metric: str = 
                 layers = [flat_distance(x, y, metric) for x, y in zip(units[a], units[b])]
             else:
                 layers = [float(np.diag(cost_matrix(x, y, metric)).mean()) for x, y in zip(units[a], units[b])]
-            rows += [(a, b, nets[a][0], nets[b][0], l + 1, metric, matched, float(v)) for l, v in enumerate(layers)]
+            rows += [(a, b, nets[a][0], nets[b][0], layer + 1, metric, matched, float(v))
+                     for layer, v in enumerate(layers)]
     df = pd.DataFrame(rows, columns=["model_a", "model_b", "method_a", "method_b", "layer", "metric", "matched",
                                      "value"])
     df.attrs["names"] = names
@@ -504,7 +505,8 @@ def block_heatmap(store: Store, experiment: str, density: float, kind: str = "nn
     """Method × method mean of the runs × runs matrix (``kind``: a metric, matched, or
     ``"similarity"``); the diagonal is the mean between seeds of the same method."""
     if kind == "similarity":
-        df, label = square(pair_similarities(store, experiment, density, methods), diagonal=1.0), "Mean matched correlation"
+        df = square(pair_similarities(store, experiment, density, methods), diagonal=1.0)
+        label = "Mean matched correlation"
     else:
         df, label = square(pair_distances(store, experiment, density, kind, True, methods)), METRIC_LABELS[kind]
     df = block_means(df)
@@ -557,20 +559,14 @@ def probe(store: Store, experiment: str, n: int | None = None) -> tuple[torch.Te
 
 
 def _zscores(store: Store, experiment: str, density: float, method: str, seed: int,
-             images: torch.Tensor) -> tuple[list[np.ndarray], list[int]]:
-    """Standardised activations per layer of one run (dead units → 0) and its dead-unit counts (cached)."""
-    from .analysis import activations, dead_units
+             images: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Standardised activations per layer of one run (dead units → 0) and its dead-unit masks (cached)."""
+    from .analysis import activations, standardised
     key = ("z", experiment, density, method, seed, len(images))
     if key not in _cache(store):
         acts = activations(store.model(experiment, method, density, seed), images,
                            "linearised" if store.thesis else "real")
-        zs = []
-        for X in acts:
-            dead = X.max(0) == X.min(0)
-            Z = (X - X.mean(0)) / np.where(dead, 1.0, X.std(0))
-            Z[:, dead] = 0.0
-            zs.append(Z)
-        _cache(store)[key] = (zs, [dead_units(X) for X in acts])
+        _cache(store)[key] = standardised(acts)
     return _cache(store)[key]
 
 
@@ -584,7 +580,7 @@ def pair_similarities(store: Store, experiment: str, density: float, methods: Se
     each run's activations are computed once.  ``attrs["diag"]`` holds each run's
     self-similarity (below 1 only with dead units), ``attrs["dead"]`` its dead units.
     """
-    from .analysis import max_matching
+    from .analysis import matched_correlation
     key = ("sim", experiment, density, tuple(methods), n_images)
     if key in _cache(store):
         return _cache(store)[key]
@@ -596,18 +592,19 @@ def pair_similarities(store: Store, experiment: str, density: float, methods: Se
     for i, a in enumerate(names):
         for b in names[i:]:
             values = []
-            for l, (za, zb) in enumerate(zip(z[a][0], z[b][0])):
+            for layer, (za, zb) in enumerate(zip(z[a][0], z[b][0])):
                 C = np.clip(za.T @ zb / za.shape[0], -1.0, 1.0)
-                identity = l == len(z[a][0]) - 1 and not store.thesis
-                order = np.arange(len(C)) if identity else max_matching(C)
-                values.append(float(C[np.arange(len(order)), order].mean()))
+                identity = layer == len(z[a][0]) - 1 and not store.thesis
+                values.append(matched_correlation(C, z[a][1][layer], z[b][1][layer], identity=identity,
+                                                  exclude_dead=not store.thesis)[0])
             if a == b:
                 diag[a] = float(np.mean(values))
                 continue
-            rows += [(a, b, nets[a][0], nets[b][0], l + 1, "similarity", True, v) for l, v in enumerate(values)]
+            rows += [(a, b, nets[a][0], nets[b][0], layer + 1, "similarity", True, v) for layer, v in enumerate(values)]
     df = pd.DataFrame(rows, columns=["model_a", "model_b", "method_a", "method_b", "layer", "metric", "matched",
                                      "value"])
-    df.attrs.update(names=names, diag=diag, dead={n: sum(z[n][1]) for n in names}, n_images=len(images))
+    df.attrs.update(names=names, diag=diag, dead={n: int(sum(d.sum() for d in z[n][1])) for n in names},
+                    n_images=len(images))
     _cache(store)[key] = df
     return df
 
@@ -707,7 +704,8 @@ def correlation_matching(store: Store, experiment: str, density: float, a: tuple
         fig = plt.figure(figsize=(17, 5))
         gs = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.05, 0.12, 1.35], wspace=0.25)
         axes = [fig.add_subplot(gs[0, i]) for i in (0, 1, 4)]
-        for ax, (M, title) in zip(axes[:2], ((C, "unordered (unit i vs unit i)"), (C[:, order], "ordered (max matching)"))):
+        panels = ((C, "unordered (unit i vs unit i)"), (C[:, order], "ordered (max matching)"))
+        for ax, (M, title) in zip(axes[:2], panels):
             im = ax.imshow(M, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.set(title=f"Layer {layer} {title}", xlabel=f"{tb} unit", ylabel=f"{ta} unit")
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -719,8 +717,8 @@ def correlation_matching(store: Store, experiment: str, density: float, a: tuple
         for off, (name, key, color) in enumerate((("identity (no matching)", None, "0.6"),
                                                   ("semi-matching (argmax)", "semi", "#7570b3"),
                                                   ("max matching (one-to-one)", "max", "#1b9e77"))):
-            vals = [c[np.arange(len(c)), np.arange(len(c)) if key is None else p[key][l]].mean()
-                    for l, c in enumerate(p["corrs"])]
+            vals = [c[np.arange(len(c)), np.arange(len(c)) if key is None else p[key][li]].mean()
+                    for li, c in enumerate(p["corrs"])]
             ax.bar(x + (off - 1) * 0.27, vals, width=0.27, color=color, label=name)
         ax.set_xticks(x)
         ax.set_xticklabels([str(i) for i in x[:-1]] + ["logits"])
@@ -792,7 +790,8 @@ def top_patches(store: Store, experiment: str, density: float, a: tuple[str, int
                                  gridspec_kw={"width_ratios": [1] * top + [0.25] + [1] * top}, squeeze=False)
         for row, i in enumerate(chosen):
             for side, unit, offset in ((0, i, 0), (1, int(order[i]), top + 1)):
-                for k, (img, act) in enumerate(top_activating(store, experiment, density, side, unit, layer, a, b, top)):
+                best = top_activating(store, experiment, density, side, unit, layer, a, b, top)
+                for k, (img, act) in enumerate(best):
                     ax = axes[row, offset + k]
                     ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, interpolation="nearest")
                     ax.set_xticks([]), ax.set_yticks([])
@@ -803,9 +802,11 @@ def top_patches(store: Store, experiment: str, density: float, a: tuple[str, int
             axes[row, top].text(0.5, 0.5, f"r = {r[i]:.2f}", rotation=90, ha="center", va="center", fontsize=10,
                                 transform=axes[row, top].transAxes, color="#b30000" if row == len(chosen) - 1
                                 and len(chosen) == pairs else "black")
-        what = "probe images" if experiment == FC else f"{RESNET_RF[layer - 1]}×{RESNET_RF[layer - 1]} receptive-field patches"
+        rf = RESNET_RF[layer - 1]
+        what = "probe images" if experiment == FC else f"{rf}×{rf} receptive-field patches"
         fig.suptitle(f"{F.ARCH[experiment]}, {density:g}%, layer {layer}: top-{top} {what} of matched units "
-                     f"({ta} left, {tb} right;\nbest pairs, last row in red = median pair; number under each = activation)",
+                     f"({ta} left, {tb} right;\nbest pairs, last row in red = median pair; "
+                     "number under each = activation)",
                      fontsize=11)
         fig.tight_layout()
     return fig
@@ -896,6 +897,7 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
     weights were spread uniformly at random (binomial, markers). Excess at 0 and at large k means
     weights are concentrated in few kernels."""
     from scipy.stats import binom
+
     from .analysis import common_kernels
     ds = [d for d in densities if any(store.has(RESNET, m, d, F.KERNEL_SEEDS.get(m, 42)) for m in methods)]
     if not ds:
@@ -946,7 +948,7 @@ def mask_images(store: Store, experiment: str, method: str, density: float, seed
     with plots.style():
         fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 1, 3.2),
                                  gridspec_kw={"width_ratios": [2.2] + [1] * (n - 1)} if n == 6 else None)
-        for i, (ax, (name, m)) in enumerate(zip(np.atleast_1d(axes), masks.items())):
+        for i, (ax, m) in enumerate(zip(np.atleast_1d(axes), masks.values())):
             m = m.reshape(m.shape[0], -1).numpy()
             ax.imshow(m, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
             ax.set_title(f"layer {i + 1}: {100 * m.mean():.1f}%", fontsize=10)

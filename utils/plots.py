@@ -6,7 +6,8 @@ Every function takes already computed data (numbers, arrays, DataFrames) and ret
 
 - "density" is the % of prunable weights *remaining* (SPEC §1); axes say so;
 - epoch axes say "Epoch" (the thesis's "Layers" on the Random-FC accuracy plot meant epochs);
-- fonts are ≥ 10 pt (:data:`STYLE`), heatmaps are viridis with a colour bar and the run
+- fonts are ≥ 10 pt (:data:`STYLE`) and figures at most :data:`MAX_WIDTH` inches wide, so text
+  stays ≥ 8 pt when a figure is scaled to a 6.5-inch column; heatmaps are viridis with a colour bar and the run
   tags ``gem_21 … rnd_63`` as ticks, x tick labels rotated 90°;
 - :func:`save` writes ``<name>.pdf`` and ``<name>.png`` atomically (tight bbox, 150 dpi) and
   without timestamps, so re-running an unchanged figure gives identical files.
@@ -50,12 +51,19 @@ STYLE = {
 METHOD_LABELS = {"gem-miner": "Gem-Miner", "synflow": "SynFlow", "random": "Random",
                  "magnitude": "Magnitude", "deepr": "DEEPR", "soft-deepr": "Soft-DEEPR",
                  "dnw": "DNW", "dense": "Dense", "random-fc": "Random-FC"}
-METHOD_COLORS = {"gem-miner": "#1b9e77", "synflow": "#d95f02", "random": "#7570b3",
-                 "magnitude": "#e7298a", "deepr": "#66a61e", "soft-deepr": "#e6ab02",
-                 "dnw": "#a6761d", "dense": "#666666", "random-fc": "#7570b3"}
+#: one palette, a distinct colour per method (Okabe-Ito and Tol's colour-blind-safe sets)
+METHOD_COLORS = {"gem-miner": "#009E73", "synflow": "#D55E00", "random": "#0072B2",
+                 "magnitude": "#CC79A7", "deepr": "#332288", "soft-deepr": "#88CCEE",
+                 "dnw": "#999933", "dense": "#333333", "random-fc": "#882255",
+                 "gem-miner-reinit": "#44AA99", "gem-miner-shuffle": "#117733"}
 METHOD_MARKERS = {"gem-miner": "s", "synflow": "o", "random": "^"}
-SEED_COLORS = {21: "#1f77b4", 42: "#ff7f0e", 63: "#2ca02c"}
+#: seeds are told apart by line style and marker in shades of grey, never by a method's colour
+SEED_STYLES = {21: {"color": "#000000", "ls": "-", "marker": "o"},
+               42: {"color": "#555555", "ls": "--", "marker": "s"},
+               63: {"color": "#999999", "ls": ":", "marker": "^"}}
 DENSITY_LABEL = "Density (% remaining)"
+#: widest figure (inches): 10-pt text scaled to a 6.5-inch column stays ≥ 8 pt
+MAX_WIDTH = 8.1
 
 
 def style():
@@ -66,8 +74,8 @@ def style():
 def _color(key, i: int = 0, n: int = 1):
     if key in METHOD_COLORS:
         return METHOD_COLORS[key]
-    if key in SEED_COLORS:
-        return SEED_COLORS[key]
+    if key in SEED_STYLES:
+        return SEED_STYLES[key]["color"]
     return plt.cm.viridis(0.9 * i / max(n - 1, 1))
 
 
@@ -116,7 +124,7 @@ def _mean_band(y) -> tuple[np.ndarray, np.ndarray | None]:
 
 def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None = None,
                     xlabel: str = "Epoch", ylabel: str = "Test top-1 accuracy (%)",
-                    legend_title: str = DENSITY_LABEL, ylim=(0, 100), figsize=(14, 4),
+                    legend_title: str = DENSITY_LABEL, ylim=(0, 100), figsize=(MAX_WIDTH, 3.4),
                     band: bool = True) -> Figure:
     """Accuracy per epoch: one panel per method (thesis: G/S/R), one line per density.
 
@@ -128,15 +136,15 @@ def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None
         xlabel, ylabel: axis labels ("Epoch", "Test top-1 accuracy (%)").
         legend_title: legend heading.
         ylim: y range (0–100 %).
-        figsize: 14×4 in for three panels (SPEC §10).
+        figsize: :data:`MAX_WIDTH` × 3.4 in for three panels.
         band: shade ±1 std over seeds.
 
     Returns:
-        The figure; the legend sits above the middle panel.
+        The figure; the legend sits above the panels.
     """
     with style():
         n = len(panels)
-        fig, axes = plt.subplots(1, n, figsize=figsize, sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, n, figsize=figsize, sharey=True, squeeze=False, layout="constrained")
         axes = axes[0]
         for ax, (panel, lines) in zip(axes, panels.items()):
             for i, (label, (x, y)) in enumerate(lines.items()):
@@ -148,18 +156,16 @@ def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None
             ax.set_title(panel)
             ax.set_xlabel(xlabel)
             ax.set_ylim(*ylim)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(ylabel)
         first = next(iter(panels.values()), {})
         if first:
             handles, labels = axes[0].get_legend_handles_labels()
-            mid = axes[len(axes) // 2]
-            mid.legend(handles, labels, title=legend_title, loc="lower center",
-                       bbox_to_anchor=(0.5, 1.12), ncol=len(labels), frameon=False)
+            fig.legend(handles, labels, title=legend_title, loc="outside upper center", ncol=len(labels),
+                       frameon=False)
         if title:
-            fig.suptitle(title, y=1.12)
-        fig.tight_layout()
+            fig.suptitle(title)
     return fig
 
 
@@ -174,8 +180,9 @@ def seed_curves(curves: Mapping, title: str, xlabel: str = "Epoch",
     with style():
         fig, ax = plt.subplots(figsize=figsize)
         for i, (label, (x, y)) in enumerate(curves.items()):
+            style_ = {k: v for k, v in SEED_STYLES.get(label, {}).items() if k != "marker"}
             ax.plot(x, y, label=f"seed {label}" if isinstance(label, (int, np.integer)) else str(label),
-                    color=_color(label, i, len(curves)), lw=1.8)
+                    **({"color": _color(label, i, len(curves))} | style_), lw=1.8)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -189,7 +196,8 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
                         ylim=(0, 100), marker: str = "o", figsize=None,
                         errors: Mapping[str, Sequence[float]] | None = None,
                         colors: Mapping[str, str] | None = None,
-                        markers: Mapping[str, str] | None = None) -> Figure:
+                        markers: Mapping[str, str] | None = None,
+                        linestyles: Mapping[str, str] | None = None) -> Figure:
     """Density of each layer (1-based), one line per method or seed.
 
     Args:
@@ -198,21 +206,22 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
         ylabel, xlabel: axis labels ("density (% remaining)" wording, "Layer").
         ylim: y range (0–100 %).
         marker: line marker ("o").
-        figsize: default 7×4 in (6 layers) or 10×4 in (> 10 layers).
+        figsize: default 6.5×3.8 in (6 layers) or :data:`MAX_WIDTH`×3.6 in (> 10 layers).
         errors: optional ``{label: std per layer}`` drawn as error bars (seed spread).
         colors: optional ``{label: colour}``.
         markers: optional ``{label: marker}`` (overrides ``marker``; keeps coinciding lines apart).
+        linestyles: optional ``{label: line style}`` (e.g. one per seed).
     """
     with style():
         n_layers = max((len(v) for v in lines.values()), default=0)
-        fig, ax = plt.subplots(figsize=figsize or ((10, 4) if n_layers > 10 else (7, 4)))
+        fig, ax = plt.subplots(figsize=figsize or ((MAX_WIDTH, 3.6) if n_layers > 10 else (6.5, 3.8)))
         for i, (label, values) in enumerate(lines.items()):
             x = np.arange(1, len(values) + 1)
             color = (colors or {}).get(label) or _color(label, i, len(lines))
             err = None if errors is None else errors.get(label)
             ax.errorbar(x, values, yerr=err, label=str(label), marker=(markers or {}).get(label, marker),
                         color=color, lw=1.6, ms=6, mfc="none" if i % 2 else color,
-                        capsize=3 if err is not None else 0)
+                        ls=(linestyles or {}).get(label, "-"), capsize=3 if err is not None else 0)
         ax.set_xticks(np.arange(1, n_layers + 1))
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=ylim)
         ax.grid(alpha=0.3)
@@ -222,14 +231,18 @@ def layer_density_lines(lines: Mapping[str, Sequence[float]], title: str,
 
 
 # ----------------------------------------------------------------------------- violins
-def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: float = 0.8) -> None:
+def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: float = 0.8,
+            counts: bool = False) -> None:
     """Violins (``showmeans``, no extrema) of ``data`` (one array per position) into ``ax``.
 
     Empty arrays leave their position blank, marked "none".  With ``ylim``, values outside the range are
-    not drawn and their count is written at the top of the column ("n>100").
+    not drawn and their count is written at the top of the column ("k>100": k values above 100).
+    ``counts`` writes under each tick how many values the violin shows, and how many NaN values
+    (e.g. units with fewer than 2 weights, which have no gap) were left out: "49", "−251".
     """
     positions = np.arange(1, len(data) + 1) if positions is None else np.asarray(positions)
     arrays = [np.asarray(d, dtype=float).ravel() for d in data]
+    dropped = [int((~np.isfinite(a)).sum()) for a in arrays]
     arrays = [a[np.isfinite(a)] for a in arrays]
     keep = [i for i, a in enumerate(arrays) if a.size]
     if keep:
@@ -256,13 +269,17 @@ def violins(ax, data: Sequence, color=None, ylim=None, positions=None, width: fl
                             textcoords="offset points", ha="center", va="bottom", fontsize=10,
                             color="dimgray", annotation_clip=False)
     ax.set_xticks(positions)
+    if counts:
+        ax.set_xticklabels([f"{pos}\n{a.size}" + (f"\n−{d}" if d else "")
+                            for pos, a, d in zip(positions, arrays, dropped)])
     ax.set_xlim(positions[0] - 0.6, positions[-1] + 0.6)
 
 
 def violins_per_layer(panels: Mapping[str, Sequence], ylabel, title: str | None = None,
                       ylim=None, xlabel: str = "Layer", layout: tuple[int, int] | None = None,
                       figsize=None, colors: Mapping[str, str] | None = None,
-                      xticklabels: Sequence | None = None, sharey: bool = True) -> Figure:
+                      xticklabels: Sequence | None = None, sharey: bool = True, counts: bool | list = False,
+                      note: str | None = None) -> Figure:
     """Per-layer violins (``showmeans``, no extrema), one panel per method.
 
     Args:
@@ -272,21 +289,23 @@ def violins_per_layer(panels: Mapping[str, Sequence], ylabel, title: str | None 
         ylim: y range (tuple) for all panels, or a list with one per panel (``None``: automatic).
         xlabel: "Layer" (or one per panel).
         layout: (rows, cols); default one row.
-        figsize: default 14×4 in for one row.
+        figsize: default :data:`MAX_WIDTH` wide (2.7 in per panel up to that), 3.2 in per row.
         colors: ``{panel title: colour}``; method names map to the method colours.
         xticklabels: tick labels (default 1..L).
         sharey: share the y axis between panels when ``ylim`` is common.
+        counts: write the number of values under each violin (see :func:`violins`); a list: per panel.
+        note: a line under the figure (e.g. what the counts mean).
     """
     n = len(panels)
     rows, cols = layout or (1, n)
     with style():
-        fig, axes = plt.subplots(rows, cols, figsize=figsize or (14 / 3 * cols, 4 * rows),
+        fig, axes = plt.subplots(rows, cols, figsize=figsize or (min(MAX_WIDTH, 2.7 * cols), 3.2 * rows),
                                  squeeze=False, sharey=sharey and (ylim is None or isinstance(ylim, tuple)))
         axes = axes.ravel()
         for i, (ax, (panel, data)) in enumerate(zip(axes, panels.items())):
             color = (colors or {}).get(panel) or _color(_method_key(panel), i, n)
             panel_ylim = ylim[i] if isinstance(ylim, list) else ylim
-            violins(ax, data, color=color, ylim=panel_ylim)
+            violins(ax, data, color=color, ylim=panel_ylim, counts=counts[i] if isinstance(counts, list) else counts)
             if xticklabels is not None:
                 ax.set_xticklabels(xticklabels)
             ax.set_title(panel)
@@ -300,6 +319,10 @@ def violins_per_layer(panels: Mapping[str, Sequence], ylabel, title: str | None 
         if title:
             fig.suptitle(title)
         fig.tight_layout()
+        if note:
+            import textwrap
+            fig.text(0.5, 0.0, "\n".join(textwrap.wrap(note, int(fig.get_figwidth() * 12.2))), ha="center",
+                     va="top", fontsize=10)
     return fig
 
 
@@ -312,14 +335,14 @@ def _method_key(label: str):
 
 def cluster_ratio_violins(panels: Mapping[str, Sequence[np.ndarray]], title: str | None = None,
                           ylabel: str = "Cluster ratio", xlabel: str = "Layer",
-                          figsize=(14, 9)) -> Figure:
+                          figsize=(MAX_WIDTH, 7.5)) -> Figure:
     """Per-filter cluster ratios over the layers, one row per method (3×1), y 0–1.
 
     Args:
         panels: ``{method title: [ratios of layer 1, ..., layer L]}``.
         title: suptitle.
         ylabel, xlabel: axis labels.
-        figsize: 14×9 in for three rows.
+        figsize: :data:`MAX_WIDTH` × 7.5 in for three rows.
     """
     return violins_per_layer(panels, ylabel, title=title, ylim=(0, 1.05), xlabel=xlabel,
                              layout=(len(panels), 1), figsize=figsize, sharey=True)
@@ -388,7 +411,7 @@ def first_layer_map_plot(image: np.ndarray, title: str, cbar_label: str = "Sum o
 
 
 def kernel_grid(patterns_counts: Sequence[tuple[np.ndarray, int]], suptitle: str,
-                rows: int = 2, cols: int = 10, figsize=(14, 3.8)) -> Figure:
+                rows: int = 2, cols: int = 10, figsize=(MAX_WIDTH, 2.6)) -> Figure:
     """The most frequent binary 3×3 kernel patterns (2×10), each titled with its count.
 
     Args:
@@ -422,7 +445,7 @@ def kernel_grid(patterns_counts: Sequence[tuple[np.ndarray, int]], suptitle: str
 
 # ----------------------------------------------------------------------------- illustrations (N08)
 def one_dim_weights_plot(positions: Sequence[int] = (6, 7, 8, 10, 13), length: int = 16,
-                         figsize=(9, 2.6)) -> Figure:
+                         figsize=(MAX_WIDTH, 2.4)) -> Figure:
     """One unit's row as a strip of cells: kept weights filled, gaps between neighbours labelled.
 
     The default reproduces the thesis's hand-drawn example: nonzeros 6, 7, 8, 10, 13 →
@@ -453,7 +476,7 @@ def one_dim_weights_plot(positions: Sequence[int] = (6, 7, 8, 10, 13), length: i
     return fig
 
 
-def kernel_to_graph_plot(mask: np.ndarray, connectivity: str = "8", figsize=(10, 4.6)) -> Figure:
+def kernel_to_graph_plot(mask: np.ndarray, connectivity: str = "4", figsize=(MAX_WIDTH, 3.8)) -> Figure:
     """A binary mask (left) and its kernel graph (right): nodes are the nonzero entries,
     edges join neighbours (``"8"``: Chebyshev distance 1, i.e. diagonal edges included;
     ``"4"``: Manhattan distance 1).  Components with ≥ 2 nodes are coloured, singletons grey.
@@ -502,7 +525,7 @@ def kernel_to_graph_plot(mask: np.ndarray, connectivity: str = "8", figsize=(10,
     return fig
 
 
-def channel_order_plot(perm: Sequence[int] = (2, 0, 3, 1), n_out: int = 3, figsize=(11, 5.2)) -> Figure:
+def channel_order_plot(perm: Sequence[int] = (2, 0, 3, 1), n_out: int = 3, figsize=(MAX_WIDTH, 3.9)) -> Figure:
     """Why permutations must be propagated: permuting Conv-1's filters permutes Conv-2's
     in-channels.  Top: original order; bottom: Conv-1 filters reordered by ``perm`` and
     Conv-2's kernels (one column per in-channel) reordered the same way, so the network

@@ -29,7 +29,6 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ from torch import Tensor, nn
 
 from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
+
 from .errors import RunStoreError, UserError
 
 FORMAT = "sparse-network-analysis/run"

@@ -486,6 +486,7 @@ def infer_random_stream(masks: dict[str, Tensor], model: nn.Module, density: flo
     ≥ 99.9 %, else ``None`` (the run's scores are not the seed's stream).
     """
     import copy
+
     from models.masks import get_masks
     from pruners.random import Random
     best = None

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 import torch
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from models.masks import density as model_density
+
 from .data import Dataset, batches
 from .errors import UserError
 from .seeding import generator
@@ -76,7 +77,7 @@ class TrainConfig:
             raise UserError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a config mapping; unknown keys are an error."""
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names

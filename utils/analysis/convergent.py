@@ -7,10 +7,12 @@ pairwise update of centred co-moments); a unit whose activation is constant (σ 
 is *dead*: its correlations are 0, never NaN, and dead units are counted.
 
 Similarity of two nets = mean over layers of the mean matched correlation. By default
-the output (class) units are paired by identity; ``compat="thesis"`` matches every
-layer and uses the thesis's linearised activations (the thesis's image set — the
-first shuffled batch of 600 train images with image 0 counted twice — is the
-caller's concern).
+dead units take no part: each layer matches the live units of one net to the live units of
+the other and averages over those pairs (a net against itself is then exactly 1), and the
+dead counts are reported.  The output (class) units are paired by identity.
+``compat="thesis"`` matches every layer, counts dead units as correlation 0 and uses the
+thesis's linearised activations (the thesis's image set — the first shuffled batch of 600
+train images with image 0 counted twice — is the caller's concern).
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from models import analysis_layers
+
 from .matching import match_units
 from .units import as_units, get_units
-
 
 # ---------------------------------------------------------------------------------------
 # activations
@@ -268,9 +270,10 @@ class Similarity:
     """Result of :func:`similarity`.
 
     Attributes:
-        layers: per-layer mean matched correlation.
-        mean: mean over layers.
-        orders: per-layer matchings (row i of A ↔ column ``orders[l][i]`` of B).
+        layers: per-layer mean matched correlation (NaN for a layer without live units).
+        mean: mean over layers (those with live units).
+        orders: per-layer matchings (row i of A ↔ column ``orders[l][i]`` of B; −1 for a unit
+            left out: dead, or live without a live partner).
         dead_a, dead_b: per-layer number of dead (σ = 0) units in A and B.
         correlations: per-layer (p, q) matrices if requested, else ``None``.
     """
@@ -293,15 +296,68 @@ def _layer_match(C: np.ndarray, matching: str, identity: bool) -> np.ndarray:
     raise ValueError(f"matching must be 'max' or 'semi', got {matching!r}")
 
 
-def _summarise(corrs, dead_a, dead_b, matching, match_output, keep) -> Similarity:
+def matched_correlation(C: np.ndarray, dead_a=None, dead_b=None, identity: bool = False,
+                        matching: str = "max", exclude_dead: bool = True) -> tuple[float, np.ndarray]:
+    """Mean correlation of the matched unit pairs of one layer.
+
+    Args:
+        C: (p, q) correlations of A's units (rows) with B's (columns).
+        dead_a, dead_b: bool (p,), (q,): units with σ = 0 on the images.
+        identity: pair unit i with unit i (the class units of the output layer).
+        matching: ``"max"`` (one-to-one, :func:`max_matching`) or ``"semi"``.
+        exclude_dead: match live units to live units only and average over those pairs (a
+            net against itself gives 1); ``False`` keeps dead units as correlation 0 (thesis).
+
+    Returns:
+        (mean matched correlation, NaN if no live pair; ``order`` (p,) with −1 for rows left out).
+
+    >>> matched_correlation(np.eye(3), dead_a=np.array([False, True, False]),
+    ...                     dead_b=np.array([False, True, False]))[0]
+    1.0
+    """
+    C = np.asarray(C, dtype=float)
+    p, q = C.shape
+    live_a = ~np.asarray(dead_a, bool) if (exclude_dead and dead_a is not None) else np.ones(p, bool)
+    live_b = ~np.asarray(dead_b, bool) if (exclude_dead and dead_b is not None) else np.ones(q, bool)
+    order = np.full(p, -1, dtype=np.int64)
+    if identity:
+        keep = np.flatnonzero(live_a[:min(p, q)] & live_b[:min(p, q)])
+        order[keep] = keep
+    else:
+        rows, cols = np.flatnonzero(live_a), np.flatnonzero(live_b)
+        if len(rows) and len(cols):
+            sub = C[np.ix_(rows, cols)]
+            if matching == "semi":
+                order[rows] = cols[semi_matching(sub)]
+            elif matching != "max":
+                raise ValueError(f"matching must be 'max' or 'semi', got {matching!r}")
+            elif len(rows) <= len(cols):
+                order[rows] = cols[max_matching(sub)]
+            else:                      # more live units in A: match B's units to A's
+                order[rows[max_matching(sub.T)]] = cols
+    matched = np.flatnonzero(order >= 0)
+    value = float(C[matched, order[matched]].mean()) if len(matched) else float("nan")
+    return value, order
+
+
+def _summarise(corrs, dead_a, dead_b, matching, match_output, keep, exclude_dead=True) -> Similarity:
     values, orders = [], []
-    for l, C in enumerate(corrs):
-        order = _layer_match(C, matching, identity=(l == len(corrs) - 1 and not match_output))
+    for layer, C in enumerate(corrs):
+        identity = layer == len(corrs) - 1 and not match_output
+        value, order = matched_correlation(C, dead_a[layer], dead_b[layer], identity=identity, matching=matching,
+                                           exclude_dead=exclude_dead)
         orders.append(order)
-        values.append(C[np.arange(len(order)), order].mean())
+        values.append(value)
     values = np.array(values)
-    return Similarity(values, float(values.mean()), orders, dead_a, dead_b,
+    return Similarity(values, float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), orders,
+                      [int(np.sum(d)) for d in dead_a], [int(np.sum(d)) for d in dead_b],
                       list(corrs) if keep else None)
+
+
+def _exclude_dead(dead: str, compat: str | None) -> bool:
+    if dead not in ("exclude", "zero"):
+        raise ValueError(f"dead must be 'exclude' or 'zero', got {dead!r}")
+    return dead == "exclude" and compat != "thesis"
 
 
 def _options(mode, match_output, compat):
@@ -314,7 +370,7 @@ def _options(mode, match_output, compat):
 
 def similarity(model_a, model_b, images, mode: str = "real", matching: str = "max",
                match_output: bool = False, compat: str | None = None, masks_a=None, masks_b=None,
-               batch_size: int = 500, keep_correlations: bool = False) -> Similarity:
+               batch_size: int = 500, keep_correlations: bool = False, dead: str = "exclude") -> Similarity:
     """Convergent-learning similarity of two networks on a set of images.
 
     Activations are computed batch by batch and only the co-moments are kept, so
@@ -331,12 +387,15 @@ def similarity(model_a, model_b, images, mode: str = "real", matching: str = "ma
         masks_a, masks_b: mask overrides for ``"linearised"``.
         batch_size: images per forward pass.
         keep_correlations: keep the per-layer correlation matrices in the result.
+        dead: ``"exclude"`` (units with σ = 0 take no part in the matching or the mean) or
+            ``"zero"`` (they count as correlation 0, the thesis; ``compat="thesis"`` sets it).
 
     Returns:
         :class:`Similarity` (per-layer mean matched correlation, their mean, matchings
         and dead-unit counts).
     """
     mode, match_output = _options(mode, match_output, compat)
+    exclude = _exclude_dead(dead, compat)
     images = torch.as_tensor(images)
     accs: list[CoMoments] | None = None
     for start in range(0, images.shape[0], batch_size):
@@ -352,11 +411,12 @@ def similarity(model_a, model_b, images, mode: str = "real", matching: str = "ma
     if accs is None:
         raise ValueError("no images")
     corrs = [acc.correlation() for acc in accs]
-    return _summarise(corrs, [int(a.dead_x.sum()) for a in accs], [int(a.dead_y.sum()) for a in accs],
-                      matching, match_output, keep_correlations)
+    return _summarise(corrs, [a.dead_x for a in accs], [a.dead_y for a in accs],
+                      matching, match_output, keep_correlations, exclude_dead=exclude)
 
 
-def _standardised(acts: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+def standardised(acts: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer, the z-scored activations (dead units → 0) and the bool mask of dead units."""
     out, dead = [], []
     for X in acts:
         mean, std = X.mean(0), X.std(0)
@@ -365,13 +425,13 @@ def _standardised(acts: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
         Z = (X - mean) / std
         Z[:, d] = 0.0
         out.append(Z)
-        dead.append(int(d.sum()))
+        dead.append(d)
     return out, dead
 
 
 def similarity_matrix(models, images, names=None, mode: str = "real", matching: str = "max",
                       match_output: bool = False, compat: str | None = None, masks=None,
-                      batch_size: int = 500) -> pd.DataFrame:
+                      batch_size: int = 500, dead: str = "exclude") -> pd.DataFrame:
     """Pairwise :func:`similarity` of n networks as an n×n DataFrame.
 
     Each model's activations are computed once and kept (standardised) in memory —
@@ -381,19 +441,20 @@ def similarity_matrix(models, images, names=None, mode: str = "real", matching: 
         models: list of models (or unit lists for ``"linearised"``).
         images: (N, C, H, W) tensor/array.
         names: labels (default 0..n−1).
-        mode, matching, match_output, compat: as in :func:`similarity`.
+        mode, matching, match_output, compat, dead: as in :func:`similarity`.
         masks: optional list of per-model mask overrides (``"linearised"`` only).
         batch_size: images per forward pass.
 
     Returns:
         DataFrame, entry (i, j) = similarity(models[i], models[j]); the diagonal is each
-        net's self-similarity (1 unless it has dead units). With ``matching="max"`` the
+        net's self-similarity (1: dead units are left out). With ``matching="max"`` the
         matrix is symmetric and only i ≤ j is computed. ``df.attrs["dead"]`` lists the
         per-layer dead-unit counts of each model.  ``compat="thesis"`` computes only i < j and
         puts 1 on the diagonal, as the published figure shows (the thesis's own correlation of
         a net with itself is below 1 when it has dead units, so it cannot have computed it).
     """
     mode, match_output = _options(mode, match_output, compat)
+    exclude = _exclude_dead(dead, compat)
     n = len(models)
     names = list(range(n)) if names is None else list(names)
     masks = [None] * n if masks is None else list(masks)
@@ -403,7 +464,7 @@ def similarity_matrix(models, images, names=None, mode: str = "real", matching: 
         batches = [activations(model, images[s:s + batch_size], mode, m)
                    for s in range(0, images.shape[0], batch_size)]
         acts = [np.concatenate(layer) for layer in zip(*batches)]
-        z, d = _standardised(acts)
+        z, d = standardised(acts)
         cache.append(z)
         dead.append(d)
     values = np.zeros((n, n))
@@ -416,7 +477,8 @@ def similarity_matrix(models, images, names=None, mode: str = "real", matching: 
                 values[i, j] = 1.0
                 continue
             corrs = [np.clip(za.T @ zb / za.shape[0], -1.0, 1.0) for za, zb in zip(cache[i], cache[j])]
-            values[i, j] = _summarise(corrs, dead[i], dead[j], matching, match_output, False).mean
+            values[i, j] = _summarise(corrs, dead[i], dead[j], matching, match_output, False,
+                                      exclude_dead=exclude).mean
     df = pd.DataFrame(values, index=names, columns=names)
-    df.attrs["dead"] = dict(zip(names, dead))
+    df.attrs["dead"] = {name: [int(d.sum()) for d in layers] for name, layers in zip(names, dead)}
     return df

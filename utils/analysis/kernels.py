@@ -7,7 +7,7 @@ the nonzero entries as nodes; edges join entries at Manhattan distance 1
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from scipy import ndimage
@@ -53,7 +53,7 @@ def kernel_cluster_ratio(k, connectivity: str = "4", thesis: bool = False) -> fl
     return round(ratio, 2) if thesis else ratio
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lut_3x3(connectivity: str) -> np.ndarray:
     """Cluster ratio of every binary 3x3 pattern; code bit 8−k is entry k (row-major)."""
     lut = np.zeros(512)

@@ -100,7 +100,7 @@ def _networkx_min_matching(cost: np.ndarray) -> np.ndarray:
 # topologies: per layer (input source layer or None, row-permutation leader or None)
 
 def _chain_topology(n: int) -> list[tuple[int | None, int | None]]:
-    return [(l - 1 if l > 0 else None, None) for l in range(n)]
+    return [(layer - 1 if layer > 0 else None, None) for layer in range(n)]
 
 
 def _resnet20_topology() -> list[tuple[int | None, int | None]]:
@@ -213,13 +213,13 @@ def _align(A: list[np.ndarray], B: list[np.ndarray], metric: str, topo, propagat
     n = len(A)
     perms: list[np.ndarray | None] = [None] * n
     dists = np.empty(n)
-    for l in range(n):
-        a, b = A[l], B[l]
-        src, leader = topo[l] if propagate else (None, None)
+    for layer in range(n):
+        a, b = A[layer], B[layer]
+        src, leader = topo[layer] if propagate else (None, None)
         if src is not None:
             b = permute_inputs(b, perms[src])
         if a.shape != b.shape:
-            raise ValueError(f"layer {l}: shapes differ, {a.shape} vs {b.shape}")
+            raise ValueError(f"layer {layer}: shapes differ, {a.shape} vs {b.shape}")
         if thesis_nan and metric == "maed":
             # thesis: the MAED of two empty units is 0/0 = NaN, and the NaN costs go into its
             # networkx matching, which then pairs empty with non-empty units
@@ -227,17 +227,17 @@ def _align(A: list[np.ndarray], B: list[np.ndarray], metric: str, topo, propagat
             layer_solver = "networkx" if np.isnan(cost).any() else solver
         else:
             cost, layer_solver = cost_matrix(a, b, metric), solver
-        if l == n - 1 and not match_output:
+        if layer == n - 1 and not match_output:
             perm = np.arange(a.shape[0])
         elif leader is not None:
             perm = perms[leader]
         else:
             perm = match_units(cost, solver=layer_solver)
-        perms[l] = perm
+        perms[layer] = perm
         if reduce == "per_unit":
-            dists[l] = cost[np.arange(len(perm)), perm].mean()
+            dists[layer] = cost[np.arange(len(perm)), perm].mean()
         else:
-            dists[l] = flat_distance(a, b[perm], metric)
+            dists[layer] = flat_distance(a, b[perm], metric)
     return dists, perms
 
 
