@@ -90,16 +90,50 @@ class Random(Method):
 
 
 @register
+@dataclass
 class RandomFC(Method):
     """The thesis's hand-made Random-FC structure (SPEC §5); only for the FC, density ≈6.8 %.
 
     The requested density is only a label ("7 %" in the thesis); the structure fixes it.
+
+    Args:
+        stream: ``"ours"`` (default): the placements come from the run's prune stream and the
+            init is the model's.  ``"thesis"``: the thesis's own draw — it placed each layer's
+            weights with torch's global generator while building the net (``rnd_Linear``:
+            placements, then the layer's default init), after ``torch.manual_seed(seed)`` and its
+            data loader's ``randperm`` over the 60,000 MNIST training images — so a seed gives the
+            thesis's masks *and* initial weights.
     """
     name = "random-fc"
+    stream: str = "ours"
+
+    def __post_init__(self):
+        if self.stream not in STREAMS:
+            raise UserError(f"unknown Random-FC stream {self.stream!r}; choose from {', '.join(STREAMS)}")
 
     def prune(self, model, density, *, seed, data_shape):
-        from models.fc import FC, random_fc_masks
+        from models.fc import FC, RANDOM_FC_PLACEMENTS, random_fc_mask, random_fc_masks
         from utils.seeding import generator
         if not isinstance(model, FC) or len(model.layers) != 6:
             raise UserError("method 'random-fc' only applies to the thesis FC (experiment fc_mnist)")
-        set_masks(model, random_fc_masks(model, generator(seed, "prune")))
+        if self.stream == "ours":
+            set_masks(model, random_fc_masks(model, generator(seed, "prune")))
+            return
+        torch.manual_seed(seed)
+        torch.randperm(60_000)
+        masks = {}
+        with torch.no_grad():
+            for i, (layer, (n, rows)) in enumerate(zip(model.layers, RANDOM_FC_PLACEMENTS)):
+                masks[f"layers.{i}"] = random_fc_mask(layer.out_features, layer.in_features, n, rows,
+                                                      torch.default_generator)
+                _default_init(raw_weight(layer), layer.bias)
+        set_masks(model, masks)
+
+
+def _default_init(weight: Tensor, bias: Tensor | None) -> None:
+    """``nn.Linear``'s default init, drawn from torch's global generator in its order."""
+    import math
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(weight.shape[1])
+        nn.init.uniform_(bias, -bound, bound)

@@ -1,6 +1,6 @@
-"""The notebooks run top to bottom in CI: the thesis notebook on the stored results (the grid
-is complete, so every thesis figure is written), the quickstart and the train-grid notebook
-with tiny budgets."""
+"""The notebooks run top to bottom in CI: the thesis notebook on the stored results (every
+figure whose runs are stored under the current recipe is written), the quickstart and the
+train-grid notebook with tiny budgets."""
 import re
 
 from conftest import ROOT
@@ -17,13 +17,17 @@ def outputs_text(nb) -> str:
 
 
 def test_thesis_notebook_writes_every_figure(tmp_path):
-    from utils.figures import FIGURE_NAMES
+    from utils.figures import FC, FIGURE_NAMES, RESNET, Store, figure_experiment, grid
     nb, _ = execute(ROOT / "thesis_notebook.ipynb", {"FIGURES": str(tmp_path)}, output=tmp_path / "out.ipynb")
     text = outputs_text(nb)
-    # the committed grid is complete, so no figure may be skipped for missing runs
-    skipped = re.findall(r"^skipped (\S+):.*$", text, flags=re.M)
-    assert not skipped, f"figures skipped: {skipped}"
-    for name in FIGURE_NAMES:
+    # a figure may be skipped only for runs not stored under the current recipe: while a grid is
+    # retrained (ResNet-20, recipe v2), its figures are skipped; once it is complete, none may be
+    skipped = set(re.findall(r"^skipped (\S+):.*$", text, flags=re.M))
+    store = Store("results")
+    incomplete = {e for e in (FC, RESNET) if any(not store.has(*key) for key in grid(e))}
+    allowed = {name for name in FIGURE_NAMES if figure_experiment(name) in incomplete}
+    assert skipped <= allowed, f"figures skipped although their runs are stored: {skipped - allowed}"
+    for name in set(FIGURE_NAMES) - skipped:
         for ext in ("pdf", "png"):
             file = tmp_path / f"{name}.{ext}"
             assert file.is_file() and file.stat().st_size > 1000, f"{file.name} missing or empty"

@@ -287,6 +287,24 @@ def test_random_pruner_replays_the_thesis_random_masks(thesis_store, experiment,
     assert abs(float(np.mean(list(agreement(seed + 1).values()))) - (1 - 2 * d * (1 - d))) < 0.01
 
 
+@pytest.mark.parametrize("seed", [21, 42, 63])
+def test_random_fc_replays_the_thesis_masks_and_init(thesis_store, seed):
+    """The thesis drew its Random-FC placements with torch's global generator while building the
+    net: replaying that order gives its masks and its initial weights exactly."""
+    from models import fc, get_masks, prunable_layers, raw_weight
+    from pruners.random import RandomFC
+    thesis = load_run("thesis_fc_mnist", "random-fc", 0.07, seed, root=thesis_store)
+    model = fc()
+    RandomFC(stream="thesis").prune(model, 0.07, seed=seed, data_shape=())
+    theirs, init = thesis.masks("effective"), prunable_layers(thesis.init_model())
+    for name, mask in get_masks(model).items():
+        assert torch.equal(mask, theirs[name])
+        layer = prunable_layers(model)[name]
+        assert torch.equal(raw_weight(layer).detach()[mask], raw_weight(init[name]).detach()[mask])
+        if layer.bias is not None:
+            assert torch.equal(layer.bias.detach(), init[name].bias.detach())
+
+
 @pytest.mark.parametrize("config_name,profile", [("fc_mnist", "thesis"), ("resnet20_cifar10", "thesis")])
 def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, config_name, profile):
     """The per-run GPU table of the random pruner in the config is what the import found in the data."""

@@ -159,8 +159,11 @@ class Store:
             return ""
         record = read_record(self.root / table["path"].iloc[0], verify=False)
         if record.get("profile") == "thesis-original":
-            epochs = record["config"]["train"]["epochs"]
-            return f"the thesis's recipe ({epochs} epochs, official images)"
+            # the thesis's Gem-Miner configs name no train phase, so take the epochs from any run that has one
+            trains = (((read_record(self.root / path, verify=False).get("config") or {}).get("train"))
+                      for path in table["path"])
+            epochs = next((train["epochs"] for train in trains if train and "epochs" in train), None)
+            return f"the thesis's recipe ({f'{epochs} epochs, ' if epochs else ''}official images)"
         epochs = record["config"]["train"]["epochs"]
         version = (record.get("recipe") or {}).get("version")
         note = f"{record['profile']} profile{f' v{version}' if version else ''}, {epochs} epochs"
@@ -629,6 +632,18 @@ FIGURE_NAMES = list(REGISTRY)
 
 def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
+
+
+def figure_experiment(name: str) -> str | None:
+    """The experiment a registered figure reads (``None`` for the generated illustrations)."""
+    builder, kwargs = REGISTRY[name]
+    if "experiment" in kwargs:
+        return kwargs["experiment"]
+    if builder in (kernel_figure, resnet_clusters):
+        return RESNET
+    if builder in (one_dim_weights, kernel_to_graph, channel_order):
+        return None
+    return FC
 
 
 def build(name: str, store: Store):

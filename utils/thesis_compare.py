@@ -125,3 +125,33 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         cells=("seed", "size"), init_identical=("init_identical", "sum"),
         mask_agreement_mean=("mask_agreement", "mean"), mask_agreement_min=("mask_agreement", "min"),
         nnstd_mean=("nnstd", "mean"), top1_diff_mean=("top1_diff", "mean")).round(4)
+
+
+def layer_profile(run: Run, mask: str = "flag") -> dict[str, float]:
+    """Density (%) of each analysis layer of a run under ``mask`` (``"flag"``: Gem-Miner's flags,
+    the mined profile; ``"effective"``)."""
+    from models import analysis_layers
+    masks = run.masks(mask)
+    return {name: 100.0 * float(masks[name].float().mean()) for name in analysis_layers(run.model)}
+
+
+def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
+                     ours_root: str | os.PathLike | None = None, thesis_store: str | os.PathLike | None = None,
+                     seeds: tuple[int, ...] = (21, 42, 63)) -> pd.DataFrame:
+    """Gem-Miner's mined per-layer flag density (%), ours next to the thesis's, mean over the seeds
+    both stores hold: the per-layer profile global BottomK produced (a result, not a constraint)."""
+    from .figures import Store
+    ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
+    rows = {}
+    for label, store in (("ours", Store(ours_root)), ("thesis", Store(thesis_store, source="thesis"))):
+        # runs not stored, or stored under an older recipe, are left out of the mean
+        profiles = [layer_profile(store.run(experiment, "gem-miner", 100 * density, seed)) for seed in seeds
+                    if store.has(experiment, "gem-miner", 100 * density, seed)]
+        if profiles:
+            rows[label] = pd.DataFrame(profiles).mean()
+            rows[f"{label} seeds"] = pd.Series(len(profiles), index=rows[label].index)
+    table = pd.DataFrame(rows)
+    if {"ours", "thesis"} <= set(table.columns):
+        table["ours − thesis"] = table["ours"] - table["thesis"]
+    table.index = [f"{i + 1} {name}" for i, name in enumerate(table.index)]
+    return table.round(2)
