@@ -152,7 +152,8 @@ def _dispatch(args) -> int:
         done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
                      jobs=_positive(args.jobs, "--jobs"), threads=_threads(args), max_runs=args.max_runs,
                      progress=not args.quiet)
-        print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored or left for later")
+        print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored, claimed by a concurrent "
+              f"sweep or left for later")
         return 0
     if args.command == "runs":
         import pandas as pd

@@ -26,6 +26,7 @@ from pruners import get_method
 from pruners.base import check_density
 
 from . import results
+from .claims import claim_run
 from .data import Dataset, load_dataset, probe_images
 from .errors import UserError
 from .seeding import seed_init
@@ -324,10 +325,21 @@ def is_done(spec: RunSpec, root: Path) -> bool:
     return stored_state(spec, root) == "done"
 
 
-def _worker(args) -> list[str]:
+def execute_claimed(spec: RunSpec, config: dict, *, root: str | os.PathLike, **kwargs) -> list[Path] | None:
+    """:func:`execute` under the run's claim (:mod:`utils.claims`): None, without training, when
+    another live process holds the claim or the run got stored meanwhile."""
+    root = Path(root)
+    with claim_run(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)) as held:
+        if not held or is_done(spec, root):
+            return None
+        return execute(spec, config, root=root, **kwargs)
+
+
+def _worker(args) -> list[str] | None:
     spec, config, data_dir, root, overrides, threads = args
-    return [str(p) for p in execute(spec, config, data_dir=data_dir, root=root, overrides=overrides,
-                                    progress=False, threads=threads)]
+    paths = execute_claimed(spec, config, data_dir=data_dir, root=root, overrides=overrides,
+                            progress=False, threads=threads)
+    return None if paths is None else [str(p) for p in paths]
 
 
 def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
@@ -335,9 +347,11 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
           jobs: int | None = None, threads: int = RUN_THREADS, max_runs: int | None = None,
           progress: bool = True) -> list[RunSpec]:
     """Run every spec not yet stored, ``jobs`` at a time (default :func:`default_jobs`), each
-    with ``threads`` torch threads. Returns the specs that were run.
+    with ``threads`` torch threads. Returns the specs this call trained.
 
-    Half-written run directories from a killed sweep are removed first.
+    Half-written run directories from a killed sweep are removed first.  Each run is trained
+    under its claim, so sweeps started at the same time on one store share the work, and a run
+    whose claimer died (killed sweep) is taken over.
     """
     jobs = default_jobs(threads) if jobs is None else jobs
     root = Path(root or results.DEFAULT_ROOT)
@@ -348,20 +362,26 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
     for spec in todo:
         run_settings(spec, config, overrides)
     bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
+    trained = []
     if jobs <= 1:
         for spec in todo:
             bar.set_postfix_str(spec.label)
-            execute(spec, config, data_dir=data_dir, root=root, overrides=overrides, progress=progress,
-                    threads=threads)
-            results.write_summary(root)
+            if execute_claimed(spec, config, data_dir=data_dir, root=root, overrides=overrides,
+                               progress=progress, threads=threads) is not None:
+                trained.append(spec)
+                results.write_summary(root)
             bar.update()
     else:
         with ProcessPoolExecutor(jobs) as pool:
             futures = {pool.submit(_worker, (s, config, data_dir, root, overrides, threads)): s for s in todo}
             for future in as_completed(futures):
-                future.result()
-                results.write_summary(root)
+                if future.result() is not None:
+                    trained.append(futures[future])
+                    results.write_summary(root)
                 bar.set_postfix_str(futures[future].label)
                 bar.update()
     bar.close()
-    return todo
+    skipped = len(todo) - len(trained)
+    if skipped and progress:
+        print(f"{skipped} run(s) left to a concurrent sweep (claimed) or stored meanwhile")
+    return [s for s in todo if s in trained]

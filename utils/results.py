@@ -293,12 +293,14 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
 
 
 def clean_partial(root: str | os.PathLike | None = None) -> int:
-    """Remove half-written run directories (``.s<seed>.tmp-*``) left by a killed run. Returns the count."""
+    """Remove half-written run directories (``.s<seed>.tmp-*``) left by a killed run, but not
+    those of a run a live process has claimed (it is writing them). Returns the count."""
+    from .claims import is_claimed
     root = Path(root or DEFAULT_ROOT)
     count = 0
     if root.is_dir():
         for tmp in root.rglob(".*.tmp-*"):
-            if tmp.is_dir():
+            if tmp.is_dir() and not is_claimed(tmp.parent / tmp.name[1:].split(".tmp-")[0]):
                 shutil.rmtree(tmp, ignore_errors=True)
                 count += 1
     return count
