@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_training.py --data-dir /tmp/cifar --quick    # ~2 min
     .venv/bin/python benchmarks/bench_training.py --models resnet20 --compile --batch 128
     .venv/bin/python benchmarks/bench_training.py --models fc --profile-ops        # torch.profiler top ops
+    .venv/bin/python benchmarks/bench_training.py --data-dir data --batched 4,8,16 # batched FC runs (utils.batched)
 
 Models: FC/MNIST and ResNet-20/CIFAR-10, each dense (all-ones masks) and sparse (2 %,
 random global masks through the project's ``random`` pruner).  Per case, one table row per
@@ -126,6 +127,53 @@ def jobs_compare(model_name: str, data_dir, n_train: int, repeats: int, cores: i
     return rows
 
 
+# ----------------------------------------------------------------------------- batched FC
+def batched_rate(data, opt_kwargs: dict, k: int, repeats: int) -> float:
+    """img/s of ``k`` sparse FC runs trained together (:func:`utils.batched.train_batched`),
+    one thread: k × images / median epoch time (evaluation excluded)."""
+    from utils.batched import train_batched
+    from utils.train import TrainConfig
+    torch.set_num_threads(1)
+    models = [build("fc", sparse=True, seed=21 + i) for i in range(k)]
+    cfg = TrainConfig(epochs=1 + repeats, batch_size=64, eval_batch_size=1000, **opt_kwargs)
+    histories = train_batched(models, data, cfg, seeds=[21 + i for i in range(k)], progress=False)
+    seconds = histories[0]["seconds"].iloc[2:] * k          # the group's epoch time
+    return k * len(data.train_y) / statistics.median(seconds)
+
+
+def _batched_worker(args):
+    data_dir, n_train, repeats, k, barrier, out = args
+    os.environ["SPARSE_NUM_THREADS"] = "1"
+    dataset, opt_kwargs = CASES["fc"]
+    data, _ = load_data(dataset, data_dir, n_train, 500)
+    barrier.wait()
+    out.put(batched_rate(data, opt_kwargs, k, repeats) if k > 1 else
+            engine_throughput(build("fc", sparse=True), data, opt_kwargs, 64, repeats, 1))
+
+
+def batched_compare(data_dir, n_train: int, repeats: int, ks: list[int], procs: int) -> list[dict]:
+    """FC sparse 2 %, one thread per process: the naive loop (1 process), ``sweep --jobs
+    procs`` with every run alone (k = 1) and with k runs per process, all processes at once;
+    summed img/s over the processes."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    data, _ = load_data(CASES["fc"][0], data_dir, n_train, 500)
+    naive = naive_throughput(build("fc", sparse=True), data, CASES["fc"][1], 64, repeats, 1)
+    rows = [{"layout": "naive loop, 1 process x 1 thread", "img_s": naive, "ratio": 1.0}]
+    for k in [1, *ks]:
+        barrier, out = ctx.Barrier(procs), ctx.Queue()
+        workers = [ctx.Process(target=_batched_worker, args=((data_dir, n_train, repeats, k, barrier, out),))
+                   for _ in range(procs)]
+        for w in workers:
+            w.start()
+        rate = sum(out.get() for _ in workers)
+        for w in workers:
+            w.join()
+        label = f"{procs} process(es) x 1 thread, " + ("runs alone (today's --jobs)" if k == 1 else f"{k} runs batched")
+        rows.append({"layout": label, "img_s": rate, "ratio": rate / naive})
+    return rows
+
+
 # ----------------------------------------------------------------------------- profile
 def profile_ops(model_name: str, data, opt_kwargs: dict, threads: int, steps: int = 20, top: int = 15) -> str:
     """torch.profiler table (self CPU time) of ``steps`` engine training steps."""
@@ -174,6 +222,9 @@ def main(argv=None):
     p.add_argument("--jobs-compare", choices=("auto", "on", "off"), default="auto",
                    help="per model: 2 processes x 1 thread vs 1 process x 2 threads (auto: on with 2+ threads)")
     p.add_argument("--profile-ops", action="store_true", help="print torch.profiler top ops of engine steps")
+    p.add_argument("--batched", type=lambda s: [int(k) for k in s.split(",")], default=None,
+                   help="FC runs per process to time batched, e.g. 4,8,16 (naive loop, --jobs and batched "
+                        "layouts, summed img/s per sweep); skips the other tables")
     p.add_argument("--quick", action="store_true", help="small subsets and 1 timed epoch: checks it works")
     p.add_argument("--csv", type=Path, help="also write the table here")
     args = p.parse_args(argv)
@@ -184,6 +235,12 @@ def main(argv=None):
     n_images = {"fc": args.fc_images or (5000 if args.quick else 20000),
                 "resnet20": args.resnet_images or (1280 if args.quick else 5120)}
     print(machine_line(threads), flush=True)
+
+    if args.batched:
+        print(f"\nFC sparse 2 %, b=64, {n_images['fc']} images/epoch: images per second per sweep")
+        for row in batched_compare(args.data_dir, n_images["fc"], repeats, args.batched, max(threads, 1)):
+            print(f"  {row['layout']:45s} {row['img_s']:9.0f} img/s   x{row['ratio']:.2f} the naive loop", flush=True)
+        return None
 
     rows = []
     for name in args.models:

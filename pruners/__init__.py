@@ -27,10 +27,21 @@ from .base import (
                    register,
                    select_global,
 )
-from .deepr import DEEPR, SoftDEEPR, convert_from_deep_rewireable, convert_to_deep_rewireable
+from .deepr import (
+                    DEEPR,
+                    NonTrainableParameter,
+                    SoftDEEPR,
+                    SoftDEEPRWrapper,
+                    convert,
+                    convert_from_deep_rewireable,
+                    convert_to_deep_rewireable,
+                    measure_sparsity,
+                    reconvert,
+)
 from .magnitude import prune_by_magnitude
 
 __all__ = ["METHODS", "Method", "MethodResult", "get_method", "register", "select_global", "kept_count",
            "check_density", "exponential_schedule", "linear_schedule", "prune_to", "prune_by_magnitude",
            "DEEPR", "SoftDEEPR", "convert_to_deep_rewireable", "convert_from_deep_rewireable",
+           "convert", "reconvert", "SoftDEEPRWrapper", "NonTrainableParameter", "measure_sparsity",
            "random", "magnitude", "synflow", "random_fc", "gem_miner", "deepr", "soft_deepr", "dnw", "imp"]

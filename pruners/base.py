@@ -141,7 +141,16 @@ class Method:
         self.prune(model, density, seed=seed, data_shape=tuple(data.info.shape))
         init_model = copy.deepcopy(model)
         history = train(model, data, train_cfg, seed=seed, progress=progress, desc=self.name)
-        return {self.name: MethodResult(model, init_model, history)}
+        return {self.name: MethodResult(model, init_model, history, info=self.run_info())}
+
+    def run_info(self) -> dict:
+        """Facts of the last :meth:`prune` for ``run.json`` (e.g. SynFlow's per-level log)."""
+        return {}
+
+    def trains_on_fixed_mask(self) -> bool:
+        """Whether :meth:`run` is prune, then plain training on the fixed mask (the base class's),
+        so runs of this method can be trained batched (:mod:`utils.batched`)."""
+        return type(self).run is Method.run
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -1,12 +1,14 @@
 """DEEPR and Soft-DEEPR (Bellec et al. 2018, arXiv 1711.05136), SPEC §8.4.
 
-The API follows the DeepRewire package (``convert_to_deep_rewireable``,
-``convert_from_deep_rewireable``, ``DEEPR``, ``SoftDEEPR``; aliases ``convert`` and
-``reconvert``), with its bugs fixed:
+A drop-in for the DeepRewire package (``deep_rewire``): ``convert``/``reconvert`` (also
+under their former names ``convert_to_deep_rewireable``/``convert_from_deep_rewireable``),
+``DEEPR``, ``SoftDEEPR``, ``SoftDEEPRWrapper``, ``NonTrainableParameter`` and
+``measure_sparsity`` take DeepRewire's arguments, with its bugs fixed:
 
 * every parameter the conversion creates is returned (the negative half of a
-  ``"second_bias"`` is rewireable, not lost);
-* ``reset_val`` must be > 0, so a re-activated entry really is active (θ > 0);
+  ``"second_bias"`` is rewireable, not lost); the signs are buffers, in neither list;
+* ``reset_val=0`` (DeepRewire's default) is replaced by the smallest positive value,
+  so a re-activated entry really is active (θ > 0) and exactly ``nc`` stay active;
 * the initial connections are drawn without replacement (exact count);
 * the sign-flip forward is a ``torch.nn.utils.parametrize`` parametrization, so
   masks, ``state_dict``, ``deepcopy``, ``.to()`` and ``.double()`` behave as for every
@@ -15,8 +17,9 @@ The API follows the DeepRewire package (``convert_to_deep_rewireable``,
 A rewireable weight is W = s·relu(θ): θ is the trainable tensor behind ``weight``
 (``parametrizations.weight.original``), s a fixed ±1 buffer ``weight_signs``.  An
 entry is *active* iff θ > 0 (θ ≤ 0 is *dormant*); ``current_mask()`` is θ > 0.
-:func:`convert_from_deep_rewireable` turns the net back into a plain masked net
-(weight ← s·relu(θ), mask ← θ > 0), which is what the runs store and the analyses read.
+:func:`convert_from_deep_rewireable` turns the net back into a plain PyTorch net
+(weight ← s·relu(θ)); :func:`reconvert_masked` into the project's masked format
+(plus mask ← θ > 0), which is what the runs store and the analyses read.
 
 Both optimizers are plain SGD (no momentum, no weight decay): momentum or Adam would
 break the Langevin-sampling interpretation.  Parameter groups may set
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from models.masks import Mask, prunable_layers, raw_weight, replace_parametrization
+from models.masks import prunable_layers, raw_weight, replace_parametrization, set_masks
 from utils.errors import UserError
 
 from .base import Method, MethodResult, check_density, kept_count, register
@@ -89,6 +93,35 @@ class SecondBias(nn.Module):
         return torch.relu(positive) - torch.relu(self.negative)
 
 
+class NonTrainableParameter(nn.Parameter):
+    """An ``nn.Parameter`` whose ``requires_grad`` is always False (DeepRewire's holder of the signs).
+
+    Setting ``requires_grad`` is silently ignored, as in DeepRewire.  The conversion here
+    keeps the signs in buffers instead, which no optimizer or ``parameters()`` sees;
+    the class exists for code that builds its own fixed tensors with it.
+
+    Example::
+
+        >>> p = NonTrainableParameter(torch.ones(3))
+        >>> p.requires_grad = True
+        >>> p.requires_grad
+        False
+    """
+
+    def __new__(cls, data: Tensor | None = None, requires_grad: bool = False):
+        return super().__new__(cls, data, requires_grad=False)
+
+    @property
+    def requires_grad(self) -> bool:
+        return False
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        # Ignored rather than raising: DeepRewire's users (and nn.Module.requires_grad_())
+        # set it on every parameter of a model.
+        pass
+
+
 def _unshare_class(module: nn.Module) -> None:
     """Give a parametrized module its own class before changing its parametrizations.
 
@@ -120,6 +153,21 @@ def _activity(magnitude: Tensor, p: float, generator: torch.Generator | None) ->
     return torch.where(active.to(magnitude.device), magnitude, -magnitude)
 
 
+def _signs_and_theta(w: Tensor, keep_signs: bool, active_probability: float | None,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Fixed signs s and trainable θ with s·relu(θ) = w on the active entries (any shape).
+
+    ``keep_signs``: s = sign(w), θ = |w| (all active).  Otherwise s is random and θ = s·w
+    (active where the draw agrees with w's sign).  ``active_probability`` then redraws
+    which entries are active: θ = ±|w|.
+    """
+    signs = _sign_of(w) if keep_signs else _random_signs(w.shape, w, generator)
+    theta = w.abs() if keep_signs else signs * w
+    if active_probability is not None:
+        theta = _activity(w.abs(), active_probability, generator)
+    return signs, theta
+
+
 def is_rewireable(layer: nn.Module) -> bool:
     return (parametrize.is_parametrized(layer, "weight")
             and isinstance(layer.parametrizations.weight[-1], RewireableWeight))
@@ -139,6 +187,52 @@ def set_rewireable(layer: nn.Module, theta: Tensor, signs: Tensor) -> None:
 
 
 # --------------------------------------------------------------------------- conversion
+def _convert_weight(layer: nn.Module, keep_signs: bool, active_probability: float | None,
+                    generator: torch.Generator | None) -> nn.Parameter:
+    """Make one plain or masked layer's weight s·relu(θ); returns θ (the same Parameter object)."""
+    w = layer.weight.detach().clone()          # effective weight (masked)
+    signs, theta = _signs_and_theta(w, keep_signs, active_probability, generator)
+    _unshare_class(layer)
+    replace_parametrization(layer, RewireableWeight(signs, layer))
+    raw_weight(layer).copy_(theta)
+    return raw_weight(layer)
+
+
+def _convert_bias(layer: nn.Module, handle_biases: str, keep_signs: bool, active_probability: float | None,
+                  generator: torch.Generator | None) -> list[nn.Parameter]:
+    """Rewire one layer's bias as ``handle_biases`` says; returns the tensors to rewire (maybe none)."""
+    bias = getattr(layer, "bias", None)
+    if bias is None or handle_biases == "ignore":
+        return []
+    b = bias.detach().clone()
+    if handle_biases == "as_connections":
+        signs, beta = _signs_and_theta(b, keep_signs, active_probability, generator)
+        parametrize.register_parametrization(layer, "bias", RewireableBias(signs), unsafe=True)
+        layer.parametrizations.bias.original.copy_(beta)
+        return [layer.parametrizations.bias.original]
+    # second_bias: b⁺ = b, b⁻ = −b, so exactly the half with b's sign is active and b is kept
+    parametrize.register_parametrization(layer, "bias", SecondBias(-b), unsafe=True)
+    return [layer.parametrizations.bias.original, layer.parametrizations.bias[0].negative]
+
+
+def _reconvert_layer(layer: nn.Module) -> None:
+    """Plain ``weight`` ← s·relu(θ) and plain ``bias`` ← its effective value, in place.
+
+    The Parameter objects are kept (``remove_parametrizations`` rewrites them in place),
+    so optimizers built on θ stay valid; the signs and b⁻ are dropped.
+    """
+    _unshare_class(layer)
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    if parametrize.is_parametrized(layer, "bias") and isinstance(
+            layer.parametrizations.bias[-1], (RewireableBias, SecondBias)):
+        parametrize.remove_parametrizations(layer, "bias", leave_parametrized=True)
+    bias = layer.bias
+    if bias is not None and not parametrize.is_parametrized(layer, "bias"):
+        # re-register the bias after the weight: the state-dict order of an unconverted layer
+        del layer.bias
+        layer.register_parameter("bias", bias)
+
+
 @torch.no_grad()
 def convert_to_deep_rewireable(module: nn.Module, handle_biases: str = "second_bias",
                                active_probability: float | None = None, keep_signs: bool = False,
@@ -146,9 +240,14 @@ def convert_to_deep_rewireable(module: nn.Module, handle_biases: str = "second_b
                                ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Make every prunable layer (Linear/Conv2d) of ``module`` rewireable, in place.
 
+    DeepRewire's ``convert`` (alias :func:`convert`).  Converting an already converted
+    model is accepted, as in DeepRewire: each converted layer is first turned back into
+    its effective weights (:func:`convert_from_deep_rewireable`) and then converted again.
+
     Args:
-        module: any module; each prunable layer's effective weight w (through its
-            current mask, if any) becomes W = s·relu(θ).
+        module: any module; each prunable layer's effective weight w, shape (out, in) or
+            (out, in, kh, kw) (through its current mask, if any), becomes W = s·relu(θ)
+            with θ and s of the same shape.
         handle_biases: ``"ignore"`` (biases stay plain, returned in ``other_params``),
             ``"as_connections"`` (b = s_b·relu(β), a fixed sign, rewired like a weight) or
             ``"second_bias"`` (b = relu(b⁺) − relu(b⁻), both halves rewireable; b⁺ = b,
@@ -160,44 +259,28 @@ def convert_to_deep_rewireable(module: nn.Module, handle_biases: str = "second_b
         generator: RNG for random signs and activity; default torch's global RNG.
 
     Returns:
-        ``(rewireable_params, other_params)``: the θ's (and rewired bias halves) for
+        ``(rewireable_params, other_params)``: the θ's (and rewired bias halves, b⁻
+        included: DeepRewire returns it in neither list, so it was never trained) for
         :class:`DEEPR`/:class:`SoftDEEPR`, and every other parameter of ``module``
-        (for any optimizer).  Together they are exactly ``module.parameters()``.
+        (for any optimizer).  Together they are exactly ``module.parameters()``; the
+        signs are buffers, in neither list.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> rewireable, other = convert(net)      # 2 weights + 2×(b⁺, b⁻); other == []
+        >>> opt = SoftDEEPR(rewireable, lr=0.05, l1=1e-5)
     """
     if handle_biases not in BIAS_MODES:
         raise ValueError(f"handle_biases must be one of {BIAS_MODES}, got {handle_biases!r}")
     if active_probability is not None and not 0 <= active_probability <= 1:
         raise ValueError(f"active_probability must be in [0, 1], got {active_probability}")
     rewireable: list[nn.Parameter] = []
-    for name, layer in prunable_layers(module).items():
+    for layer in prunable_layers(module).values():
         if is_rewireable(layer):
-            raise ValueError(f"layer {name or type(layer).__name__!r} is already rewireable")
-        w = layer.weight.detach().clone()          # effective weight (masked)
-        signs = _sign_of(w) if keep_signs else _random_signs(w.shape, w, generator)
-        theta = w.abs() if keep_signs else signs * w
-        if active_probability is not None:
-            theta = _activity(w.abs(), active_probability, generator)
-        _unshare_class(layer)
-        replace_parametrization(layer, RewireableWeight(signs, layer))
-        raw_weight(layer).copy_(theta)
-        rewireable.append(raw_weight(layer))
-
-        bias = getattr(layer, "bias", None)
-        if bias is None or handle_biases == "ignore":
-            continue
-        b = bias.detach().clone()
-        if handle_biases == "as_connections":
-            b_signs = _sign_of(b) if keep_signs else _random_signs(b.shape, b, generator)
-            beta = b.abs() if keep_signs else b_signs * b
-            if active_probability is not None:
-                beta = _activity(b.abs(), active_probability, generator)
-            parametrize.register_parametrization(layer, "bias", RewireableBias(b_signs), unsafe=True)
-            layer.parametrizations.bias.original.copy_(beta)
-            rewireable.append(layer.parametrizations.bias.original)
-        else:  # second_bias
-            parametrize.register_parametrization(layer, "bias", SecondBias(-b), unsafe=True)
-            rewireable.append(layer.parametrizations.bias.original)
-            rewireable.append(layer.parametrizations.bias[0].negative)
+            _reconvert_layer(layer)
+        rewireable.append(_convert_weight(layer, keep_signs, active_probability, generator))
+        rewireable += _convert_bias(layer, handle_biases, keep_signs, active_probability, generator)
     ids = {id(p) for p in rewireable}
     other = [p for p in module.parameters() if id(p) not in ids]
     return rewireable, other
@@ -205,28 +288,96 @@ def convert_to_deep_rewireable(module: nn.Module, handle_biases: str = "second_b
 
 @torch.no_grad()
 def convert_from_deep_rewireable(module: nn.Module) -> nn.Module:
-    """Undo :func:`convert_to_deep_rewireable` in place; returns ``module``.
+    """Undo :func:`convert_to_deep_rewireable` in place: a plain PyTorch model again.
+
+    DeepRewire's ``reconvert`` (alias :func:`reconvert`).  Each converted layer gets a
+    plain ``weight`` parameter holding the effective signed weights s·relu(θ) (0 where
+    dormant) and a plain ``bias`` (s_b·relu(β) or relu(b⁺) − relu(b⁻)); no
+    parametrization, sign or mask buffers remain, so the state-dict keys are those of
+    the unconverted ``nn.Linear``/``nn.Conv2d``.  The same Parameter objects are kept.
+    A layer that carried a project mask before conversion comes back plain too: use
+    :func:`reconvert_masked` for the masked format.  Layers that are not converted are
+    left alone.
+
+    Returns:
+        ``module`` (DeepRewire returns None), so ``net = reconvert(net)`` also works.
+
+    Example::
+
+        >>> net = nn.Linear(4, 3)
+        >>> _ = convert(net)
+        >>> sorted(reconvert(net).state_dict())
+        ['bias', 'weight']
+    """
+    for layer in rewireable_layers(module).values():
+        _reconvert_layer(layer)
+    return module
+
+
+def reconvert_masked(module: nn.Module) -> nn.Module:
+    """Undo the conversion into the project's masked format, in place; returns ``module``.
 
     Each converted layer gets weight ← s·relu(θ) under a plain :class:`models.masks.Mask`
-    with mask = θ > 0, and its signs are dropped; rewired biases become plain biases
-    (b = s_b·relu(β) or relu(b⁺) − relu(b⁻)).  The same Parameter objects are kept.
+    with mask = θ > 0 (state-dict keys ``parametrizations.weight.original`` and
+    ``parametrizations.weight.0.mask``), which is what the runs store and the analyses
+    read; biases become plain as in :func:`convert_from_deep_rewireable`.
     """
-    for layer in prunable_layers(module).values():
-        if not is_rewireable(layer):
-            continue
-        weight = layer.weight.detach().clone()
-        mask = layer.parametrizations.weight[-1].current_mask().clone()
-        _unshare_class(layer)
-        replace_parametrization(layer, Mask(mask))
-        raw_weight(layer).copy_(weight)
-        if parametrize.is_parametrized(layer, "bias") and isinstance(
-                layer.parametrizations.bias[-1], (RewireableBias, SecondBias)):
-            parametrize.remove_parametrizations(layer, "bias", leave_parametrized=True)
+    masks = {name: layer.parametrizations.weight[-1].current_mask().clone()
+             for name, layer in rewireable_layers(module).items()}
+    convert_from_deep_rewireable(module)
+    set_masks(module, masks, zero_pruned=False)
     return module
 
 
 convert = convert_to_deep_rewireable
 reconvert = convert_from_deep_rewireable
+
+
+def _effective_tensors(module: nn.Module) -> list[Tensor]:
+    """What ``module`` computes with: each parametrized tensor's value (s·relu(θ), W·mask,
+    relu(b⁺) − relu(b⁻)) in place of its originals, plus every plain parameter."""
+    inside = {id(sub) for m in module.modules() if parametrize.is_parametrized(m)
+              for sub in m.parametrizations.modules()}
+    tensors = []
+    for m in module.modules():
+        if id(m) in inside:        # originals and b⁻: folded into their layer's tensor
+            continue
+        if parametrize.is_parametrized(m):
+            tensors += [getattr(m, name) for name in m.parametrizations]
+        tensors += list(m.parameters(recurse=False))
+    return tensors
+
+
+@torch.no_grad()
+def measure_sparsity(parameters: Tensor | Iterable[Tensor] | nn.Module, threshold: float = 0) -> float:
+    """Fraction of zero entries (DeepRewire's ``deep_rewire.utils.measure_sparsity``).
+
+    Args:
+        parameters: a tensor, an iterable of tensors (e.g. ``model.parameters()``) or a
+            module.  For a module the effective tensors are counted: a converted weight
+            s·relu(θ) is 0 exactly where θ ≤ 0 (DeepRewire's rule), a masked weight where
+            masked, and b⁻ is part of its bias rather than a tensor of its own.
+        threshold: if > 0, count entries with |x| < threshold instead of x == 0.
+
+    Returns:
+        #zeros / #entries over all tensors (a float in [0, 1]).
+
+    Example::
+
+        >>> measure_sparsity([torch.tensor([0.0, 1.0]), torch.zeros(2, 3)])
+        0.875
+    """
+    if isinstance(parameters, nn.Module):
+        tensors = _effective_tensors(parameters)
+    elif isinstance(parameters, Tensor):
+        tensors = [parameters]
+    else:
+        tensors = list(parameters)
+    total = sum(t.numel() for t in tensors)
+    if total == 0:
+        raise ValueError("measure_sparsity needs at least one entry")
+    zeros = sum(int((t.abs() < threshold).sum()) if threshold else int((t == 0).sum()) for t in tensors)
+    return zeros / total
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -307,6 +458,31 @@ def _check_common(lr: float, l1: float, temp: float) -> None:
         raise ValueError(f"invalid temperature {temp}")
 
 
+_warned_zero_reset = False
+
+
+def _check_reset_val(reset_val: float) -> None:
+    """``reset_val`` must be ≥ 0; 0 (DeepRewire's default) is accepted with a warning, once per process."""
+    global _warned_zero_reset
+    if reset_val < 0:
+        raise ValueError(f"reset_val must be ≥ 0 (θ ≤ 0 is dormant), got {reset_val}")
+    if reset_val == 0 and not _warned_zero_reset:
+        _warned_zero_reset = True
+        warnings.warn("DEEPR: reset_val=0 would leave re-activated connections dormant (θ ≤ 0 is "
+                      "inactive); using the smallest positive value of the parameter's dtype instead",
+                      UserWarning, stacklevel=3)
+
+
+def _soft_defaults(lr: float, l1: float, temp: float | None, min_weight: float | None) -> tuple[float, float]:
+    """Soft-DEEPR's defaults (temp = lr·l1²/18, min_weight = −3·l1), checked; returns (temp, min_weight)."""
+    temp = lr * l1 ** 2 / 18 if temp is None else temp
+    min_weight = -3 * l1 if min_weight is None else min_weight
+    _check_common(lr, l1, temp)
+    if min_weight > 0:
+        raise ValueError(f"min_weight must be ≤ 0, got {min_weight}")
+    return temp, min_weight
+
+
 def _noise(p: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
     if generator is None:
         return torch.randn_like(p) * std
@@ -331,14 +507,25 @@ class DEEPR(torch.optim.Optimizer):
             ``scope="layer"``, one int per rewireable tensor.
         lr: learning rate (schedulers may change ``group["lr"]``; temp stays fixed).
         l1: L1 coefficient on active θ.
-        reset_val: value of re-activated entries; must be > 0.
+        reset_val: value of re-activated entries, ≥ 0.  0 (DeepRewire's default) is
+            replaced by the smallest positive normal value of each parameter's dtype
+            (``torch.finfo(dtype).tiny``), with a warning once per process: a re-activated
+            entry at exactly 0 would count as dormant and the budget would not hold.
         temp: temperature; default lr/210 (DeepRewire). Bellec's ``gdnoise``: temp = lr·gdnoise²/2.
         scope: ``"global"`` (one budget, DeepRewire) or ``"layer"`` (per tensor, Bellec).
         generator: RNG for noise and re-activation; default torch's global RNG.
 
     At construction a tensor set with a different active count is adjusted to the
     budget: surplus active entries (uniformly drawn) become dormant (θ ← −θ), and
-    missing ones are activated at max(|θ|, reset_val).
+    missing ones are activated at max(|θ|, reset_val).  ``n_parameters`` is the number of
+    rewireable entries (DeepRewire's attribute).
+
+    Example::
+
+        >>> rewireable, other = convert(nn.Linear(20, 10, bias=False))
+        >>> opt = DEEPR(rewireable, nc=50, lr=0.05, l1=1e-4)
+        >>> int((rewireable[0] > 0).sum())
+        50
     """
 
     def __init__(self, params, nc: int | Sequence[int], lr: float = 0.05, l1: float = 1e-4,
@@ -347,17 +534,18 @@ class DEEPR(torch.optim.Optimizer):
         if temp is None:
             temp = lr / 210
         _check_common(lr, l1, temp)
-        if not reset_val > 0:
-            raise ValueError(f"reset_val must be > 0 (θ ≤ 0 is dormant), got {reset_val}")
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         defaults = dict(lr=lr, l1=l1, temp=temp, reset_val=reset_val, rewire=True)
         super().__init__(params, defaults)
+        for group in self.param_groups:     # per-group values too, not only the default
+            _check_reset_val(group["reset_val"])
         self.scope = scope
         self.generator = generator
         tensors = self._rewire_tensors()
         sizes = [p.numel() for p in tensors]
         n_total = sum(sizes)
+        self.n_parameters = n_total
         if isinstance(nc, (list, tuple)):
             if scope != "layer" or len(nc) != len(tensors):
                 raise ValueError("a per-tensor nc needs scope='layer' and one count per rewireable tensor")
@@ -386,9 +574,10 @@ class DEEPR(torch.optim.Optimizer):
         return [([p], k) for p, k in zip(tensors, self.budgets)]
 
     def _reset_value(self, p: Tensor) -> float:
+        """The group's reset_val, or the dtype's smallest positive value for 0 (see the class doc)."""
         for g in self.param_groups:
             if any(q is p for q in g["params"]):
-                return g["reset_val"]
+                return g["reset_val"] if g["reset_val"] > 0 else torch.finfo(p.dtype).tiny
         raise KeyError("tensor not in optimizer")
 
     @torch.no_grad()
@@ -482,13 +671,7 @@ class SoftDEEPR(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.05, l1: float = 1e-5, temp: float | None = None,
                  min_weight: float | None = None, generator: torch.Generator | None = None,
                  log_every_step: bool = True):
-        if temp is None:
-            temp = lr * l1 ** 2 / 18
-        if min_weight is None:
-            min_weight = -3 * l1
-        _check_common(lr, l1, temp)
-        if min_weight > 0:
-            raise ValueError(f"min_weight must be ≤ 0, got {min_weight}")
+        temp, min_weight = _soft_defaults(lr, l1, temp, min_weight)
         defaults = dict(lr=lr, l1=l1, temp=temp, min_weight=min_weight, rewire=True)
         super().__init__(params, defaults)
         self.generator = generator
@@ -526,6 +709,74 @@ class SoftDEEPR(torch.optim.Optimizer):
         self.last_connectivity = self.connectivity()
         if self.log_every_step:
             self.connectivity_log.append(self.last_connectivity)
+        return loss
+
+
+class SoftDEEPRWrapper(torch.optim.Optimizer):
+    """Soft-DEEPR's rewiring around any torch optimizer (DeepRewire's ``SoftDEEPRWrapper``).
+
+    The base optimizer (SGD, Adam, ...) makes the gradient step; around it, for each
+    tensor θ that has a gradient (the others are skipped, as the base optimizer skips them):
+
+    1. the gradient of dormant entries (θ ≤ 0) is zeroed, active ones get the L1 step
+       θ ← θ − lr·l1, and every entry gets noise √(2·lr·temp)·N(0, 1);
+    2. ``base_optim.step()``;
+    3. θ ← max(θ, min_weight).
+
+    Args:
+        params: rewireable tensors or groups (from :func:`convert`).
+        base_optim_class: an optimizer class, built as ``base_optim_class(params, **optim_kwargs)``
+            and kept as ``base_optim`` (its state, e.g. Adam's moments, lives there).
+        l1: L1 coefficient on active θ.
+        temp: default lr·l1²/18; lr is ``optim_kwargs["lr"]``, default 0.005 (DeepRewire).
+        min_weight: default −3·l1.
+        generator: RNG for the noise; default torch's global RNG.
+        **optim_kwargs: arguments of the base optimizer.
+
+    A closure is evaluated once, before the masking (DeepRewire hands it to the base
+    optimizer, whose re-evaluation would overwrite the masked gradients).  Schedule the
+    base optimizer's lr through ``base_optim``; this optimizer's ``lr`` scales the noise and L1.
+
+    Example::
+
+        >>> rewireable, _ = convert(nn.Linear(8, 4), active_probability=0.2)
+        >>> opt = SoftDEEPRWrapper(rewireable, torch.optim.Adam, l1=0.05, lr=1e-3)
+    """
+
+    def __init__(self, params, base_optim_class: type[torch.optim.Optimizer], l1: float = 1e-5,
+                 temp: float | None = None, min_weight: float | None = None,
+                 generator: torch.Generator | None = None, **optim_kwargs):
+        params = list(params)
+        # each optimizer gets its own group dicts: Optimizer.add_param_group fills in its
+        # defaults in place, and the two sets of defaults must not mix
+        copies = lambda: [dict(g) if isinstance(g, dict) else g for g in params]
+        self.base_optim = base_optim_class(copies(), **optim_kwargs)
+        lr = optim_kwargs.get("lr", 0.005)
+        temp, min_weight = _soft_defaults(lr, l1, temp, min_weight)
+        super().__init__(copies(), dict(lr=lr, l1=l1, temp=temp, min_weight=min_weight))
+        self.generator = generator
+
+    def _with_grad(self):
+        """(group, θ) for every tensor that has a gradient."""
+        return [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group, p in self._with_grad():
+            active = p > 0
+            p.grad.mul_(active)
+            std = math.sqrt(2 * group["lr"] * group["temp"])
+            update = torch.where(active, -group["lr"] * group["l1"], 0.0).to(p.dtype)
+            if std > 0:
+                update = update + _noise(p, std, self.generator)
+            p.add_(update)
+        self.base_optim.step()
+        for group, p in self._with_grad():
+            p.clamp_(min=group["min_weight"])
         return loss
 
 
@@ -648,7 +899,7 @@ class DeepRMethod(Method):
         rewireable, other, budgets = init_rewiring(model, nc, seed=seed, scope=self.scope,
                                                    reset_val=self.reset_val, prune_generator=gen,
                                                    init=self.init)
-        init_model = convert_from_deep_rewireable(copy.deepcopy(model))
+        init_model = reconvert_masked(copy.deepcopy(model))
         temp = self.temp if self.temp is not None else train_cfg.lr / 210
         optimizer = DEEPR(_groups(rewireable, other), nc=nc if self.scope == "global" else budgets,
                           lr=train_cfg.lr, l1=self.l1, reset_val=self.reset_val, temp=temp,
@@ -656,7 +907,7 @@ class DeepRMethod(Method):
         history = train(model, data, train_cfg, seed=seed, optimizer=optimizer,
                         hooks=Hooks(columns=_connectivity_columns), progress=progress, desc=self.name)
         extras = _signs_extras(model)
-        convert_from_deep_rewireable(model)
+        reconvert_masked(model)
         info = {"nc": nc, "scope": self.scope, "budgets": budgets, "l1": self.l1, "temp": temp,
                 "reset_val": self.reset_val, "lr": train_cfg.lr, "init": INIT_LABELS[self.init],
                 "biases": "plain SGD, not rewired", "density_achieved": nc / n_total}
@@ -693,7 +944,7 @@ class SoftDeepRMethod(Method):
         n0 = kept_count(start_density, n_total)
         gen = generator(seed, "prune")
         rewireable, other, _ = init_rewiring(model, n0, seed=seed, prune_generator=gen, init=self.init)
-        init_model = convert_from_deep_rewireable(copy.deepcopy(model))
+        init_model = reconvert_masked(copy.deepcopy(model))
         temp = self.temp if self.temp is not None else train_cfg.lr * self.l1 ** 2 / 18
         min_weight = self.min_weight if self.min_weight is not None else -3 * self.l1
         optimizer = SoftDEEPR(_groups(rewireable, other), lr=train_cfg.lr, l1=self.l1, temp=temp,
@@ -702,7 +953,7 @@ class SoftDeepRMethod(Method):
                         hooks=Hooks(columns=_connectivity_columns), progress=progress, desc=self.name)
         extras = _signs_extras(model)
         achieved = _connectivity_columns(model)["connectivity"]
-        convert_from_deep_rewireable(model)
+        reconvert_masked(model)
         info = {"initial_active": n0, "density_initial": n0 / n_total, "density_target": density,
                 "density_achieved": achieved,
                 "connectivity_min": min(optimizer.connectivity_log, default=achieved),

@@ -5,10 +5,15 @@ sparse_util.py``, class ``ChooseTopEdges``: the forward zeroes the smallest |w| 
 tensor, the backward passes the gradient unchanged to **all** entries (straight-through),
 so pruned weights keep learning and can re-enter the top-k at any step.
 
-Ours differs from upstream only in the count and ties: upstream zeroes
-int(prune_rate·numel) entries (so keeps numel − ⌊(1−d)·numel⌋) with an unstable sort;
-we keep exactly k = round(d·numel), ties at the k-th value broken deterministically
-(lower flat index first).  Exact |w| ties are measure-zero for trained float weights.
+Ours differs from upstream only in the count and ties:
+
+* count: upstream zeroes int(prune_rate·n) entries with prune_rate = 1 − d, so keeps
+  n − int((1−d)·n) (about ⌈d·n⌉; 5 for n = 5, d = 0.8, as (1−0.8)·5 = 0.99999...).  We keep
+  round(d·n) by default (the project's :func:`~pruners.base.kept_count`, as every other
+  method); ``count="upstream"`` (``DNW``, ``TopKMask``, ``install_topk``) keeps upstream's.
+* ties at the k-th |w|: upstream's ``torch.sort`` is unstable (any tied entry may go); ours
+  keep the lower flat index, so masks are reproducible.  Exact |w| ties are measure-zero
+  for trained float weights.
 
 Densities are fractions in (0, 1].
 """
@@ -23,6 +28,23 @@ from models.masks import freeze_masks, get_masks, prunable_layers, replace_param
 from utils.errors import UserError
 
 from .base import Method, MethodResult, check_density, kept_count, register
+
+
+def upstream_kept_count(density: float, total: int) -> int:
+    """Weights upstream DNW keeps: ``total − int((1 − density)·total)`` (``ChooseTopEdges`` zeroes
+    int(prune_rate·numel), prune_rate = 1 − density).  Example: ``upstream_kept_count(0.05, 50) == 3``
+    where ``kept_count`` gives round(2.5) = 2."""
+    return total - int((1 - density) * total)
+
+
+#: ``count`` option -> (density, numel) -> number of weights kept per tensor
+KEPT_COUNTS = {"round": kept_count, "upstream": upstream_kept_count}
+
+
+def check_count(count: str) -> str:
+    if count not in KEPT_COUNTS:
+        raise UserError(f"DNW count must be one of {', '.join(KEPT_COUNTS)}, got {count!r}")
+    return count
 
 
 def topk_mask(weight: Tensor, k: int) -> Tensor:
@@ -55,7 +77,8 @@ class ChooseTopEdges(torch.autograd.Function):
 
 
 class TopKMask(nn.Module):
-    """Weight parametrization keeping the top-k |w| of its tensor, k = round(density · numel).
+    """Weight parametrization keeping the top-k |w| of its tensor, k = round(density · numel)
+    (``count="round"``) or upstream's numel − int((1 − density) · numel) (``count="upstream"``).
 
     ``current_mask()`` is the live top-k of the current raw weight (it follows optimizer
     steps without a forward).  It needs the raw weight, which the parametrization binds on
@@ -63,12 +86,13 @@ class TopKMask(nn.Module):
     ``load_state_dict``, ``.to()`` and ``.double()`` (all keep or remap the same Parameter).
     """
 
-    def __init__(self, density: float, scope: str = "layer"):
+    def __init__(self, density: float, scope: str = "layer", count: str = "round"):
         super().__init__()
         if scope != "layer":
             raise UserError(f"TopKMask supports scope='layer' only (upstream DNW is per tensor), got {scope!r}")
         self.density = check_density(density)
         self.scope = scope
+        self.count = check_count(count)
         object.__setattr__(self, "_weight", None)  # not registered: it is the ParametrizationList's original
 
     def bind(self, weight: Tensor) -> TopKMask:
@@ -76,7 +100,7 @@ class TopKMask(nn.Module):
         return self
 
     def k(self, numel: int) -> int:
-        return kept_count(self.density, numel)
+        return KEPT_COUNTS[self.count](self.density, numel)
 
     def forward(self, weight: Tensor) -> Tensor:
         if self._weight is not weight and isinstance(weight, nn.Parameter):
@@ -91,16 +115,17 @@ class TopKMask(nn.Module):
         return topk_mask(self._weight, self.k(self._weight.numel()))
 
     def extra_repr(self) -> str:
-        return f"density={self.density}, scope={self.scope!r}"
+        return f"density={self.density}, scope={self.scope!r}, count={self.count!r}"
 
 
-def install_topk(model: nn.Module, density: float, scope: str = "layer") -> nn.Module:
+def install_topk(model: nn.Module, density: float, scope: str = "layer", count: str = "round") -> nn.Module:
     """Give every prunable layer a bound :class:`TopKMask` parametrization. Returns ``model``.
 
     Any previous mask is dropped (DNW starts dense).  Build optimizers afterwards.
+    ``count``: ``"round"`` or ``"upstream"`` (see :class:`TopKMask`).
     """
     for module in prunable_layers(model).values():
-        param = TopKMask(density, scope)
+        param = TopKMask(density, scope, count)
         replace_parametrization(module, param)
         param.bind(module.parametrizations.weight.original)
     return model
@@ -119,17 +144,22 @@ class DNW(Method):
 
     ``init_model`` is the model at the start with its initial top-k mask frozen.  The history
     gets a ``mask_changed`` column: the fraction of mask bits that flipped during each epoch.
+
+    Options (config ``methods.dnw``, or ``pruners.dnw(..., count="upstream")``): ``scope``
+    (``"layer"`` only) and ``count``: ``"round"`` keeps round(d·n) per tensor (default),
+    ``"upstream"`` keeps allenai/dnw's n − int((1−d)·n).
     """
     name = "dnw"
 
-    def __init__(self, scope: str = "layer"):
+    def __init__(self, scope: str = "layer", count: str = "round"):
         if scope != "layer":
             raise UserError(f"DNW supports scope='layer' only, got {scope!r}")
         self.scope = scope
+        self.count = check_count(count)
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.train import Hooks, train
-        install_topk(model, check_density(density), self.scope)
+        install_topk(model, check_density(density), self.scope, self.count)
         init_model = freeze_topk(copy.deepcopy(model))
         last = {"masks": get_masks(model)}
 
@@ -143,4 +173,4 @@ class DNW(Method):
         history = train(model, data, train_cfg, seed=seed, hooks=Hooks(after_epoch=after_epoch),
                         progress=progress, desc=self.name)
         freeze_topk(model)
-        return {self.name: MethodResult(model, init_model, history, info={"scope": self.scope})}
+        return {self.name: MethodResult(model, init_model, history, info={"scope": self.scope, "count": self.count})}

@@ -139,12 +139,9 @@ class SynFlow(Method):
                                  iterations=self.iterations, generator=generator(seed, "prune"),
                                  scope=self.scope)
 
-    def run(self, model, data, density, train_cfg, *, seed, progress=True):
-        results = super().run(model, data, density, train_cfg, seed=seed, progress=progress)
+    def run_info(self) -> dict:
         # One summary row per level (the full log has L·n rows) for run.json.
         per_level = [row for row in self.log if row["iteration"] == self.iterations]
-        results[self.name].info.update(
-            {"levels": self.levels, "iterations": self.iterations,
-             "synflow_log": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                              for k, v in row.items()} for row in per_level]})
-        return results
+        return {"levels": self.levels, "iterations": self.iterations,
+                "synflow_log": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                                 for k, v in row.items()} for row in per_level]}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT
 
 from utils import results
@@ -52,12 +53,16 @@ def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
     with claim_run(run) as held:
         assert held is True
     assert results.clean_partial(tmp_path) == 1
+    claim_path(run).touch()                  # a claim file nobody holds (kill -9) is cleaned up
+    results.clean_partial(tmp_path)
+    assert not claim_path(run).exists()
 
 
-def _sweep_command(data_dir, root, seeds="21,42"):
+def _sweep_command(data_dir, root, seeds="21,42", batch_runs=1):
     return [sys.executable, "-m", "utils.cli", "sweep", "fc_mnist", "--methods", "random",
             "--densities", "10,50", "--seeds", seeds, "--epochs", "1", "--train-subset", "2000",
-            "--test-subset", "500", "--jobs", "1", "--data-dir", str(data_dir), "--results", str(root), "--quiet"]
+            "--test-subset", "500", "--jobs", "1", "--batch-runs", str(batch_runs), "--data-dir", str(data_dir),
+            "--results", str(root), "--quiet"]
 
 
 def _trained(output: str) -> int:
@@ -69,8 +74,10 @@ def _env():
     return {**os.environ, "SPARSE_NUM_THREADS": "1"}
 
 
-def test_two_concurrent_sweeps_train_each_run_once(real_data_dir, tmp_path):
-    procs = [subprocess.Popen(_sweep_command(real_data_dir, tmp_path), cwd=ROOT, env=_env(),
+@pytest.mark.parametrize("batch_runs", [1, 8])
+def test_two_concurrent_sweeps_train_each_run_once(real_data_dir, tmp_path, batch_runs):
+    """Alone (1) or batched (8: the first sweep claims the whole group of 4)."""
+    procs = [subprocess.Popen(_sweep_command(real_data_dir, tmp_path, batch_runs=batch_runs), cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from models.fc import FC
 from models.masks import Mask, get_masks, mask_of, prunable_layers, raw_weight, set_masks
@@ -16,6 +17,7 @@ from pruners.deepr import (
     convert_to_deep_rewireable,
     layer_budgets,
     reconvert,
+    reconvert_masked,
     rewireable_layers,
 )
 from utils.data import DATASETS, Dataset
@@ -87,11 +89,26 @@ def test_keep_signs_round_trip_preserves_outputs(handle_biases):
     convert_from_deep_rewireable(model)
     assert not rewireable_layers(model)
     assert torch.allclose(model(x), reference, atol=1e-6, rtol=0)
+    # a plain PyTorch model again: masked-out weights are 0 in the plain weight
     for name, m in prunable_layers(model).items():
-        assert isinstance(m.parametrizations.weight[0], Mask)
-        assert len(m.parametrizations.weight) == 1
-        assert not (mask_of(m) & ~masks[name]).any()
-    assert {n for n, _ in model.named_parameters()} == {n for n, _ in small_fc().named_parameters()}
+        assert not parametrize.is_parametrized(m) and type(m) is nn.Linear
+        assert not (m.weight[~masks[name]] != 0).any()
+    plain = {f"layers.{i}.{t}" for i in range(len(SIZES) - 1) for t in ("weight", "bias")}
+    assert set(model.state_dict()) == plain
+
+
+def test_reconvert_masked_keeps_the_project_format():
+    model = small_fc()
+    convert_to_deep_rewireable(model, handle_biases="second_bias", generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, SIZES[0])
+    reference = model(x).detach()
+    active = {n: raw_weight(m) > 0 for n, m in rewireable_layers(model).items()}
+    reconvert_masked(model)
+    assert torch.equal(model(x), reference)
+    assert set(model.state_dict()) == set(small_fc().state_dict())
+    for name, m in prunable_layers(model).items():
+        assert isinstance(m.parametrizations.weight[0], Mask) and len(m.parametrizations.weight) == 1
+        assert torch.equal(mask_of(m), active[name])
 
 
 def test_conv_round_trip_and_aliases():
@@ -265,9 +282,8 @@ def test_deepr_equals_sgd_without_rewiring():
 def test_deepr_rejects_bad_arguments_and_adjusts_budget():
     lin = nn.Linear(10, 10, bias=False)
     (theta,), _ = convert_to_deep_rewireable(lin, generator=torch.Generator().manual_seed(0))
-    for bad in (0.0, -1e-12):
-        with pytest.raises(ValueError):
-            DEEPR([theta], nc=10, reset_val=bad)
+    with pytest.raises(ValueError):
+        DEEPR([theta], nc=10, reset_val=-1e-12)   # 0 is accepted (tests/test_compat_deeprewire.py)
     with pytest.raises(ValueError):
         DEEPR([theta], nc=101)
     with pytest.raises(ValueError):

@@ -9,7 +9,7 @@ from torch import autograd, nn
 
 from models import FC, Mask, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
 from pruners.base import get_method, kept_count
-from pruners.dnw import DNW, TopKMask, freeze_topk, install_topk, topk_mask
+from pruners.dnw import DNW, TopKMask, freeze_topk, install_topk, topk_mask, upstream_kept_count
 from utils.data import DATASETS, Dataset
 from utils.errors import UserError
 from utils.train import TrainConfig
@@ -101,6 +101,54 @@ def test_forward_and_gradient_equal_upstream():
     w_eff = (w0 * mask_of(layer)).requires_grad_(True)
     F.mse_loss(F.linear(x, w_eff), target).backward()
     torch.testing.assert_close(g, w_eff.grad, rtol=1e-6, atol=1e-7)
+
+
+# (n, d, ours = round(d·n), upstream = n − int((1−d)·n))
+COUNT_CASES = [(10, 0.3, 3, 3), (78_400, 0.1, 7_840, 7_840), (1_000, 0.02, 20, 20),
+               (50, 0.05, 2, 3),  # d·n = 2.5: round-half-even 2, upstream 50 − int(47.5) = 3
+               (7, 0.3, 2, 3),    # d·n = 2.1: upstream keeps about ⌈d·n⌉
+               (5, 0.8, 4, 5)]    # d·n = 4 exactly, but (1 − 0.8)·5 = 0.99999...: upstream keeps all 5
+
+
+@pytest.mark.parametrize("n, d, ours, upstream", COUNT_CASES)
+def test_kept_counts_round_and_upstream(n, d, ours, upstream):
+    assert kept_count(d, n) == ours
+    assert upstream_kept_count(d, n) == upstream
+    w = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    for count, expected in (("round", ours), ("upstream", upstream)):
+        param = TopKMask(d, count=count)
+        assert param.k(n) == expected
+        assert int((param(w) != 0).sum()) == expected
+
+
+@pytest.mark.parametrize("d", [0.05, 0.3])
+def test_upstream_count_forward_equals_upstream_at_its_prune_rate(d):
+    # upstream is called with prune_rate = 1 − density, exactly as its main.py does
+    torch.manual_seed(8)
+    layer = nn.Linear(10, 5, bias=False)  # 50 weights: d = 0.05 is a case where the counts differ
+    w0 = layer.weight.detach().clone()
+    install_topk(nn.Sequential(layer), d, count="upstream")
+    x = torch.randn(4, 10)
+    expected = F.linear(x, UpstreamChooseTopEdges.apply(w0, 1 - d))
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+    assert int(mask_of(layer).sum()) == upstream_kept_count(d, 50)
+
+
+def test_count_option_reaches_the_run():
+    torch.manual_seed(22)
+    model = FC((784, 30, 10))  # 23_520 and 300 weights: at d = 0.0505 upstream keeps one more in the second
+    assert upstream_kept_count(0.0505, 300) == kept_count(0.0505, 300) + 1 == 16
+    method = get_method("dnw", count="upstream")
+    res = method.run(model, synthetic(64), 0.0505, TrainConfig(epochs=1, batch_size=32, lr=0.1),
+                     seed=22, progress=False)["dnw"]
+    assert res.info == {"scope": "layer", "count": "upstream"}
+    for m in (res.model, res.init_model):
+        assert [int(mask.sum()) for mask in get_masks(m).values()] == [1188, 16]
+    with pytest.raises(UserError):
+        get_method("dnw", count="ceil")
+    with pytest.raises(UserError):
+        TopKMask(0.5, count="floor")
+    assert DNW().count == "round"
 
 
 def test_swapping_two_magnitudes_swaps_mask_bits():

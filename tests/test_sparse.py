@@ -129,14 +129,19 @@ def test_coo_net_trains():
     assert_same_outputs(sparse, back, x)
 
 
-def test_csr_is_inference_unless_trainable():
+def test_csr_trains_by_default_unless_frozen():
+    # CSR trains like COO (as upstream ActuallySparse, whose CSR values are Parameters)
     model = masked(fc, 0.2)
     csr = convert_model(model, nn.Linear, "csr")
-    assert not any(p.requires_grad for p in csr.parameters())
+    assert all(p.requires_grad for p in csr.parameters())
     assert csr.layers[0].col_indices.dtype == torch.int32
-    train = convert_model(model, nn.Linear, "csr", trainable=True)
-    train(torch.randn(4, 784)).sum().backward()
-    assert train.layers[3].values.grad is not None and train.layers[3].values.grad.abs().sum() > 0
+    x = torch.randn(4, 784)
+    csr(x).sum().backward()
+    model(x).sum().backward()
+    rows, cols = csr.layers[3]._rows_cols()
+    torch.testing.assert_close(csr.layers[3].values.grad, raw_weight(model.layers[3]).grad[rows, cols])
+    frozen = convert_model(model, nn.Linear, "csr", trainable=False)
+    assert not any(p.requires_grad for p in frozen.parameters())
 
 
 def test_state_dict_deepcopy_double():

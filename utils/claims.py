@@ -41,11 +41,11 @@ def claim_run(run_dir: str | os.PathLike) -> Iterator[bool]:
     when another live process holds it."""
     path = claim_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_locked(path)
+    if fd is None:
+        yield False
+        return
     try:
-        if not _lock(fd):
-            yield False
-            return
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
@@ -57,6 +57,34 @@ def claim_run(run_dir: str | os.PathLike) -> Iterator[bool]:
             path.unlink(missing_ok=True)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _open_locked(path: Path) -> int | None:
+    """Open and lock the claim file at ``path``; None if a live process holds it.  A lock taken
+    on a file that was unlinked meanwhile (its holder finished) does not count: retry on the
+    file now at ``path``, so two processes never both hold a run."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _lock(fd):
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def release_stale(root: str | os.PathLike) -> int:
+    """Remove the claim files under ``root`` that no live process holds (left by ``kill -9``).
+    Returns the count."""
+    count = 0
+    for path in Path(root).rglob(f".*{SUFFIX}"):
+        run_dir = path.parent / path.name[1:-len(SUFFIX)]
+        with claim_run(run_dir) as held:   # taking the claim removes its file on exit
+            count += bool(held)
+    return count
 
 
 def _lock(fd: int, tries: int = 5) -> bool:

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--threads", type=int, default=None,
                        help="torch threads per run (default 1, as the stored runs: other counts round "
                             "differently)")
+    sweep.add_argument("--batch-runs", type=int, default=None,
+                       help="FC runs that train alike go this many at a time through one process "
+                            "(default 8, measured in benchmarks/README.md; 1: every run alone)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do")
     from .launch import add_launcher_arguments
@@ -115,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from . import results
-    from .experiment import RunSpec, execute, grid, is_done, load_config, percent_to_fraction, profile_of, sweep
+    from .experiment import (
+        BATCH_RUNS,
+        RunSpec,
+        execute,
+        grid,
+        is_done,
+        load_config,
+        percent_to_fraction,
+        profile_of,
+        sweep,
+    )
     if args.command == "train":
         config = load_config(args.experiment)
         profile, values = profile_of(config, args.profile)
@@ -151,7 +164,7 @@ def _dispatch(args) -> int:
             return launch_sweep(args, config, specs, args.results, _overrides(args))
         done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
                      jobs=_positive(args.jobs, "--jobs"), threads=_threads(args), max_runs=args.max_runs,
-                     progress=not args.quiet)
+                     batch_runs=_positive(args.batch_runs, "--batch-runs") or BATCH_RUNS, progress=not args.quiet)
         print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored, claimed by a concurrent "
               f"sweep or left for later")
         return 0

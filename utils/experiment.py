@@ -13,6 +13,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -265,36 +266,47 @@ def run_settings(spec: RunSpec, config: dict, overrides: Overrides | None = None
 
 def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress, threads) -> list[Path]:
     overrides = overrides or Overrides()
-    root = Path(root or results.DEFAULT_ROOT)
     settings = run_settings(spec, config, overrides)
-    method, options, train_cfg, density = settings.method, settings.options, settings.train, settings.density
     data = prepare_data(config, data_dir, overrides)
-    ensure_probe(config, data_dir, root)
-
-    model_kwargs = dict(method.model_kwargs.get(config["model"], {}))
-    seed_init(spec.seed, data.info.train_size)
-    model = build_model(config["model"], **model_kwargs)
+    ensure_probe(config, data_dir, Path(root or results.DEFAULT_ROOT))
+    model, model_kwargs = _fresh_model(spec, config, settings, data)
     start = time.perf_counter()
-    outputs = method.run(model, data, density, train_cfg, seed=spec.seed, progress=progress)
-    wall = time.perf_counter() - start
-    device = pick_device(train_cfg.device)
+    outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed, progress=progress)
+    return _store(spec, config, settings, outputs, model_kwargs, data, overrides, root=root,
+                  wall=time.perf_counter() - start, threads=threads)
+
+
+def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Dataset) -> tuple[torch.nn.Module, dict]:
+    """The run's initial model (seeded init, the method's model options) and those options."""
+    model_kwargs = dict(settings.method.model_kwargs.get(config["model"], {}))
+    seed_init(spec.seed, data.info.train_size)
+    return build_model(config["model"], **model_kwargs), model_kwargs
+
+
+def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, model_kwargs: dict, data: Dataset,
+           overrides: Overrides, *, root, wall: float, threads: int, batched: int = 1) -> list[Path]:
+    """Write a run's outputs (the method's run and its variants) to the store."""
+    root = Path(root or results.DEFAULT_ROOT)
+    model = outputs[spec.method].model
+    device = pick_device(settings.train.device)
     # The defaults depend on the hardware (native bf16 or not), so the record keeps what ran.
     recipe = recipe_record(spec.profile, profile_of(config, spec.profile)[1], settings)
-    provenance = data.provenance()
-    compute = {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
-               "channels_last": use_channels_last(model, train_cfg, device)}
+    compute = {"device": device.type, "threads": threads, "bf16": use_bf16(model, settings.train, device),
+               "channels_last": use_channels_last(model, settings.train, device)}
+    if batched > 1:
+        compute["batched"] = batched     # trained with batched - 1 other runs in one process
     written = []
     # The primary run is written last, so its presence means every variant is stored.
     for name in sorted(outputs, key=lambda n: n == spec.method):
         out = outputs[name]
         record = {
             "experiment": spec.experiment, "method": name, "density_label": spec.density,
-            "density_target": density,
+            "density_target": settings.density,
             "seed": spec.seed, "profile": spec.profile, "dataset": config["dataset"],
-            "config": {"file": Path(config["_path"]).name, "train": train_cfg.to_dict(),
-                       "method_options": options, "overrides": overrides.as_dict()},
+            "config": {"file": Path(config["_path"]).name, "train": settings.train.to_dict(),
+                       "method_options": settings.options, "overrides": overrides.as_dict()},
             "wall_time_s": wall, "info": out.info,
-            "compute": compute, "recipe": recipe, "data": provenance,
+            "compute": compute, "recipe": recipe, "data": data.provenance(),
         }
         path = results.run_dir(spec.experiment, name, spec.density, spec.seed, root)
         written.append(results.save_run(path, model=out.model, init_model=out.init_model,
@@ -303,6 +315,40 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
                                         record=record, extras=out.extras, support=out.support,
                                         overwrite=True))
     return written
+
+
+def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = None,
+                  root: str | os.PathLike | None = None, overrides: Overrides | None = None,
+                  progress: bool = True, threads: int = RUN_THREADS) -> list[list[Path]]:
+    """Train prune-then-train FC runs of one experiment, profile and recipe together
+    (:func:`utils.batched.train_batched`) and store each as :func:`execute` would; ``run.json``
+    records ``compute.batched = K``. Returns each run's dirs."""
+    from pruners.base import MethodResult
+
+    from .batched import train_batched
+    overrides = overrides or Overrides()
+    settings = [run_settings(spec, config, overrides) for spec in specs]
+    if len({json.dumps(s.train.to_dict(), sort_keys=True) for s in settings}) != 1:
+        raise UserError("runs trained together must share one training recipe")
+    data = prepare_data(config, data_dir, overrides)
+    ensure_probe(config, data_dir, Path(root or results.DEFAULT_ROOT))
+    with torch_threads(threads):
+        start = time.perf_counter()
+        models, inits, kwargs = [], [], []
+        for spec, setting in zip(specs, settings):
+            model, model_kwargs = _fresh_model(spec, config, setting, data)
+            setting.method.prune(model, setting.density, seed=spec.seed, data_shape=tuple(data.info.shape))
+            models.append(model)
+            inits.append(copy.deepcopy(model))
+            kwargs.append(model_kwargs)
+        histories = train_batched(models, data, settings[0].train, seeds=[s.seed for s in specs],
+                                  progress=progress, desc=f"{config['experiment']} ×{len(specs)}")
+        wall = (time.perf_counter() - start) / len(specs)
+        return [_store(spec, config, setting,
+                       {spec.method: MethodResult(model, init, history, info=setting.method.run_info())}, model_kwargs,
+                       data, overrides, root=root, wall=wall, threads=threads, batched=len(specs))
+                for spec, setting, model, init, history, model_kwargs
+                in zip(specs, settings, models, inits, histories, kwargs)]
 
 
 def stored_state(spec: RunSpec, root: Path) -> str:
@@ -325,29 +371,74 @@ def is_done(spec: RunSpec, root: Path) -> bool:
     return stored_state(spec, root) == "done"
 
 
-def execute_claimed(spec: RunSpec, config: dict, *, root: str | os.PathLike, **kwargs) -> list[Path] | None:
-    """:func:`execute` under the run's claim (:mod:`utils.claims`): None, without training, when
-    another live process holds the claim or the run got stored meanwhile."""
+def run_claimed(specs: list[RunSpec], config: dict, *, root: str | os.PathLike, **kwargs) -> list[RunSpec]:
+    """Train ``specs`` under their claims (:mod:`utils.claims`): one alone with :func:`execute`,
+    several together with :func:`execute_batch`.  Runs another live process holds, or that got
+    stored meanwhile, are left out. Returns the specs trained."""
     root = Path(root)
-    with claim_run(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)) as held:
-        if not held or is_done(spec, root):
-            return None
-        return execute(spec, config, root=root, **kwargs)
+    with ExitStack() as stack:
+        mine = [spec for spec in specs
+                if stack.enter_context(claim_run(results.run_dir(spec.experiment, spec.method, spec.density,
+                                                                 spec.seed, root)))
+                and not is_done(spec, root)]
+        if len(mine) == 1:
+            execute(mine[0], config, root=root, **kwargs)
+        elif mine:
+            execute_batch(mine, config, root=root, **kwargs)
+        return mine
 
 
-def _worker(args) -> list[str] | None:
-    spec, config, data_dir, root, overrides, threads = args
-    paths = execute_claimed(spec, config, data_dir=data_dir, root=root, overrides=overrides,
-                            progress=False, threads=threads)
-    return None if paths is None else [str(p) for p in paths]
+#: Runs trained together in one process (FC, batch 64), measured in benchmarks/README.md.
+BATCH_RUNS = 8
+
+
+def batch_key(spec: RunSpec, config: dict, overrides: Overrides | None = None) -> str | None:
+    """Runs with the same key can be trained together (:func:`execute_batch`): prune-then-train
+    runs of the FC under one recipe; None for every other run."""
+    settings = run_settings(spec, config, overrides)
+    if config["model"] != "fc" or not settings.method.trains_on_fixed_mask():
+        return None
+    return json.dumps([spec.experiment, spec.profile, settings.train.to_dict(),
+                       settings.method.model_kwargs.get(config["model"], {})], sort_keys=True)
+
+
+def plan_tasks(specs: list[RunSpec], config: dict, overrides: Overrides | None = None, *,
+               jobs: int = 1, batch_runs: int = BATCH_RUNS) -> list[list[RunSpec]]:
+    """Split ``specs`` into tasks, each trained by one process: groups of at most ``batch_runs``
+    batchable runs with one key (sized so ``jobs`` processes share them evenly), the others
+    alone.  Order: as ``specs`` (priority order), by each task's first run."""
+    groups: dict[str, list[RunSpec]] = {}
+    tasks: list[list[RunSpec]] = []
+    for spec in specs:
+        key = batch_key(spec, config, overrides) if batch_runs > 1 else None
+        if key is None:
+            tasks.append([spec])
+        else:
+            if key not in groups:
+                groups[key] = []
+                tasks.append(groups[key])
+            groups[key].append(spec)
+    out = []
+    for task in tasks:
+        size = min(batch_runs, max(1, -(-len(task) // max(jobs, 1))))
+        out.extend(task[i:i + size] for i in range(0, len(task), size))
+    return out
+
+
+def _worker(args) -> list[RunSpec]:
+    task, config, data_dir, root, overrides, threads = args
+    return run_claimed(task, config, data_dir=data_dir, root=root, overrides=overrides, progress=False,
+                       threads=threads)
 
 
 def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
           root: str | os.PathLike | None = None, overrides: Overrides | None = None,
           jobs: int | None = None, threads: int = RUN_THREADS, max_runs: int | None = None,
-          progress: bool = True) -> list[RunSpec]:
-    """Run every spec not yet stored, ``jobs`` at a time (default :func:`default_jobs`), each
-    with ``threads`` torch threads. Returns the specs this call trained.
+          batch_runs: int = BATCH_RUNS, progress: bool = True) -> list[RunSpec]:
+    """Run every spec not yet stored, ``jobs`` processes at a time (default :func:`default_jobs`),
+    each with ``threads`` torch threads; FC runs that train alike go ``batch_runs`` at a time
+    through one process (:func:`plan_tasks`; 1 trains every run alone). Returns the specs this
+    call trained.
 
     Half-written run directories from a killed sweep are removed first.  Each run is trained
     under its claim, so sweeps started at the same time on one store share the work, and a run
@@ -361,25 +452,26 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
         return []
     for spec in todo:
         run_settings(spec, config, overrides)
+    tasks = plan_tasks(todo, config, overrides, jobs=jobs, batch_runs=batch_runs)
     bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
-    trained = []
+    trained: list[RunSpec] = []
+
+    def finished(task: list[RunSpec], done: list[RunSpec]) -> None:
+        trained.extend(done)
+        if done:
+            results.write_summary(root)
+        bar.set_postfix_str(task[0].label + (f" +{len(task) - 1}" if len(task) > 1 else ""))
+        bar.update(len(task))
+
     if jobs <= 1:
-        for spec in todo:
-            bar.set_postfix_str(spec.label)
-            if execute_claimed(spec, config, data_dir=data_dir, root=root, overrides=overrides,
-                               progress=progress, threads=threads) is not None:
-                trained.append(spec)
-                results.write_summary(root)
-            bar.update()
+        for task in tasks:
+            finished(task, run_claimed(task, config, data_dir=data_dir, root=root, overrides=overrides,
+                                       progress=progress, threads=threads))
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            futures = {pool.submit(_worker, (s, config, data_dir, root, overrides, threads)): s for s in todo}
+            futures = {pool.submit(_worker, (t, config, data_dir, root, overrides, threads)): t for t in tasks}
             for future in as_completed(futures):
-                if future.result() is not None:
-                    trained.append(futures[future])
-                    results.write_summary(root)
-                bar.set_postfix_str(futures[future].label)
-                bar.update()
+                finished(futures[future], future.result())
     bar.close()
     skipped = len(todo) - len(trained)
     if skipped and progress:

@@ -4,8 +4,8 @@ Peer: deepstruct (graph export of masked nets, ``MaskedDeepDAN`` built from a la
 
 **Model -> graph** (:func:`to_networkx`). Every unit is a node: one per input feature
 (FC) or input channel (conv), one per output neuron of a Linear and one per output
-channel (filter) of a Conv2d.  Node ids are ``("input", i)`` and ``(layer_name, j)``;
-attributes::
+channel (filter) of a Conv2d.  Node ids are ``("input", i)`` and ``(layer_name, j)``
+(a bare layer such as ``nn.Linear(10, 5)`` is its own one layer, named ``""``); attributes::
 
     layer  int    0 for the inputs, then 1, 2, ... in execution order of the layers
     name   str    "input" or the layer's qualified name ("layers.3", "blocks.4.conv1")
@@ -22,9 +22,14 @@ weight entry connects unit u to unit v.  Edge attributes::
     abs_weight  sum of |w| over those entries
     weight      the signed weight if count == 1 (every Linear edge), else abs_weight
 
-The data flow between layers is traced with ``torch.fx``: BatchNorm, activations, pooling,
-flatten, residual additions (channel c of every summand feeds channel c of the consumer),
-option-A zero-padding shortcuts (channel offset) and channel concatenation are followed.
+The data flow between layers is traced with ``torch.fx`` (:mod:`utils.layer_flow`): BatchNorm, activations, pooling,
+residual additions (channel c of every summand feeds channel c of the consumer), option-A
+zero-padding shortcuts (channel offset), channel concatenation and reshapes are followed.
+A reshape (flatten/view/reshape/unflatten, ``nn.Flatten``/``nn.Unflatten``) maps units
+channel-major: a Linear reading a flattened (C, H, W) map gets one edge per channel (count =
+its active entries), and a Linear's C*H*W units viewed as a conv's (C, H, W) input feed the
+conv from their channel (unit u lands in channel u // (H*W); count = that channel's kernel
+entries).  Unit graphs are coarser than deepstruct's pixel graphs: one node per channel.
 Models that cannot be traced fall back to a chain of the layers in registration order.
 Edge weights of a residual sum are those of the consuming layer; BatchNorm scales are not
 folded in, so conv graphs are structural (use ``count``/``abs_weight`` as strength).
@@ -33,7 +38,8 @@ folded in, so conv graphs are structural (use ``count``/``abs_weight`` as streng
 nodes are layered (longest path from the sources, or a node attribute); each layer becomes
 one masked ``nn.Linear`` reading the concatenation of the earlier layers it has edges from
 (always including the layer just before), so skip connections across layers work; hidden
-units use ReLU, outputs are linear.  Input and output rules (``inputs=``/``outputs=``):
+units use ReLU, outputs are linear.  ``input_size`` is a feature count or a shape (``(28, 28)``
+means 784 features; the net flattens its input).  Input and output rules (``inputs=``/``outputs=``):
 
 * ``inputs="project"`` (default, as deepstruct): the graph's source nodes are hidden units;
   every one of the ``input_size`` input features is connected to every source node.
@@ -67,157 +73,31 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from models.masks import attach_masks, mask_of, set_masks
+from models.masks import attach_masks, set_masks
+from utils.layer_flow import INPUT, flow, in_units, layer_view, source_edges
 
 __all__ = ["to_networkx", "from_networkx", "layered_from_networkx", "layered_dag", "DAGNet",
            "input_nodes", "output_nodes", "node_layers", "layer_stats", "degree_distribution",
            "components", "count_paths", "dead_units", "graph_stats"]
 
-INPUT = "input"
-
 
 # --------------------------------------------------------------------------- model -> graph
-
-def _is_layer(module: nn.Module) -> bool:
-    from utils.sparse import is_sparse_layer
-    return isinstance(module, (nn.Linear, nn.Conv2d)) or is_sparse_layer(module)
-
-
-def _layer_view(module: nn.Module) -> tuple[Tensor, Tensor, Tensor | None, str]:
-    """(effective weight, bool mask, bias, kind) of a dense, masked or sparse layer."""
-    from utils.sparse import is_sparse_layer
-    if is_sparse_layer(module):
-        weight, mask = module.dense_weight(), module.dense_mask()
-        kind = "conv" if len(module.weight_shape) == 4 else "linear"
-    else:
-        weight, mask = module.weight, mask_of(module)
-        kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
-    bias = getattr(module, "bias", None)
-    return weight.detach().cpu() * mask.cpu(), mask.detach().cpu().bool(), \
-        None if bias is None else bias.detach().cpu(), kind
-
-
-def _in_units(module: nn.Module) -> int:
-    return _layer_view_shape(module)[1]
-
-
-def _layer_view_shape(module: nn.Module) -> tuple[int, ...]:
-    from utils.sparse import is_sparse_layer
-    if is_sparse_layer(module):
-        return tuple(module.weight_shape)
-    return tuple(mask_of(module).shape)
-
-
-def _trace_flow(model: nn.Module):
-    """Per layer: the producers of its input; plus the producers of the model output.
-
-    Returns ``(order, feeds, out_feeds)`` with ``order`` the layer names in execution
-    order, ``feeds[name]`` a list of ``(source, offset, flattened)`` where source is a
-    layer name or ``INPUT``.  Raises if ``torch.fx`` cannot trace the model.
-    """
-    import torch.fx as fx
-
-    from models.resnet import PadShortcut
-
-    modules = dict(model.named_modules())
-
-    class Tracer(fx.Tracer):
-        def is_leaf_module(self, m, qualname):
-            return _is_layer(m) or isinstance(m, PadShortcut) or super().is_leaf_module(m, qualname)
-
-    graph = Tracer().trace(model)
-    memo: dict = {}
-    width: dict[str, int] = {}  # output units per layer
-
-    def width_of(prods) -> int:
-        return max((off + width.get(src, 0) for src, off, _ in prods), default=0)
-
-    def arg_nodes(args) -> list:
-        out = []
-        if isinstance(args, fx.Node):
-            out.append(args)
-        elif isinstance(args, (list, tuple)):
-            for a in args:
-                out.extend(arg_nodes(a))
-        elif isinstance(args, dict):
-            for a in args.values():
-                out.extend(arg_nodes(a))
-        return out
-
-    def producers(node) -> list:
-        if node in memo:
-            return memo[node]
-        result: list = []
-        if node.op == "placeholder":
-            result = [(INPUT, 0, False)]
-        elif node.op == "get_attr":
-            result = []
-        elif node.op == "call_module" and _is_layer(modules[node.target]):
-            result = [(node.target, 0, False)]
-        elif node.op == "call_module" and isinstance(modules[node.target], PadShortcut):
-            prods = producers(node.args[0])
-            front = (modules[node.target].out_channels - width_of(prods)) // 2
-            result = [(s, off + front, fl) for s, off, fl in prods]
-        elif node.op == "call_function" and node.target is torch.cat:
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            if dim not in (1, -1):
-                raise NotImplementedError("torch.cat outside the feature/channel dimension")
-            shift = 0
-            for part in node.args[0]:
-                prods = producers(part)
-                result += [(s, off + shift, fl) for s, off, fl in prods]
-                shift += width_of(prods)
-        else:
-            flattening = (node.op == "call_method" and node.target in ("flatten", "view", "reshape")) \
-                or (node.op == "call_function" and node.target in (torch.flatten, torch.reshape))
-            seen = set()
-            for arg in arg_nodes((node.args, node.kwargs)):
-                for s, off, fl in producers(arg):
-                    item = (s, off, fl or flattening)
-                    if item not in seen:
-                        seen.add(item)
-                        result.append(item)
-        memo[node] = result
-        return result
-
-    order, feeds, out_feeds = [], {}, []
-    for node in graph.nodes:  # topological order
-        if node.op == "call_module" and _is_layer(modules[node.target]):
-            if node.target in feeds:
-                raise NotImplementedError(f"layer {node.target} is called twice")
-            order.append(node.target)
-            feeds[node.target] = producers(node.args[0])
-            shape = _layer_view_shape(modules[node.target])
-            width[node.target] = shape[0]
-            if [s for s, _, _ in feeds[node.target]] == [INPUT] and feeds[node.target][0][1] == 0:
-                width.setdefault(INPUT, shape[1])  # a layer reading only the input sets its width
-        elif node.op == "output":
-            out_feeds = producers(node.args[0])
-    return order, feeds, out_feeds, width.get(INPUT)
-
-
-def _chain_flow(model: nn.Module):
-    """Fallback: layers in registration order, each fed by the previous one."""
-    order = [name for name, m in model.named_modules() if _is_layer(m)]
-    feeds = {name: [(order[i - 1] if i else INPUT, 0, True)] for i, name in enumerate(order)}
-    return order, feeds, [(order[-1], 0, False)] if order else [], None
-
 
 def to_networkx(model: nn.Module, include_input: bool = True) -> nx.DiGraph:
     """The unit graph of ``model``: nodes are units, edges are active weights (see module doc).
 
     Works on dense, masked (any parametrization exposing ``current_mask``) and
-    :mod:`utils.sparse` layers.  ``include_input=False`` drops the input nodes.
+    :mod:`utils.sparse` layers, and on a bare layer (its nodes are named ``("", j)``).
+    ``include_input=False`` drops the input nodes.
+
+    Example: ``to_networkx(nn.Linear(10, 5))`` has 15 nodes and 50 edges.
     """
     modules = dict(model.named_modules())
-    try:
-        order, feeds, out_feeds, n_input = _trace_flow(model)
-    except Exception:  # untraceable control flow: assume a plain chain
-        order, feeds, out_feeds, n_input = _chain_flow(model)
+    order, feeds, out_feeds, n_input = flow(model)
     if not order:
         raise ValueError("model has no Linear/Conv2d layers")
     out_layers = {s for s, _, _ in out_feeds if s != INPUT}
-    n_input = n_input or max((_in_units(modules[n]) for n in order if any(s == INPUT for s, _, _ in feeds[n])),
+    n_input = n_input or max((in_units(modules[n]) for n in order if any(s == INPUT for s, _, _ in feeds[n])),
                   default=0)
 
     g = nx.DiGraph(kind="unit graph")
@@ -226,7 +106,7 @@ def to_networkx(model: nn.Module, include_input: bool = True) -> nx.DiGraph:
                          for i in range(n_input))
     views = {}
     for index, name in enumerate(order, start=1):
-        weight, mask, bias, kind = views[name] = _layer_view(modules[name])
+        weight, mask, bias, kind = views[name] = layer_view(modules[name])
         role = "output" if name in out_layers else "hidden"
         for j in range(mask.shape[0]):
             attrs = dict(layer=index, name=name, unit=j, role=role, kind=kind)
@@ -235,32 +115,21 @@ def to_networkx(model: nn.Module, include_input: bool = True) -> nx.DiGraph:
             g.add_node((name, j), **attrs)
 
     for name in order:
-        weight, mask, _, _ = views[name]
+        weight, mask, _, kind = views[name]
         n_out, d_in = mask.shape[:2]
-        count = mask.reshape(n_out, d_in, -1).sum(-1).numpy()
-        absw = weight.abs().reshape(n_out, d_in, -1).sum(-1).double().numpy()
-        signed = weight.reshape(n_out, d_in, -1).sum(-1).double().numpy()
+        stats = [mask.reshape(n_out, d_in, -1).sum(-1).numpy(),
+                 weight.abs().reshape(n_out, d_in, -1).sum(-1).double().numpy(),
+                 weight.reshape(n_out, d_in, -1).sum(-1).double().numpy()]
         concatenated = any(off != 0 for _, off, _ in feeds[name])
         for src, off, flat in feeds[name]:
             if src == INPUT and not include_input:
                 continue
             n_src = n_input if src == INPUT else views[src][1].shape[0]
-            if flat and src != INPUT and not concatenated and n_src < d_in and d_in % n_src == 0:
-                r = d_in // n_src  # flattened (C, H, W): feature f comes from channel f // r
-                c = count.reshape(n_out, n_src, r).sum(-1)
-                a = absw.reshape(n_out, n_src, r).sum(-1)
-                s = signed.reshape(n_out, n_src, r).sum(-1)
-                cols = np.arange(n_src)
-            else:
-                lo, hi = max(off, 0), min(off + n_src, d_in)
-                if hi <= lo:
-                    continue
-                c, a, s = count[:, lo:hi], absw[:, lo:hi], signed[:, lo:hi]
-                cols = np.arange(lo - off, hi - off)
+            reshaped = flat and src != INPUT and not concatenated
+            (c, a, s), units = source_edges(stats, n_src, off, reshaped, kind)
             rows, ks = np.nonzero(c)
-            src_name = INPUT if src == INPUT else src
             g.add_edges_from(
-                ((src_name, int(cols[k])), (name, int(j)),
+                ((src, int(units[k])), (name, int(j)),
                  dict(count=int(c[j, k]), abs_weight=float(a[j, k]),
                       weight=float(s[j, k]) if c[j, k] == 1 else float(a[j, k])))
                 for j, k in zip(rows, ks))
@@ -277,14 +146,16 @@ class DAGNet(nn.Module):
     ``layers.i``).  Hidden layers use ReLU, the last layer is linear.  Prunable layers carry
     the project's :class:`models.masks.Mask`.
 
-    Attributes: ``input_size``, ``output_size``, ``reads``, ``layer_nodes`` (graph nodes of
-    each layer's units; ``None`` entries for projected input/output units), ``input_nodes``
-    (graph nodes of the input features, or ``None`` when projected).
+    Attributes: ``input_size`` (flat feature count), ``input_shape`` (the shape it was given
+    as), ``output_size``, ``reads``, ``layer_nodes`` (graph nodes of each layer's units;
+    ``None`` entries for projected input/output units), ``input_nodes`` (graph nodes of the
+    input features, or ``None`` when projected).  Input (B, *input_shape) or (B, input_size).
     """
 
-    def __init__(self, input_size: int, widths: list[int], reads: list[list[int]]):
+    def __init__(self, input_size: int | tuple[int, ...], widths: list[int], reads: list[list[int]]):
         super().__init__()
-        self.input_size = int(input_size)
+        self.input_size = _flat_size(input_size)
+        self.input_shape = tuple(int(d) for d in input_size) if _is_shape(input_size) else (self.input_size,)
         self.output_size = int(widths[-1])
         self.reads = [list(r) for r in reads]
         block = [self.input_size] + list(widths)
@@ -295,13 +166,22 @@ class DAGNet(nn.Module):
         attach_masks(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        feats = [x.flatten(1)]
+        feats = [x.flatten(1)]  # (B, *input_shape) -> (B, input_size), as deepstruct does
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             inputs = [feats[b] for b in self.reads[i]]
             h = layer(inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1))
             feats.append(h if i == last else torch.relu(h))
         return feats[-1]
+
+
+def _is_shape(size) -> bool:
+    return isinstance(size, (tuple, list, torch.Size))
+
+
+def _flat_size(size: int | tuple[int, ...]) -> int:
+    """Number of features of an input size given as an int or a shape: ``(28, 28)`` -> 784."""
+    return math.prod(int(d) for d in size) if _is_shape(size) else int(size)
 
 
 def _ordered(graph: nx.DiGraph, nodes: Iterable, position: dict) -> list:
@@ -327,13 +207,15 @@ def node_layers(graph: nx.DiGraph, layer_attr: str | None = None) -> dict:
     return layer
 
 
-def from_networkx(graph: nx.DiGraph, input_size: int, output_size: int, *,
+def from_networkx(graph: nx.DiGraph, input_size: int | tuple[int, ...], output_size: int, *,
                   inputs: str = "project", outputs: str = "project",
                   layer_attr: str | None = None, weight_attr: str | None = "weight",
                   bias_attr: str | None = "bias") -> DAGNet:
     """A masked feed-forward :class:`DAGNet` with the connectivity of the DAG ``graph``.
 
     See the module docstring for the layering and the ``inputs``/``outputs`` rules.
+    ``input_size`` is a feature count or an input shape such as ``(28, 28)`` (784 features,
+    flattened in ``forward``, as deepstruct's ``MaskedDeepDAN``).
     Weights: if every edge into a layer carries ``weight_attr``, the layer's weights are
     copied from the edges (and its biases from ``bias_attr`` node attributes, 0 where
     missing); otherwise the layer keeps PyTorch's default init.  Projections are dense and
@@ -341,6 +223,7 @@ def from_networkx(graph: nx.DiGraph, input_size: int, output_size: int, *,
     """
     if inputs not in ("project", "sources") or outputs not in ("project", "sinks", "all"):
         raise ValueError("inputs must be 'project'|'sources', outputs 'project'|'sinks'|'all'")
+    n_features = _flat_size(input_size)
     layer = node_layers(graph, layer_attr)
     if not layer:
         raise ValueError("empty graph")
@@ -352,8 +235,8 @@ def from_networkx(graph: nx.DiGraph, input_size: int, output_size: int, *,
         sources = [n for n in graph if graph.in_degree(n) == 0]
     sources = _ordered(graph, sources, position)
     if inputs == "sources":
-        if len(sources) != input_size:
-            raise ValueError(f"inputs='sources' needs {input_size} source nodes, graph has {len(sources)}")
+        if len(sources) != n_features:
+            raise ValueError(f"inputs='sources' needs {n_features} source nodes, graph has {len(sources)}")
         input_set = set(sources)
     else:
         input_set = set()
@@ -401,7 +284,7 @@ def from_networkx(graph: nx.DiGraph, input_size: int, output_size: int, *,
     model = DAGNet(input_size, widths, reads)
     model.output_size = int(output_size)
 
-    block_width = [int(input_size)] + widths
+    block_width = [n_features] + widths
     masks = {}
     with torch.no_grad():
         for i, layer_module in enumerate(model.layers):

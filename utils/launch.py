@@ -69,16 +69,16 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- the job
 def run_job(spec, config: dict, *, data_dir: str | None, root: str, overrides, threads: int | None) -> dict:
     """Body of one job: train and store ``spec`` unless it is stored already."""
-    from .experiment import execute_claimed, is_done
+    from .experiment import is_done, run_claimed
     from .train import available_cores
     root_path = Path(root)
     if is_done(spec, root_path):
         return {"label": spec.label, "status": "already stored"}
     start = time.perf_counter()
-    paths = execute_claimed(spec, config, data_dir=data_dir, root=root_path, overrides=overrides,
-                            progress=False, threads=threads or available_cores())
-    if paths is None:
+    if not run_claimed([spec], config, data_dir=data_dir, root=root_path, overrides=overrides,
+                       progress=False, threads=threads or available_cores()):
         return {"label": spec.label, "status": "claimed by another process or stored meanwhile"}
+    paths = [results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root_path)]
     try:
         results.write_summary(root_path)
     except Exception as exc:  # a concurrent writer or a bad neighbour run must not fail this run

@@ -294,8 +294,9 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
 
 def clean_partial(root: str | os.PathLike | None = None) -> int:
     """Remove half-written run directories (``.s<seed>.tmp-*``) left by a killed run, but not
-    those of a run a live process has claimed (it is writing them). Returns the count."""
-    from .claims import is_claimed
+    those of a run a live process has claimed (it is writing them), and the killed run's claim
+    files. Returns the count of directories removed."""
+    from .claims import is_claimed, release_stale
     root = Path(root or DEFAULT_ROOT)
     count = 0
     if root.is_dir():
@@ -303,6 +304,7 @@ def clean_partial(root: str | os.PathLike | None = None) -> int:
             if tmp.is_dir() and not is_claimed(tmp.parent / tmp.name[1:].split(".tmp-")[0]):
                 shutil.rmtree(tmp, ignore_errors=True)
                 count += 1
+        release_stale(root)
     return count
 
 

@@ -8,15 +8,17 @@ at float32).  The layers here keep only the active entries of the **effective ma
 class            format  storage / compute
 ===============  ======  ========================================================
 SparseLinear     COO     ``indices`` (2, nnz) int64 buffer, ``values`` Parameter;
-                         trainable (gradients reach ``values``); forward
-                         ``torch.sparse.mm`` on a COO tensor
+                         forward ``torch.sparse.mm`` on a COO tensor
 CSRLinear        CSR     ``crow_indices`` (out+1) / ``col_indices`` (nnz) buffers
-                         (int32 when they fit), ``values``; inference variant
-                         (``values.requires_grad`` False unless ``trainable=True``);
-                         forward ``torch.sparse.mm`` on a CSR tensor (MKL)
+                         (int32 when they fit), ``values``; forward
+                         ``torch.sparse.mm`` on a CSR tensor (MKL)
 SparseConv2d     COO     the (out, in*kh*kw) kernel matrix as above; forward
 CSRConv2d        CSR     ``F.unfold`` + sparse matmul (groups=1, zero padding)
 ===============  ======  ========================================================
+
+All four train by default (``trainable=True``): gradients reach ``values`` and ``bias``
+through ``torch.sparse.mm``, whose CSR backward works on CPU in torch 2.13 (as upstream,
+whose CSR ``values`` are plain Parameters).  ``trainable=False`` freezes them.
 
 Orientation is PyTorch's: rows are output units, columns the flattened
 (in[, kh, kw]) fan-in.  ``y = x W^T + b`` is computed as ``(W x^T)^T``.
@@ -25,6 +27,12 @@ Orientation is PyTorch's: rows are output units, columns the flattened
 project's :class:`models.masks.Mask` with the stored pattern), ``"coo"`` or ``"csr"``;
 :func:`convert_model` does it for every layer of a kind; :func:`memory_report` lists
 bytes per layer.
+
+ActuallySparse (``jakfol1217/ActuallySparse``, ``actuallysparse.layers.SparseLayer`` and
+``actuallysparse.converter``) drop-in: ``convert(layer, target, mask)``, ``convert_model(model,
+layer_type, target)``, and on every layer ``.weight`` (the sparse (out, fan_in) tensor),
+``set_k``, ``prune_smallest_values`` and ``assign_new_weight``; a 1-D input gives (1, out).
+Deliberate differences are listed in ``tests/test_compat_actuallysparse.py``.
 
 Measured (``benchmarks/bench_sparse_inference.py``, torch 2.13 CPU, 1 thread): CSR weights
 take 4.4 / 10 / 20 / 40 / 100 % of the dense bytes at density 2 / 5 / 10 / 20 / 50 %.
@@ -51,9 +59,14 @@ from torch.nn.modules.utils import _pair
 from models.masks import attach_masks, mask_of, prunable_layers, set_masks
 
 __all__ = ["SparseLinear", "CSRLinear", "SparseConv2d", "CSRConv2d", "convert", "convert_model",
-           "memory_report", "is_sparse_layer", "FORMATS"]
+           "memory_report", "is_sparse_layer", "FORMATS", "TargetError"]
 
 FORMATS = ("dense", "coo", "csr")
+
+
+class TargetError(ValueError, TypeError):
+    """Unknown conversion target: a ValueError here, and a TypeError as upstream ActuallySparse raises."""
+
 
 # PyTorch warns once per process that CSR support is "beta"; trigger that once, silenced.
 with warnings.catch_warnings():
@@ -66,6 +79,8 @@ class _SparseLayer(nn.Module):
     """Shared storage: a sparse (out, fan_in) matrix of the active entries, plus a bias."""
 
     FORMAT = "coo"
+    #: fraction of all (out · fan_in) entries that :meth:`prune_smallest_values` prunes (upstream default)
+    k: float = 0.05
 
     def _init_storage(self, weight: Tensor, mask: Tensor, bias: Tensor | None, trainable: bool) -> None:
         self.weight_shape = tuple(weight.shape)
@@ -74,21 +89,34 @@ class _SparseLayer(nn.Module):
         w2 = weight.detach().reshape(out, -1)
         self.fan_in = w2.shape[1]
         rows, cols = mask2.nonzero(as_tuple=True)  # row-major: coalesced COO and CSR order
-        values = w2[rows, cols].clone()
-        self.values = nn.Parameter(values, requires_grad=trainable)
-        if self.FORMAT == "coo":
-            self.register_buffer("indices", torch.stack([rows, cols]).long())
-        else:
-            small = max(values.numel(), self.fan_in) < 2 ** 31 - 1
-            dtype = torch.int32 if small else torch.int64
-            crow = torch.zeros(out + 1, dtype=torch.int64, device=weight.device)
-            crow[1:] = torch.bincount(rows, minlength=out).cumsum(0)
-            self.register_buffer("crow_indices", crow.to(dtype))
-            self.register_buffer("col_indices", cols.to(dtype))
+        self._set_entries(rows, cols, w2[rows, cols].clone(), trainable)
         if bias is not None:
             self.bias = nn.Parameter(bias.detach().clone(), requires_grad=trainable)
         else:
             self.register_parameter("bias", None)
+
+    def _set_entries(self, rows: Tensor, cols: Tensor, values: Tensor, trainable: bool) -> None:
+        """Store the entries ``(rows[i], cols[i]) -> values[i]`` (each (nnz,), row-major order)."""
+        self.values = nn.Parameter(values, requires_grad=trainable)
+        if self.FORMAT == "coo":
+            self.register_buffer("indices", torch.stack([rows, cols]).long())
+            return
+        out = self.weight_shape[0]
+        dtype = torch.int32 if max(values.numel(), self.fan_in) < 2 ** 31 - 1 else torch.int64
+        crow = torch.zeros(out + 1, dtype=torch.int64, device=values.device)
+        crow[1:] = torch.bincount(rows, minlength=out).cumsum(0)
+        self.register_buffer("crow_indices", crow.to(dtype))
+        self.register_buffer("col_indices", cols.to(dtype))
+
+    @property
+    def weight(self) -> Tensor:
+        """The sparse (out, fan_in) weight, COO or CSR as stored (upstream ``SparseLayer.weight``).
+
+        Built from ``values``, so it carries their gradient.  Example::
+
+            SparseLinear(3, 2).weight.to_dense().shape  # torch.Size([2, 3])
+        """
+        return self.sparse_weight()
 
     @property
     def nnz(self) -> int:
@@ -129,30 +157,95 @@ class _SparseLayer(nn.Module):
         m[rows, cols] = True
         return m.reshape(self.weight_shape)
 
+    def set_k(self, k: float) -> None:
+        """Set the fraction of all entries :meth:`prune_smallest_values` prunes (upstream ``set_k``)."""
+        if not 0 <= k <= 1:
+            raise ValueError(f"k must be a fraction in [0, 1], got {k}")
+        self.k = k
+
+    @torch.no_grad()
+    def prune_smallest_values(self, remove_zeros: bool = True) -> None:
+        """Prune the floor(k · out · fan_in) stored entries of smallest |value| (upstream semantics).
+
+        ``k`` (see :meth:`set_k`) counts against all entries of the weight, not the stored
+        ones; with fewer stored entries all go.  Ties: lower storage (row-major) index first.
+        ``remove_zeros`` drops the pruned entries from storage (new ``values`` Parameter:
+        rebuild optimizers); otherwise they stay stored with value 0.  Example::
+
+            layer = SparseLinear(5, 2); layer.set_k(0.3); layer.prune_smallest_values()
+            layer.nnz  # 7 = 10 - floor(0.3 · 10)
+        """
+        count = math.floor(self.k * self.fan_in * self.weight_shape[0])  # upstream's k·in·out order
+        pruned = torch.argsort(self.values.abs(), stable=True)[:count]
+        if not remove_zeros:
+            self.values[pruned] = 0
+            return
+        keep = torch.ones(self.nnz, dtype=torch.bool, device=self.values.device)
+        keep[pruned] = False
+        rows, cols = self._rows_cols()
+        self._set_entries(rows[keep], cols[keep], self.values[keep].clone(), self.values.requires_grad)
+
+    def _weight_like(self, weight: Tensor) -> Tensor:
+        """``weight`` reshaped to ``weight_shape``: accepts that shape, (out, fan_in) and, as
+        upstream does, the transpose (fan_in, out)."""
+        out = self.weight_shape[0]
+        if tuple(weight.shape) in (self.weight_shape, (out, self.fan_in)):
+            return weight.reshape(self.weight_shape)
+        if tuple(weight.shape) == (self.fan_in, out):
+            return weight.t().reshape(self.weight_shape)
+        raise ValueError(f"weight shape mismatch: got {tuple(weight.shape)}, layer is {self.weight_shape}")
+
+    @torch.no_grad()
+    def assign_new_weight(self, new_weight: Tensor, bias: Tensor | None = None, *,
+                          mask: Tensor | None = None) -> None:
+        """Store a new dense weight (upstream ``assign_new_weight``); the bias too if given.
+
+        Args:
+            new_weight: dense, shaped ``weight_shape``, (out, fan_in) or (fan_in, out).
+            bias: (out,) or None (keep the current bias).
+            mask: bool pattern to store, any of those shapes; default the nonzeros of
+                ``new_weight`` (upstream: zeros are dropped).
+
+        ``requires_grad`` is kept; ``values``/``bias`` are new Parameters (rebuild optimizers).
+        Example: ``layer.assign_new_weight(torch.eye(3), torch.zeros(3))`` stores 3 entries.
+        """
+        if not torch.is_tensor(new_weight):
+            raise TypeError("new_weight must be a Tensor")
+        if bias is not None and tuple(bias.shape) != (self.weight_shape[0],):
+            raise ValueError(f"bias shape mismatch: got {tuple(bias.shape)}, need ({self.weight_shape[0]},)")
+        like = dict(device=self.values.device, dtype=self.values.dtype)
+        weight = self._weight_like(new_weight.detach().to(**like))
+        keep = weight != 0 if mask is None else self._weight_like(mask.to(self.values.device)).bool()
+        bias = self.bias if bias is None else bias.detach().to(**like)
+        self._init_storage(weight, keep, bias, self.values.requires_grad)
+
     def _matmul_t(self, cols: Tensor) -> Tensor:
         """``W @ cols`` for dense ``cols`` of shape (fan_in, N) -> (out, N)."""
         return torch.sparse.mm(self.sparse_weight(), cols)
 
     def extra_repr(self) -> str:
         return (f"shape={self.weight_shape}, nnz={self.nnz}, density={self.density:.4f}, "
-                f"format={self.FORMAT}, bias={self.bias is not None}")
+                f"format={self.FORMAT}, bias={self.bias is not None}, k={self.k}")
 
 
 class SparseLinear(_SparseLayer):
-    """Linear layer storing only active weights in COO; trainable (``values`` get gradients).
+    """Linear layer storing only active weights in COO.
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
         mask: bool (out, in) pattern to keep (default: all).
         weight: dense (out, in) initial weight (default: ``nn.Linear`` init).
         trainable: ``requires_grad`` of ``values`` and ``bias``.
+
+    Input (..., in) -> output (..., out); a 1-D (in,) input gives (1, out), as upstream.
+    Example: ``SparseLinear(4, 3, mask=torch.eye(3, 4).bool())(torch.ones(4)).shape == (1, 3)``.
     """
 
     FORMAT = "coo"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  mask: Tensor | None = None, weight: Tensor | None = None,
-                 bias_value: Tensor | None = None, trainable: bool | None = None):
+                 bias_value: Tensor | None = None, trainable: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         if weight is None or (bias and bias_value is None):
@@ -161,10 +254,11 @@ class SparseLinear(_SparseLayer):
             bias_value = ref.bias.detach() if bias and bias_value is None else bias_value
         if mask is None:
             mask = torch.ones(out_features, in_features, dtype=torch.bool)
-        trainable = (self.FORMAT == "coo") if trainable is None else trainable
         self._init_storage(weight, mask, bias_value if bias else None, trainable)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 1:  # upstream ActuallySparse reads a vector as a batch of one: (in,) -> (1, out)
+            x = x.unsqueeze(0)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y = self._matmul_t(x2.t()).t()
@@ -174,13 +268,13 @@ class SparseLinear(_SparseLayer):
 
 
 class CSRLinear(SparseLinear):
-    """Linear layer in CSR (inference variant; pass ``trainable=True`` to train ``values``)."""
+    """Linear layer in CSR; same arguments as :class:`SparseLinear` (trainable by default)."""
 
     FORMAT = "csr"
 
 
 class SparseConv2d(_SparseLayer):
-    """Conv2d storing only active kernel entries in COO (trainable); forward = unfold + sparse mm.
+    """Conv2d storing only active kernel entries in COO; forward = unfold + sparse mm.
 
     Same arguments as ``nn.Conv2d`` (``groups=1`` and zero padding only) plus ``mask``,
     ``weight``, ``bias_value`` and ``trainable`` as :class:`SparseLinear`.
@@ -191,7 +285,7 @@ class SparseConv2d(_SparseLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, bias: bool = True, *, mask: Tensor | None = None,
                  weight: Tensor | None = None, bias_value: Tensor | None = None,
-                 trainable: bool | None = None):
+                 trainable: bool = True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
@@ -202,7 +296,6 @@ class SparseConv2d(_SparseLayer):
             bias_value = ref.bias.detach() if bias and bias_value is None else bias_value
         if mask is None:
             mask = torch.ones(out_channels, in_channels, *self.kernel_size, dtype=torch.bool)
-        trainable = (self.FORMAT == "coo") if trainable is None else trainable
         self._init_storage(weight, mask, bias_value if bias else None, trainable)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -221,7 +314,7 @@ class SparseConv2d(_SparseLayer):
 
 
 class CSRConv2d(SparseConv2d):
-    """Conv2d in CSR (inference variant)."""
+    """Conv2d in CSR; same arguments as :class:`SparseConv2d`."""
 
     FORMAT = "csr"
 
@@ -274,20 +367,32 @@ def _state(layer: nn.Module) -> dict:
     return state
 
 
+def _apply_mask(s: dict, mask: Tensor) -> None:
+    """Upstream's ``weight * mask``; entries where ``mask`` is 0 also leave the pattern."""
+    mask = torch.as_tensor(mask, device=s["weight"].device)
+    s["weight"] = s["weight"] * mask
+    s["mask"] = s["mask"] & (mask != 0).expand_as(s["mask"])
+
+
 @torch.no_grad()
-def convert(layer: nn.Module, target: str = "csr", trainable: bool | None = None) -> nn.Module:
+def convert(layer: nn.Module, target: str = "csr", mask: Tensor | None = None, *,
+            trainable: bool | None = None) -> nn.Module:
     """Convert one Linear/Conv2d (dense, masked or sparse) to ``"dense"``, ``"coo"`` or ``"csr"``.
 
     Sparse targets store the entries of the layer's effective mask (``mask_of``; all
     entries for an unmasked layer) with their effective weights.  ``"dense"`` returns a fresh
     ``nn.Linear``/``nn.Conv2d`` with the project's ``Mask`` parametrization set to the
     stored pattern (zeros elsewhere) — except for non-prunable layers (``prunable=False``)
-    whose pattern is full, which stay plain.  ``trainable`` sets ``requires_grad`` of the
-    new parameters (default: COO/dense follow the source layer, CSR is frozen).
+    whose pattern is full, which stay plain.  ``mask`` (upstream's third argument; any shape
+    broadcasting to the weight) multiplies the weight and removes its zeros from the pattern.
+    ``trainable`` sets ``requires_grad`` of the new parameters (default: the source layer's).
+    Example: ``convert(nn.Linear(3, 4), "coo", torch.eye(4, 3)).nnz == 3``.
     """
     if target not in FORMATS:
-        raise ValueError(f"target must be one of {FORMATS}, got {target!r}")
+        raise TargetError(f"target must be one of {FORMATS}, got {target!r}")
     s = _state(layer)
+    if mask is not None:
+        _apply_mask(s, mask)
     device, dtype = s["weight"].device, s["weight"].dtype
     if target == "dense":
         if s["kind"] == "linear":
@@ -310,7 +415,7 @@ def convert(layer: nn.Module, target: str = "csr", trainable: bool | None = None
             p.requires_grad_(grad)
         return new
     cls = _SPARSE[(s["kind"], target)]
-    grad = (s["requires_grad"] if target == "coo" else False) if trainable is None else trainable
+    grad = s["requires_grad"] if trainable is None else trainable
     common = dict(mask=s["mask"], weight=s["weight"], bias_value=s["bias"], trainable=grad)
     if s["kind"] == "linear":
         new = cls(s["in_features"], s["out_features"], bias=s["bias"] is not None, **common)
@@ -342,11 +447,11 @@ def convert_model(model: nn.Module, layer_type=nn.Linear, target: str = "csr",
         model = copy.deepcopy(model)
     names = [name for name, m in model.named_modules() if _kind(m) and _matches(m, layer_type)]
     if "" in names:  # the model itself is one layer
-        return convert(model, target, trainable)
+        return convert(model, target, trainable=trainable)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, convert(getattr(parent, child), target, trainable))
+        setattr(parent, child, convert(getattr(parent, child), target, trainable=trainable))
     return model
 
 

@@ -1,0 +1,188 @@
+"""Train K runs of the thesis FC in one process: stacked weights, one batched matmul per layer.
+
+The FC at the thesis's batch of 64 is overhead-bound (64×100 matmuls): one step of one run
+costs about as much as one step of several runs whose weights are stacked along a new leading
+dimension and multiplied with ``torch.baddbmm``.  Nothing but the arithmetic is shared:
+
+* every run keeps its own init and mask (stacked, ``(K, out, in)``), its own batch order and
+  augmentation stream (``generator(seed, "data")``, as :func:`utils.train.train`);
+* the loss is the sum of the runs' mean cross-entropies, so each run's gradient is exactly its
+  own; SGD (momentum, Nesterov, weight decay) is element-wise, so one optimizer over the
+  stacked tensors updates each run as its own optimizer would, at the shared schedule.
+
+The result equals training each run alone up to the float32 accumulation order of ``bmm``
+versus ``addmm`` (``tests/test_batched.py`` measures it).  Only prune-then-train runs of a
+:class:`models.fc.FC` are batched (:func:`batchable`); other methods train alone.
+
+Example::
+
+    histories = train_batched([model_a, model_b], data, cfg, seeds=[21, 42])
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from models.masks import density as model_density
+from models.masks import mask_of, raw_weight
+
+from .data import Dataset, batches
+from .errors import UserError
+from .seeding import generator
+from .train import (
+    PER_STEP_SCHEDULES,
+    TrainConfig,
+    available_cores,
+    make_optimizer,
+    make_scheduler,
+    pick_device,
+    use_bf16,
+)
+
+
+def batchable(model: nn.Module, method) -> bool:
+    """Whether a run of ``method`` on ``model`` is plain SGD on a fixed mask of an FC, i.e. it
+    uses the base class's prune-then-train :meth:`pruners.base.Method.run`."""
+    from models.fc import FC
+    return isinstance(model, FC) and method.trains_on_fixed_mask()
+
+
+class StackedFC:
+    """K FC models of one architecture as stacked leaf tensors.
+
+    Attributes:
+        weights: per layer a ``(K, out, in)`` raw weight (pruned entries included, as in the
+            models' parametrizations).
+        masks: per layer a ``(K, out, in)`` float mask.
+        biases: per layer a ``(K, out)`` bias, or None for a layer without bias.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        layers = [list(m.layers) for m in models]
+        shapes = {tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in ls) for ls in layers}
+        if len(shapes) != 1:
+            raise UserError("batched training needs models of one architecture")
+        self.weights, self.masks, self.biases = [], [], []
+        for depth in range(len(layers[0])):
+            group = [ls[depth] for ls in layers]
+            self.weights.append(torch.stack([raw_weight(m).detach() for m in group]).clone().requires_grad_())
+            self.masks.append(torch.stack([mask_of(m) for m in group]).to(self.weights[-1].dtype))
+            has_bias = group[0].bias is not None
+            self.biases.append(torch.stack([m.bias.detach() for m in group]).clone().requires_grad_()
+                               if has_bias else None)
+
+    def parameters(self) -> list[Tensor]:
+        return self.weights + [b for b in self.biases if b is not None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(K, B, 784)`` → logits ``(K, B, classes)``: ReLU between layers, as ``FC.forward``."""
+        last = len(self.weights) - 1
+        for depth, (w, m, b) in enumerate(zip(self.weights, self.masks, self.biases)):
+            effective = (w * m).transpose(1, 2)
+            x = torch.bmm(x, effective) if b is None else torch.baddbmm(b.unsqueeze(1), x, effective)
+            if depth < last:
+                x = torch.relu(x)
+        return x
+
+    @torch.no_grad()
+    def write_back(self, models: Sequence[nn.Module]) -> None:
+        """Copy the trained weights and biases into ``models`` (masks are unchanged)."""
+        for k, model in enumerate(models):
+            for depth, layer in enumerate(model.layers):
+                raw_weight(layer).copy_(self.weights[depth][k])
+                if self.biases[depth] is not None:
+                    layer.bias.copy_(self.biases[depth][k])
+
+
+@torch.no_grad()
+def evaluate_stacked(stack: StackedFC, data: Dataset, batch_size: int = 1000,
+                     device: torch.device | str = "cpu") -> list[dict[str, float]]:
+    """:func:`utils.train.evaluate` for every stacked run at once, on the test set."""
+    k = stack.weights[0].shape[0]
+    loss_sum = torch.zeros(k, dtype=torch.float64)
+    top1 = torch.zeros(k, dtype=torch.long)
+    top5 = torch.zeros(k, dtype=torch.long)
+    for xb, yb in batches(data.test_x, data.test_y, batch_size, data.info, device=device):
+        logits = stack.forward(xb.flatten(1).expand(k, -1, -1)).float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k), reduction="none")
+        loss_sum += loss.view(k, -1).sum(1).double().cpu()
+        top = logits.topk(5, dim=2).indices
+        top1 += (top[..., 0] == yb).sum(1).cpu()
+        top5 += (top == yb[None, :, None]).any(dim=2).sum(1).cpu()
+    n = len(data.test_y)
+    return [{"loss": float(loss_sum[i]) / n, "top1": 100.0 * int(top1[i]) / n, "top5": 100.0 * int(top5[i]) / n}
+            for i in range(k)]
+
+
+def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, *, seeds: Sequence[int],
+                  phase: str = "train", progress: bool = True, desc: str | None = None) -> list[pd.DataFrame]:
+    """Train FC ``models`` in place, each as :func:`utils.train.train` would with its seed, in
+    one batched loop. Returns one history per model (same columns; ``seconds`` is the group's
+    epoch time divided by K, the machine time each run cost).
+
+    Args:
+        models: K :class:`models.fc.FC` of one architecture, masks installed.
+        data: in-memory dataset (shared; each run draws its own batch order).
+        cfg: hyperparameters shared by the group (same schedule, same batch size).
+        seeds: the runs' seeds, one per model.
+    """
+    if len(models) != len(seeds) or not models:
+        raise UserError("train_batched needs one seed per model")
+    device = pick_device(cfg.device)
+    if cfg.label_smoothing or use_bf16(models[0], cfg, device):
+        # not needed by any FC profile; kept out rather than half-supported
+        raise UserError("batched training supports fp32 without label smoothing")
+    torch.set_num_threads(available_cores())
+    for model in models:
+        model.to(device)
+    stack = StackedFC(models)
+    optimizer = make_optimizer(stack.parameters(), cfg)
+    steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch) if cfg.schedule != "constant" else None
+    per_step = cfg.schedule in PER_STEP_SCHEDULES
+    generators = [generator(seed, "data") for seed in seeds]
+    densities = [model_density(m) for m in models]
+    rows: list[list[dict]] = [[] for _ in models]
+    k = len(models)
+
+    def log(epoch: int, train_losses: Sequence[float], seconds: float) -> None:
+        for i, test in enumerate(evaluate_stacked(stack, data, cfg.eval_batch_size, device)):
+            rows[i].append({"epoch": epoch, "phase": phase, "train_loss": train_losses[i],
+                            "test_loss": test["loss"], "top1": test["top1"], "top5": test["top5"],
+                            "density": densities[i], "seconds": seconds / k})
+
+    log(0, [math.nan] * k, 0.0)
+    bar = tqdm(range(cfg.epochs), desc=desc or f"{phase} ×{k}", disable=not progress, leave=False)
+    for epoch in bar:
+        start = time.perf_counter()
+        loss_sum = torch.zeros(k, device=device)
+        seen = 0
+        streams = [batches(data.train_x, data.train_y, cfg.batch_size, data.info, shuffle=True, generator=g,
+                           train_augment=True, device=device) for g in generators]
+        for group in zip(*streams):
+            xb = torch.stack([x.flatten(1) for x, _ in group])
+            yb = torch.stack([y for _, y in group])
+            logits = stack.forward(xb)
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                     reduction="none").view(k, -1).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            if scheduler and per_step:
+                scheduler.step()
+            loss_sum += losses.detach() * yb.shape[1]
+            seen += yb.shape[1]
+        if scheduler and not per_step:
+            scheduler.step()
+        train_losses = (loss_sum / max(seen, 1)).tolist()
+        log(epoch + 1, train_losses, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{sum(train_losses) / k:.3f}")
+    stack.write_back(models)
+    return [pd.DataFrame(r) for r in rows]
