@@ -36,8 +36,9 @@ def small_net(seed=0):
 
 
 def test_registered():
-    assert isinstance(get_method("magnitude"), Magnitude)
-    assert isinstance(get_method("imp", rate=0.5), IMP)
+    assert type(get_method("magnitude")) is Magnitude and get_method("magnitude", scope="layer").scope == "layer"
+    imp = get_method("imp", rate=0.5)
+    assert type(imp) is IMP and (imp.rate, imp.rounds, imp.rewind_iteration) == (0.5, None, 0)
     assert importlib.import_module("pruners.magnitude").IMP is IMP
 
 

@@ -158,7 +158,7 @@ def test_check_density_rejects(bad):
 
 def test_registry_and_errors():
     assert {"random", "dense"} <= set(METHODS)
-    assert isinstance(get_method("random"), Random)
+    assert type(get_method("random")) is Random and get_method("random", scope="layer").scope == "layer"
     with pytest.raises(UserError):
         get_method("no-such-method")
     with pytest.raises(UserError):
