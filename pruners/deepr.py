@@ -483,6 +483,14 @@ def _soft_defaults(lr: float, l1: float, temp: float | None, min_weight: float |
     return temp, min_weight
 
 
+def _closure_loss(closure) -> Tensor | None:
+    """Evaluate an optimizer ``closure`` with gradients on (``step`` runs under no_grad)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _noise(p: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
     if generator is None:
         return torch.randn_like(p) * std
@@ -613,10 +621,7 @@ class DEEPR(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr = group["lr"]
             if not group["rewire"]:
@@ -686,10 +691,7 @@ class SoftDEEPR(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr = group["lr"]
             if not group["rewire"]:
@@ -762,10 +764,7 @@ class SoftDEEPRWrapper(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group, p in self._with_grad():
             active = p > 0
             p.grad.mul_(active)

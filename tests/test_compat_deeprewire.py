@@ -309,16 +309,25 @@ def assert_all_changed(model, before, signs):
         assert torch.equal(signs[name], s)
 
 
-@pytest.mark.parametrize("model_class", MODELS)
-def test_deepr_parameter_updates(model_class):
-    """Mirrors tests/deepr.py::test_parameter_updates; also: dormant entries move only when re-activated."""
-    model, nc, optimizer = deepr_setup(model_class, 0.3)
+def step_and_check_changed(model, optimizer, *, check_grads: bool) -> dict:
+    """One MSE step on a random sample (upstream's backward-pass tests): every parameter gets a
+    gradient (if ``check_grads``) and changes. Returns the parameters before the step."""
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     signs = signs_of(model)
     x, y = sample(model)
     nn.functional.mse_loss(model(x), y).backward()
+    if check_grads:
+        check_gradients(model)
     optimizer.step()
     assert_all_changed(model, before, signs)
+    return before
+
+
+@pytest.mark.parametrize("model_class", MODELS)
+def test_deepr_parameter_updates(model_class):
+    """Mirrors tests/deepr.py::test_parameter_updates; also: dormant entries move only when re-activated."""
+    model, nc, optimizer = deepr_setup(model_class, 0.3)
+    before = step_and_check_changed(model, optimizer, check_grads=False)
     reset = optimizer.defaults["reset_val"]
     for name, param in model.named_parameters():
         dormant = before[name] <= 0
@@ -356,13 +365,7 @@ def test_softdeepr_backward_pass(model_class):
     model = model_class()
     convert(model)
     optimizer = SoftDEEPR(model.parameters(), lr=0.05, l1=0.005)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    signs = signs_of(model)
-    x, y = sample(model)
-    nn.functional.mse_loss(model(x), y).backward()
-    check_gradients(model)
-    optimizer.step()
-    assert_all_changed(model, before, signs)
+    step_and_check_changed(model, optimizer, check_grads=True)
     assert all(bool((p >= -3 * 0.005).all()) for p in model.parameters())
 
 
@@ -398,13 +401,7 @@ def test_wrapper_backward_pass(model_class, optim_class):
     optimizer = SoftDEEPRWrapper(model.parameters(), optim_class, lr=0.05, l1=0.005)
     assert isinstance(optimizer.base_optim, optim_class)
     assert optimizer.base_optim.param_groups[0]["lr"] == 0.05
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    signs = signs_of(model)
-    x, y = sample(model)
-    nn.functional.mse_loss(model(x), y).backward()
-    check_gradients(model)
-    optimizer.step()
-    assert_all_changed(model, before, signs)
+    before = step_and_check_changed(model, optimizer, check_grads=True)
     for name, param in model.named_parameters():
         assert torch.all(param.grad[before[name] <= 0] == 0), name
         assert bool((param >= -3 * 0.005).all())

@@ -12,7 +12,7 @@ dimension and multiplied with ``torch.baddbmm``.  Nothing but the arithmetic is 
 
 The result equals training each run alone up to the float32 accumulation order of ``bmm``
 versus ``addmm`` (``tests/test_batched.py`` measures it).  Only prune-then-train runs of a
-:class:`models.fc.FC` are batched (:func:`batchable`); other methods train alone.
+:class:`models.fc.FC` are batched (``Method.trains_on_fixed_mask``); other methods train alone.
 
 Example::
 
@@ -40,18 +40,12 @@ from .train import (
     PER_STEP_SCHEDULES,
     TrainConfig,
     available_cores,
+    history_row,
     make_optimizer,
     make_scheduler,
     pick_device,
     use_bf16,
 )
-
-
-def batchable(model: nn.Module, method) -> bool:
-    """Whether a run of ``method`` on ``model`` is plain SGD on a fixed mask of an FC, i.e. it
-    uses the base class's prune-then-train :meth:`pruners.base.Method.run`."""
-    from models.fc import FC
-    return isinstance(model, FC) and method.trains_on_fixed_mask()
 
 
 class StackedFC:
@@ -154,9 +148,7 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
 
     def log(epoch: int, train_losses: Sequence[float], seconds: float) -> None:
         for i, test in enumerate(evaluate_stacked(stack, data, cfg.eval_batch_size, device)):
-            rows[i].append({"epoch": epoch, "phase": phase, "train_loss": train_losses[i],
-                            "test_loss": test["loss"], "top1": test["top1"], "top5": test["top5"],
-                            "density": densities[i], "seconds": seconds / k})
+            rows[i].append(history_row(epoch, phase, train_losses[i], test, densities[i], seconds / k))
 
     log(0, [math.nan] * k, 0.0)
     bar = tqdm(range(cfg.epochs), desc=desc or f"{phase} ×{k}", disable=not progress, leave=False)

@@ -211,6 +211,13 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Dataset, batch_size: 
     return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
 
 
+def history_row(epoch: int, phase: str, train_loss: float, test: dict[str, float], density: float,
+                seconds: float) -> dict:
+    """One row of a training history (see :func:`train`) from an :func:`evaluate` result."""
+    return {"epoch": epoch, "phase": phase, "train_loss": train_loss, "test_loss": test["loss"],
+            "top1": test["top1"], "top5": test["top5"], "density": density, "seconds": seconds}
+
+
 @dataclass
 class Hooks:
     """Optional customisation of :func:`train` for pruners that train.
@@ -270,9 +277,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     def log(epoch: int, train_loss: float, seconds: float, extra: dict | None = None) -> None:
         test = evaluate(model, data.test_x, data.test_y, data, cfg.eval_batch_size, device, bf16,
                         channels_last)
-        row = {"epoch": epoch, "phase": phase, "train_loss": train_loss, "test_loss": test["loss"],
-               "top1": test["top1"], "top5": test["top5"], "density": model_density(model),
-               "seconds": seconds}
+        row = history_row(epoch, phase, train_loss, test, model_density(model), seconds)
         if hooks.columns:
             row.update(hooks.columns(model))
         row.update(extra or {})
