@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 figures: $(STAMP)
-	$(PY) -m utils.notebooks $(if $(FAST),--fast)
+	$(PY) -m utils.figures.notebooks $(if $(FAST),--fast)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

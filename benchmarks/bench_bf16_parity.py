@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_bf16_parity.py --data-dir /tmp/cifar --quick         # ~1 min
 
 The engine trains conv nets on CPU in bf16 autocast (fp32 master weights) by default.
-This checks it costs no accuracy: each case is trained twice with ``utils.train.train``
+This checks it costs no accuracy: each case is trained twice with ``utils.engine.train.train``
 (same seed, init, mask, batch order), once with ``bf16=False`` and once with
 ``bf16=True`` (ResNet: + channels_last, the engine default); target |Δ top-1| ≤ 0.5 pt.
 The bf16 model is also evaluated in fp32 ("fp32 eval").
@@ -45,7 +45,7 @@ from common import load_data, machine_line, use_threads  # noqa: E402
 
 
 def train_config(model_name: str, epochs: int, bf16: bool):
-    from utils.train import TrainConfig
+    from utils.engine.train import TrainConfig
     if model_name == "fc":
         return TrainConfig(epochs=epochs, batch_size=64, lr=0.1, bf16=bf16, channels_last=False)
     milestones = sorted({m for m in (round(0.4 * epochs), round(0.8 * epochs)) if 0 < m < epochs})
@@ -64,8 +64,8 @@ def train_once(model_name: str, data, density: float, seed: int, bf16: bool, epo
     """Train one twin; final and last-k-mean test top-1 (bf16 runs evaluate in bf16), fp32-eval top-1."""
     from models import build_model
     from pruners import get_method
-    from utils.seeding import seed_init
-    from utils.train import evaluate, train
+    from utils.engine.seeding import seed_init
+    from utils.engine.train import evaluate, train
     seed_init(seed)
     model = build_model(model_name)
     if density < 1:

@@ -34,7 +34,7 @@ from common import CASES, load_data, machine_line, use_threads  # noqa: E402
 def bench_synflow(iterations: int, density: float = 0.02, seed: int = 21) -> dict:
     from models import resnet20
     from pruners.synflow import synflow_prune
-    from utils.seeding import generator, seed_init
+    from utils.engine.seeding import generator, seed_init
     seed_init(seed)
     model = resnet20()
     start = time.perf_counter()
@@ -52,8 +52,8 @@ def _epoch_seconds(history, repeats: int) -> float:
 def bench_gem_miner(model_name: str, data, repeats: int, seed: int = 21) -> list[dict]:
     from models import build_model
     from pruners.gem_miner import GemMiner
-    from utils.seeding import seed_init
-    from utils.train import TrainConfig, train
+    from utils.engine.seeding import seed_init
+    from utils.engine.train import TrainConfig, train
     opt = CASES[model_name][1]
     rows = []
     for batch in (64, 128):

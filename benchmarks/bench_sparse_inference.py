@@ -7,7 +7,7 @@ of three versions of the same network:
 * ``dense``  plain dense layers holding the effective weights (no parametrization),
 * ``masked`` the project's format (dense weight + bool ``Mask`` parametrization),
 * ``csr``    every Linear (FC) / Linear+Conv2d (ResNet-20) converted by
-  ``utils.sparse.convert_model(..., target="csr")``.
+  ``utils.toolkits.sparse.convert_model(..., target="csr")``.
 
 Reports ratios to ``dense`` (time) and weight bytes (``memory_report``; biases and BN
 excluded).  Usage::
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.fc import fc  # noqa: E402
 from models.masks import prunable_layers, set_masks  # noqa: E402
 from models.resnet import resnet20  # noqa: E402
-from utils.sparse import convert_model, latency_ms, memory_report, plain_dense  # noqa: E402
+from utils.toolkits.sparse import convert_model, latency_ms, memory_report, plain_dense  # noqa: E402
 
 MODELS = {"fc": (fc, (1, 28, 28), (nn.Linear,)),
           "resnet20": (resnet20, (3, 32, 32), (nn.Linear, nn.Conv2d))}

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_training.py --data-dir /tmp/cifar --quick    # ~2 min
     .venv/bin/python benchmarks/bench_training.py --models resnet20 --compile --batch 128
     .venv/bin/python benchmarks/bench_training.py --models fc --profile-ops        # torch.profiler top ops
-    .venv/bin/python benchmarks/bench_training.py --data-dir data --batched 4,8,16 # batched FC runs (utils.batched)
+    .venv/bin/python benchmarks/bench_training.py --data-dir data --batched 4,8,16 # batched FC runs
 
 Models: FC/MNIST and ResNet-20/CIFAR-10, each dense (all-ones masks) and sparse (2 %,
 random global masks through the project's ``random`` pruner).  Per case, one table row per
@@ -13,9 +13,9 @@ trainer, all measured in this run:
 * ``naive``        torch ``DataLoader`` over a ``TensorDataset`` of pre-normalised float
   tensors (shuffled, batch 64, no augmentation), fp32, NCHW, and the plain loop of the
   thesis code (zero_grad / forward / cross-entropy / backward / step / ``loss.item()``);
-* ``engine fp32``  ``utils.train.train`` with bf16 and channels_last off (the data pipeline
+* ``engine fp32``  ``utils.engine.train.train`` with bf16 and channels_last off (the data pipeline
   alone: uint8 in memory, batched normalise + augmentation, no per-step sync);
-* ``engine``       conv nets only: ``utils.train.train`` with its defaults (channels_last on
+* ``engine``       conv nets only: ``utils.engine.train.train`` with its defaults (channels_last on
   CPU, + bf16 autocast where the CPU has native bf16; FC stays fp32, so this row is ``engine fp32``);
 * ``engine bf16``  ``TrainConfig(bf16=True)`` (conv nets: + channels_last); on a CPU without
   native bf16 (AVX2 only) this row shows what emulated bf16 costs;
@@ -58,7 +58,7 @@ def naive_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, th
     """The thesis-style loop: DataLoader(TensorDataset(float x, y)), fp32, NCHW, .item() per step."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from utils.data import normalize
+    from utils.engine.data import normalize
     torch.set_num_threads(threads)
     x = normalize(data.train_x, data.info)            # float32 (N, C, H, W), done once, untimed
     loader = DataLoader(TensorDataset(x, data.train_y), batch_size=batch, shuffle=True)
@@ -83,8 +83,8 @@ def naive_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, th
 
 def engine_throughput(model, data, opt_kwargs: dict, batch: int, repeats: int, threads: int,
                       bf16: bool | None = None, compile_model: bool = False) -> float:
-    """``utils.train.train`` for 1 + ``repeats`` epochs; median img/s of the timed epochs."""
-    from utils.train import TrainConfig, train
+    """``utils.engine.train.train`` for 1 + ``repeats`` epochs; median img/s of the timed epochs."""
+    from utils.engine.train import TrainConfig, train
     os.environ["SPARSE_NUM_THREADS"] = str(threads)
     cfg = TrainConfig(epochs=1 + repeats, batch_size=batch, bf16=bf16,
                       channels_last=None if bf16 is None else bf16, eval_batch_size=1000, **opt_kwargs)
@@ -129,10 +129,10 @@ def jobs_compare(model_name: str, data_dir, n_train: int, repeats: int, cores: i
 
 # ----------------------------------------------------------------------------- batched FC
 def batched_rate(data, opt_kwargs: dict, k: int, repeats: int) -> float:
-    """img/s of ``k`` sparse FC runs trained together (:func:`utils.batched.train_batched`),
+    """img/s of ``k`` sparse FC runs trained together (:func:`utils.engine.batched.train_batched`),
     one thread: k × images / median epoch time (evaluation excluded)."""
-    from utils.batched import train_batched
-    from utils.train import TrainConfig
+    from utils.engine.batched import train_batched
+    from utils.engine.train import TrainConfig
     torch.set_num_threads(1)
     models = [build("fc", sparse=True, seed=21 + i) for i in range(k)]
     cfg = TrainConfig(epochs=1 + repeats, batch_size=64, eval_batch_size=1000, **opt_kwargs)
@@ -179,9 +179,9 @@ def profile_ops(model_name: str, data, opt_kwargs: dict, threads: int, steps: in
     """torch.profiler table (self CPU time) of ``steps`` engine training steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    from utils.data import batches
-    from utils.seeding import generator
-    from utils.train import _prepare_input, has_conv
+    from utils.engine.data import batches
+    from utils.engine.seeding import generator
+    from utils.engine.train import _prepare_input, has_conv
     torch.set_num_threads(threads)
     model = build(model_name, sparse=True)
     conv = has_conv(model)

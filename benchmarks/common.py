@@ -20,7 +20,7 @@ SPARSE_DENSITY = 0.02
 
 def load_data(name: str, data_dir: str | None, n_train: int, n_test: int, seed: int = 0):
     """(Dataset subset, "real"/"synthetic")."""
-    from utils.data import DATASETS, Dataset, dataset_files_present, load_dataset
+    from utils.engine.data import DATASETS, Dataset, dataset_files_present, load_dataset
     for candidate in [data_dir, os.environ.get("SPARSE_DATA_DIR"), str(ROOT / "data")]:
         if candidate and dataset_files_present(name, Path(candidate)):
             data = load_dataset(name, candidate, download=False)
@@ -35,7 +35,7 @@ def load_data(name: str, data_dir: str | None, n_train: int, n_test: int, seed: 
 def build(model_name: str, sparse: bool, seed: int = 21):
     from models import build_model
     from pruners import get_method
-    from utils.seeding import seed_init
+    from utils.engine.seeding import seed_init
     seed_init(seed)
     model = build_model(model_name)
     if sparse:
@@ -47,7 +47,7 @@ def build(model_name: str, sparse: bool, seed: int = 21):
 def use_threads(requested: int | None) -> int:
     """Set the torch thread count (default: every core the process may use) for this process
     and for the engine (``$SPARSE_NUM_THREADS``); returns it."""
-    from utils.train import available_cores
+    from utils.engine.train import available_cores
     threads = requested or available_cores()
     os.environ["SPARSE_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
@@ -60,7 +60,7 @@ def machine_line(threads: int) -> str:
     The 1-minute load average lags: right after another benchmark it still shows that one."""
     load = os.getloadavg()[0]
     busy = load > 0.5 * (os.cpu_count() or 1)
-    from utils.train import cpu_has_native_bf16
+    from utils.engine.train import cpu_has_native_bf16
     return (f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s), "
             f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if cpu_has_native_bf16() else 'no'}, "
             f"load average {load:.1f}"

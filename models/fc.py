@@ -88,7 +88,7 @@ def random_fc(seed: int) -> FC:
     The masks come from the ``prune`` stream of ``seed``; seed torch's global RNG
     first (``torch.manual_seed``) if the weight init must be reproducible too.
     """
-    from utils.seeding import generator
+    from utils.engine.seeding import generator
     model = fc()
     set_masks(model, random_fc_masks(model, generator(seed, "prune")))
     return model

@@ -7,7 +7,10 @@ One function per method, all with the same call shape (``density`` is a fraction
                                                 # also gem_miner, deepr, soft_deepr, imp
 
 Every method is also a :class:`~pruners.base.Method` registered by name (``METHODS``), so
-configs and ``python -m utils.cli train --method NAME`` select it.
+configs and ``python -m utils.cli train --method NAME`` select it; its options are a dataclass
+(``get_method("synflow", levels=10).options``) and its display style is
+``method_style("synflow")`` (label, tag, color, marker; also for ``gem-miner-reinit`` and
+``gem-miner-shuffle``).
 """
 from . import deepr, dnw, gem_miner, magnitude, random, synflow  # noqa: F401  (register the methods)
 
@@ -18,11 +21,15 @@ from .base import (
                    METHODS,
                    Method,
                    MethodResult,
+                   MethodStyle,
                    check_density,
                    exponential_schedule,
                    get_method,
                    kept_count,
                    linear_schedule,
+                   method_style,
+                   method_styles,
+                   prune_on_schedule,
                    prune_to,
                    register,
                    select_global,
@@ -40,8 +47,9 @@ from .deepr import (
 )
 from .magnitude import prune_by_magnitude
 
-__all__ = ["METHODS", "Method", "MethodResult", "get_method", "register", "select_global", "kept_count",
-           "check_density", "exponential_schedule", "linear_schedule", "prune_to", "prune_by_magnitude",
+__all__ = ["METHODS", "Method", "MethodResult", "MethodStyle", "get_method", "register", "method_style",
+           "method_styles", "select_global", "kept_count", "check_density", "exponential_schedule",
+           "linear_schedule", "prune_to", "prune_on_schedule", "prune_by_magnitude",
            "DEEPR", "SoftDEEPR", "convert_to_deep_rewireable", "convert_from_deep_rewireable",
            "convert", "reconvert", "SoftDEEPRWrapper", "NonTrainableParameter", "measure_sparsity",
            "random", "magnitude", "synflow", "random_fc", "gem_miner", "deepr", "soft_deepr", "dnw", "imp"]

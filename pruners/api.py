@@ -47,7 +47,7 @@ def _trained(name: str):
                         progress: bool = True, train_options: dict | None = None,
                         **options) -> tuple[nn.Module, pd.DataFrame]:
         from utils.api import resolve_data
-        from utils.train import TrainConfig
+        from utils.engine.train import TrainConfig
         dataset = resolve_data(data, data_dir)
         cfg = TrainConfig(epochs=epochs, **(train_options or {}))
         outputs = get_method(name, **options).run(model, dataset, check_density(density), cfg, seed=seed,
@@ -58,7 +58,7 @@ def _trained(name: str):
     prune_and_train.__doc__ = (
         f"Find a mask with {name} by training, then return ``(model, history)``.\n\n    Args:\n"
         f"        model: a masked model.\n        density: fraction kept, in (0, 1].\n"
-        f"        data: ``\"mnist\"``, ``\"cifar10\"`` or a ``utils.data.Dataset``.\n"
+        f"        data: ``\"mnist\"``, ``\"cifar10\"`` or a ``utils.engine.data.Dataset``.\n"
         f"        epochs: training epochs (per phase for Gem-Miner).\n"
         f"        seed: run seed.  data_dir: dataset directory.\n"
         f"        train_options: ``TrainConfig`` fields (lr, batch_size, ...).\n"

@@ -20,6 +20,7 @@ Densities are fractions in (0, 1].
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from models.masks import freeze_masks, get_masks, prunable_layers, replace_parametrization
 from utils.errors import UserError
 
-from .base import Method, MethodResult, check_density, kept_count, register
+from .base import Method, MethodResult, MethodStyle, check_density, kept_count, register
 
 
 def upstream_kept_count(density: float, total: int) -> int:
@@ -137,6 +138,19 @@ def freeze_topk(model: nn.Module) -> nn.Module:
     return freeze_masks(model)
 
 
+@dataclass
+class DNWOptions:
+    """``scope``: ``"layer"`` only (upstream DNW is per tensor); ``count``: ``"round"`` keeps
+    round(d·n) per tensor (default), ``"upstream"`` keeps allenai/dnw's n − int((1−d)·n)."""
+    scope: str = "layer"
+    count: str = "round"
+
+    def __post_init__(self):
+        if self.scope != "layer":
+            raise UserError(f"DNW supports scope='layer' only, got {self.scope!r}")
+        check_count(self.count)
+
+
 @register
 class DNW(Method):
     """DNW top-k training (SPEC §8.5): per-tensor top-k |w| in every forward, straight-through
@@ -145,21 +159,16 @@ class DNW(Method):
     ``init_model`` is the model at the start with its initial top-k mask frozen.  The history
     gets a ``mask_changed`` column: the fraction of mask bits that flipped during each epoch.
 
-    Options (config ``methods.dnw``, or ``pruners.dnw(..., count="upstream")``): ``scope``
-    (``"layer"`` only) and ``count``: ``"round"`` keeps round(d·n) per tensor (default),
-    ``"upstream"`` keeps allenai/dnw's n − int((1−d)·n).
+    Options: :class:`DNWOptions` (config ``methods.dnw``, or ``pruners.dnw(..., count="upstream")``).
     """
     name = "dnw"
-
-    def __init__(self, scope: str = "layer", count: str = "round"):
-        if scope != "layer":
-            raise UserError(f"DNW supports scope='layer' only, got {scope!r}")
-        self.scope = scope
-        self.count = check_count(count)
+    Options = DNWOptions
+    style = MethodStyle("DNW", "dnw", "#999933", "*")
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
-        from utils.train import Hooks, train
-        install_topk(model, check_density(density), self.scope, self.count)
+        from utils.engine.train import Hooks, train
+        o = self.options
+        install_topk(model, check_density(density), o.scope, o.count)
         init_model = freeze_topk(copy.deepcopy(model))
         last = {"masks": get_masks(model)}
 
@@ -173,4 +182,4 @@ class DNW(Method):
         history = train(model, data, train_cfg, seed=seed, hooks=Hooks(after_epoch=after_epoch),
                         progress=progress, desc=self.name)
         freeze_topk(model)
-        return {self.name: MethodResult(model, init_model, history, info={"scope": self.scope, "count": self.count})}
+        return {self.name: MethodResult(model, init_model, history, info={"scope": o.scope, "count": o.count})}

@@ -34,16 +34,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from models.masks import prunable_layers, raw_weight, replace_parametrization, set_masks
+from utils.engine.seeding import generator, stream_seed
 from utils.errors import UserError
-from utils.seeding import generator, stream_seed
 
-from .base import Method, MethodResult, check_density, kept_count, register, select_global
+from .base import Method, MethodResult, MethodStyle, check_density, kept_count, register, select_global
 
 MODES = ("target", "thesis")
 SCOPES = ("global", "layer")
@@ -167,11 +168,11 @@ def bottom_k_prune(model: nn.Module, rate: float, gen: torch.Generator, scope: s
 
 # --------------------------------------------------------------------------- the method
 
-@register
-class GemMiner(Method):
-    """Gem-Miner ``hc_iter``: score mining with iterative BottomK flag pruning, then finetuning.
+@dataclass
+class GemMinerOptions:
+    """Gem-Miner's options (defaults are the thesis FC values; the ResNet config passes its own).
 
-    Args (defaults are the thesis FC values; the ResNet config passes its own):
+    Args:
         mining_epochs: E of the mining phase; ``None`` → the training config's epochs.
         period: T, prune after 0-based epochs e with e % T == 0, e ≠ 0.  A fraction T < 1
             prunes every T epochs of training instead, counted in steps (after step
@@ -190,40 +191,55 @@ class GemMiner(Method):
         val_size: hold-out images for ``val_acc`` (if ``data`` has no validation split yet).
         log_val: log ``val_acc`` every epoch.
         train_biases: also finetune biases (BN β included); off in the thesis, so β stays 0.
+    """
+    mining_epochs: int | None = None
+    period: float = 2
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    score_l2: float = 1e-4
+    batch_size: int = 128
+    mode: str = "target"
+    scope: str = "global"
+    unflag: bool = False
+    sanity_checks: bool = True
+    sanity_seeds: list[int] | None = None
+    val_size: int = 5000
+    log_val: bool = True
+    train_biases: bool = False
 
-    The run's ``TrainConfig`` is the finetune config (E epochs).  ``run`` returns
-    ``{"gem-miner": …, "gem-miner-reinit": …, "gem-miner-shuffle": …}``.
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"unknown Gem-Miner mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.scope not in SCOPES:
+            raise UserError(f"unknown Gem-Miner scope {self.scope!r}; choose from {', '.join(SCOPES)}")
+        num_prunes(1, self.period)           # validates the period
+        if self.mining_epochs is not None and self.mining_epochs < 1:
+            raise UserError(f"Gem-Miner mining_epochs must be ≥ 1, got {self.mining_epochs}")
+        # whole periods are ints: run.json records them as configs write them (2, not 2.0)
+        self.period = self.period if self.period < 1 else int(self.period)
+        self.unflag, self.sanity_checks = bool(self.unflag), bool(self.sanity_checks)
+        self.sanity_seeds = None if self.sanity_seeds is None else [int(s) for s in self.sanity_seeds]
+        self.val_size, self.log_val, self.train_biases = int(self.val_size), bool(self.log_val), bool(self.train_biases)
+
+
+@register
+class GemMiner(Method):
+    """Gem-Miner ``hc_iter``: score mining with iterative BottomK flag pruning, then finetuning.
+
+    Options: :class:`GemMinerOptions`.  The run's ``TrainConfig`` is the finetune config
+    (E epochs).  ``run`` returns ``{"gem-miner": …, "gem-miner-reinit": …, "gem-miner-shuffle": …}``.
+    Not score-based in the base's sense: the scores are trained, and the flags pruned
+    between epochs (:func:`bottom_k_prune`).
     """
     name = "gem-miner"
+    Options = GemMinerOptions
+    style = MethodStyle("Gem-Miner", "gem", "#009E73", "s")
+    variants = {"gem-miner-reinit": MethodStyle("Gem-Miner weight-reinit", "gemR", "#44AA99", "v"),
+                "gem-miner-shuffle": MethodStyle("Gem-Miner mask-shuffle", "gemS", "#117733", "D")}
     model_kwargs = {"fc": {"hidden_bias": False, "output_bias": False},
                     "resnet20": {"prune_shortcuts": False, "fc_bias": False}}
-
-    def __init__(self, mining_epochs: int | None = None, period: int = 2, lr: float = 0.1,
-                 momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
-                 score_l2: float = 1e-4, batch_size: int = 128, mode: str = "target",
-                 scope: str = "global", unflag: bool = False, sanity_checks: bool = True,
-                 sanity_seeds: list[int] | None = None,
-                 val_size: int = 5000, log_val: bool = True, train_biases: bool = False):
-        if mode not in MODES:
-            raise UserError(f"unknown Gem-Miner mode {mode!r}; choose from {', '.join(MODES)}")
-        if scope not in SCOPES:
-            raise UserError(f"unknown Gem-Miner scope {scope!r}; choose from {', '.join(SCOPES)}")
-        num_prunes(1, period)           # validates the period
-        if mining_epochs is not None and mining_epochs < 1:
-            raise UserError(f"Gem-Miner mining_epochs must be ≥ 1, got {mining_epochs}")
-        self.mining_epochs = mining_epochs
-        self.period = period if period < 1 else int(period)
-        self.lr, self.momentum, self.weight_decay, self.schedule = lr, momentum, weight_decay, schedule
-        self.score_l2 = score_l2
-        self.batch_size = batch_size
-        self.mode = mode
-        self.scope = scope
-        self.unflag = bool(unflag)
-        self.sanity_checks = bool(sanity_checks)
-        self.sanity_seeds = None if sanity_seeds is None else [int(s) for s in sanity_seeds]
-        self.val_size = int(val_size)
-        self.log_val = bool(log_val)
-        self.train_biases = bool(train_biases)
 
     # ---- phases ----------------------------------------------------------------------------
 
@@ -237,9 +253,10 @@ class GemMiner(Method):
             p.scores.requires_grad_(True)
 
     def mining_config(self, train_cfg, epochs: int):
-        from utils.train import TrainConfig
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                           weight_decay=self.weight_decay, schedule=self.schedule, bf16=train_cfg.bf16,
+        from utils.engine.train import TrainConfig
+        o = self.options
+        return TrainConfig(epochs=epochs, batch_size=o.batch_size, lr=o.lr, momentum=o.momentum,
+                           weight_decay=o.weight_decay, schedule=o.schedule, bf16=train_cfg.bf16,
                            channels_last=train_cfg.channels_last,
                            eval_batch_size=train_cfg.eval_batch_size, device=train_cfg.device)
 
@@ -250,17 +267,18 @@ class GemMiner(Method):
 
         ``monitor(epoch, model)`` is called after each epoch's prune (for tests).
         """
-        from utils.train import Hooks, train
+        from utils.engine.train import Hooks, train
+        o = self.options
         total = sum(p.flag.numel() for p in gem_masks(model).values())
-        prunes = num_prunes(epochs, self.period)
+        prunes = num_prunes(epochs, o.period)
         rate = prune_rate(density, prunes)
         gen = generator(seed, "prune")
         state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0}
-        lam = self.score_l2
-        steps_per_epoch = math.ceil(len(data.train_y) / self.batch_size)
+        lam = o.score_l2
+        steps_per_epoch = math.ceil(len(data.train_y) / o.batch_size)
         # fractional periods: prune after these steps (the k-th prune after k·T epochs of training)
-        prune_steps = ({round(k * self.period * steps_per_epoch) for k in range(1, prunes + 1)}
-                       if self.period < 1 else set())
+        prune_steps = ({round(k * o.period * steps_per_epoch) for k in range(1, prunes + 1)}
+                       if o.period < 1 else set())
 
         def reg(m: nn.Module) -> Tensor:
             return lam * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
@@ -274,17 +292,17 @@ class GemMiner(Method):
                     p.scores.clamp_(0.0, 1.0)
             state["step"] += 1
             if state["step"] in prune_steps and state["stopped"] is None:
-                bottom_k_prune(m, rate, gen, self.scope)
+                bottom_k_prune(m, rate, gen, o.scope)
                 state["prune_epochs"].append(round(state["step"] / steps_per_epoch, 4))
 
         def after_epoch(epoch: int, m: nn.Module) -> dict:
-            if (state["stopped"] is None and self.period >= 1 and epoch % self.period == 0 and epoch != 0
+            if (state["stopped"] is None and o.period >= 1 and epoch % o.period == 0 and epoch != 0
                     and len(state["prune_epochs"]) < prunes):
-                bottom_k_prune(m, rate, gen, self.scope)
+                bottom_k_prune(m, rate, gen, o.scope)
                 state["prune_epochs"].append(epoch)
             if state["stopped"] is None and count_effective(m) == 0:
                 # Effective density hit 0: stop mining, prune the flags straight to the target.
-                keep_top_flags(m, kept_count(density, total), gen, self.scope)
+                keep_top_flags(m, kept_count(density, total), gen, o.scope)
                 state["stopped"] = epoch
                 state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
             if monitor is not None:
@@ -311,17 +329,18 @@ class GemMiner(Method):
     def round_masks(self, model: nn.Module, density: float, seed: int
                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Final (mask, flags, rounded scores) per layer; mask = flags ∧ rounded scores."""
+        o = self.options
         masks_ = gem_masks(model)
         flags = {n: p.flag.detach().clone() for n, p in masks_.items()}
-        if self.unflag:
+        if o.unflag:
             rounded = {n: torch.ones_like(f) for n, f in flags.items()}
-        elif self.mode == "thesis":
+        elif o.mode == "thesis":
             rounded = {n: p.scores.detach() > 0.5 for n, p in masks_.items()}
         else:
             total = sum(f.numel() for f in flags.values())
             rounded = select_global({n: p.scores.detach() for n, p in masks_.items()},
                                     kept_count(density, total), flags, generator(seed, "round"),
-                                    scope=self.scope)
+                                    scope=o.scope)
         mask = {n: flags[n] & rounded[n].to(flags[n].device) for n in flags}
         return mask, flags, rounded
 
@@ -332,7 +351,7 @@ class GemMiner(Method):
 
         The first row (phase ``"rounded"``, epoch ``epoch_offset``) is the post-rounding evaluation.
         """
-        from utils.train import Hooks, train
+        from utils.engine.train import Hooks, train
         params = self.finetune_parameters(model)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -351,14 +370,14 @@ class GemMiner(Method):
         for name, p in model.named_parameters():
             if name.endswith(".weight") or name.endswith("parametrizations.weight.original"):
                 out.append(p)
-            elif self.train_biases and name.endswith(".bias"):
+            elif self.options.train_biases and name.endswith(".bias"):
                 out.append(p)
         return out
 
     def _columns(self, data, train_cfg, flag_density: Callable[[nn.Module], float]):
         from models.masks import density as model_density
-        from utils.train import evaluate, pick_device, use_bf16
-        has_val = self.log_val and getattr(data, "val_x", None) is not None and len(data.val_y) > 0
+        from utils.engine.train import evaluate, pick_device, use_bf16
+        has_val = self.options.log_val and getattr(data, "val_x", None) is not None and len(data.val_y) > 0
 
         def columns(m: nn.Module) -> dict:
             row = {"density_effective": model_density(m), "density_flag": flag_density(m)}
@@ -375,15 +394,16 @@ class GemMiner(Method):
 
     def run(self, model: nn.Module, data, density: float, train_cfg, *, seed: int,
             progress: bool = True) -> dict[str, MethodResult]:
-        from utils.data import split_validation
+        from utils.engine.data import split_validation
+        o = self.options
         density = check_density(density)
         val_seed = None
-        if self.val_size and getattr(data, "val_x", None) is None:
-            if self.val_size >= len(data.train_y):
-                raise UserError(f"val_size {self.val_size} ≥ {len(data.train_y)} training images")
+        if o.val_size and getattr(data, "val_x", None) is None:
+            if o.val_size >= len(data.train_y):
+                raise UserError(f"val_size {o.val_size} ≥ {len(data.train_y)} training images")
             val_seed = stream_seed(seed, "val")
-            data = split_validation(data, self.val_size, val_seed)
-        mining_epochs = self.mining_epochs if self.mining_epochs is not None else train_cfg.epochs
+            data = split_validation(data, o.val_size, val_seed)
+        mining_epochs = o.mining_epochs if o.mining_epochs is not None else train_cfg.epochs
 
         self.prepare(model, seed)
         mining_history, facts = self.mine(model, data, density, train_cfg, seed=seed,
@@ -404,16 +424,16 @@ class GemMiner(Method):
 
         kept = sum(int(m.sum()) for m in mask.values())
         completed = sum(int((mask[n] & ~(mined[n].to(mask[n].device) > 0.5)).sum()) for n in mask)
-        info = {"mode": self.mode, "scope": self.scope, "unflag": self.unflag, "target_density": density,
+        info = {"mode": o.mode, "scope": o.scope, "unflag": o.unflag, "target_density": density,
                 "target_kept": kept_count(density, total), "density": kept / total, "kept": kept,
                 "density_flag": flag_density, "flags": n_flags,
                 "density_effective_mined": facts["effective_mined"] / total,
-                "completed_inactive": completed if self.mode == "target" else 0,
-                "mining_epochs": mining_epochs, "period": self.period,
+                "completed_inactive": completed if o.mode == "target" else 0,
+                "mining_epochs": mining_epochs, "period": o.period,
                 "prunes": facts["prunes"], "prune_epochs": facts["prune_epochs"],
                 "planned_prunes": facts["planned_prunes"],
                 "prune_rate": facts["prune_rate"], "stopped_at_epoch": facts["stopped_at_epoch"],
-                "score_l2": self.score_l2, "val_size": len(data.val_y) if data.val_y is not None else 0,
+                "score_l2": o.score_l2, "val_size": len(data.val_y) if data.val_y is not None else 0,
                 "val_split_seed": val_seed}
         extras = {f"flag.{n}": f.cpu() for n, f in flags.items()}
         extras.update({f"scores.{n}": r.cpu().bool() for n, r in rounded.items()})
@@ -421,7 +441,7 @@ class GemMiner(Method):
             extras["val_indices"] = data.val_indices.clone()
         results = {self.name: MethodResult(model, init_model, history, extras, support=flags, info=info)}
 
-        if self.sanity_checks and (self.sanity_seeds is None or seed in self.sanity_seeds):
+        if o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds):
             results.update(self._sanity(base, mask, flags, rounded, mining_history, data, train_cfg,
                                         seed=seed, mining_epochs=mining_epochs, total=total,
                                         progress=progress))
@@ -429,6 +449,7 @@ class GemMiner(Method):
 
     def _sanity(self, base: nn.Module, mask, flags, rounded, mining_history, data, train_cfg, *,
                 seed: int, mining_epochs: int, total: int, progress: bool) -> dict[str, MethodResult]:
+        o = self.options
         out = {}
         gen = generator(seed, "sanity")
 
@@ -443,12 +464,12 @@ class GemMiner(Method):
                              progress=progress, desc="gem-miner reinit")
         out[f"{self.name}-reinit"] = MethodResult(
             reinit, init_reinit, pd.concat([mining_history, hist], ignore_index=True),
-            support=flags, info={"sanity": "weight-reinit", "mode": self.mode, "unflag": self.unflag,
+            support=flags, info={"sanity": "weight-reinit", "mode": o.mode, "unflag": o.unflag,
                                  "density": sum(int(m.sum()) for m in mask.values()) / total})
 
         # Mask shuffle.
         shuffle = copy.deepcopy(base)
-        if self.mode == "thesis":
+        if o.mode == "thesis":
             # Thesis/upstream: permute the flags per layer, AND with the *unshuffled* rounded scores.
             new_flags = {n: _permute(f, gen) for n, f in flags.items()}
             new_mask = {n: new_flags[n] & rounded[n].to(new_flags[n].device) for n in flags}
@@ -464,9 +485,9 @@ class GemMiner(Method):
                              progress=progress, desc="gem-miner shuffle")
         out[f"{self.name}-shuffle"] = MethodResult(
             shuffle, init_shuffle, pd.concat([mining_history, hist], ignore_index=True),
-            extras={f"flag.{n}": f.cpu() for n, f in new_flags.items()} if self.mode == "thesis" else {},
+            extras={f"flag.{n}": f.cpu() for n, f in new_flags.items()} if o.mode == "thesis" else {},
             support=support,
-            info={"sanity": "mask-shuffle", "mode": self.mode, "unflag": self.unflag,
+            info={"sanity": "mask-shuffle", "mode": o.mode, "unflag": o.unflag,
                   "density": sum(int(m.sum()) for m in new_mask.values()) / total})
         return out
 

@@ -18,6 +18,7 @@ Densities are fractions in (0, 1].
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -26,7 +27,17 @@ from torch import Tensor, nn
 from models.masks import get_masks, prunable_layers, raw_weight, set_masks
 from utils.errors import UserError
 
-from .base import Method, MethodResult, check_density, kept_count, layer_sizes, prune_to, register, select_global
+from .base import (
+    Method,
+    MethodResult,
+    MethodStyle,
+    check_density,
+    kept_count,
+    layer_sizes,
+    prune_to,
+    register,
+    select_global,
+)
 
 
 def magnitude_scores(model: nn.Module) -> dict[str, Tensor]:
@@ -77,17 +88,21 @@ def prune_by_magnitude(model: nn.Module, percent: float | None = None, count: in
     return kept - sum(int(m.sum()) for m in new.values())
 
 
+@dataclass
+class MagnitudeOptions:
+    """``scope``: ``"global"`` (class-blinded, the SynFlow paper's "Mag") or ``"layer"``."""
+    scope: str = "global"
+
+
 @register
 class Magnitude(Method):
     """Global magnitude pruning at init (SynFlow paper's "Mag"): keep the round(d·N) largest |w|, one shot."""
     name = "magnitude"
+    Options = MagnitudeOptions
+    style = MethodStyle("Magnitude", "mag", "#CC79A7", "P")
 
-    def __init__(self, scope: str = "global"):
-        self.scope = scope
-
-    def prune(self, model, density, *, seed, data_shape):
-        from utils.seeding import generator
-        prune_to(model, magnitude_scores(model), check_density(density), generator(seed, "prune"), self.scope)
+    def scores(self, model, *, seed, data_shape, generator):
+        return magnitude_scores(model)
 
 
 def imp_schedule(density: float, rounds: int | None = None, rate: float = 0.2) -> list[float]:
@@ -113,6 +128,21 @@ def imp_schedule(density: float, rounds: int | None = None, rate: float = 0.2) -
     return out + [density]
 
 
+@dataclass
+class IMPOptions:
+    """IMP's options: ``rounds`` and ``rate`` (see :func:`imp_schedule`), ``rewind_iteration``
+    (0 = rewind to init) and ``scope`` of each magnitude prune."""
+    rounds: int | None = None
+    rate: float = 0.2
+    rewind_iteration: int = 0
+    scope: str = "global"
+
+    def __post_init__(self):
+        if self.rewind_iteration < 0:
+            raise UserError(f"rewind_iteration must be >= 0, got {self.rewind_iteration}")
+        self.rewind_iteration = int(self.rewind_iteration)
+
+
 @register
 class IMP(Method):
     """Iterative magnitude pruning with rewinding (lottery tickets; SPEC §6 / §8.2).
@@ -130,33 +160,36 @@ class IMP(Method):
     density after each round.  Cost: (rounds + 1) full trainings.
     """
     name = "imp"
+    Options = IMPOptions
+    # no stored IMP runs yet: a colour and marker no other method uses
+    style = MethodStyle("IMP", "imp", "#DDCC77", "p")
 
-    def __init__(self, rounds: int | None = None, rate: float = 0.2, rewind_iteration: int = 0,
-                 scope: str = "global"):
-        if rewind_iteration < 0:
-            raise UserError(f"rewind_iteration must be >= 0, got {rewind_iteration}")
-        self.rounds, self.rate, self.rewind_iteration, self.scope = rounds, rate, int(rewind_iteration), scope
+    def scores(self, model, *, seed, data_shape, generator):
+        return magnitude_scores(model)
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
-        from utils.seeding import generator
-        from utils.train import Hooks, train
-        schedule = imp_schedule(density, self.rounds, self.rate)
+        from utils.engine.seeding import generator
+        from utils.engine.train import Hooks, train
+        o = self.options
+        schedule = imp_schedule(density, o.rounds, o.rate)
         gen = generator(seed, "prune")
         total = sum(layer_sizes(model).values())
         rewind = copy.deepcopy(model)
         hooks = None
-        if self.rewind_iteration > 0:
+        if o.rewind_iteration > 0:
             steps = {"n": 0}
 
             def after_step(m):
                 steps["n"] += 1
-                if steps["n"] == self.rewind_iteration:
+                if steps["n"] == o.rewind_iteration:
                     rewind.load_state_dict(m.state_dict())
             hooks = Hooks(after_step=after_step)
         histories, epoch = [], 0
         for rnd in range(len(schedule) + 1):
             if rnd > 0:
-                prune_to(model, magnitude_scores(model), schedule[rnd - 1], gen, self.scope)
+                # one step of the base's loop: the exact-k mask of |w| after training
+                prune_to(model, self.scores(model, seed=seed, data_shape=tuple(data.info.shape), generator=gen),
+                         schedule[rnd - 1], gen, o.scope)
                 masks = get_masks(model)
                 model.load_state_dict(rewind.state_dict())
                 set_masks(model, masks)
@@ -166,12 +199,12 @@ class IMP(Method):
             h = train(model, data, train_cfg, seed=seed, hooks=hooks if rnd == 0 else None,
                       phase=f"imp_r{rnd}", epoch_offset=epoch, log_initial=True, progress=progress,
                       desc=f"{self.name} r{rnd}")
-            if rnd == 0 and self.rewind_iteration > 0 and steps["n"] < self.rewind_iteration:
-                raise UserError(f"rewind_iteration {self.rewind_iteration} exceeds the "
+            if rnd == 0 and o.rewind_iteration > 0 and steps["n"] < o.rewind_iteration:
+                raise UserError(f"rewind_iteration {o.rewind_iteration} exceeds the "
                                 f"{steps['n']} iterations of one training")
             histories.append(h)
             epoch += train_cfg.epochs + 1  # each round's row 0 gets its own epoch number
         history = pd.concat(histories, ignore_index=True)
         info = {"imp_densities": [1.0] + [kept_count(d, total) / total for d in schedule],
-                "rewind_iteration": self.rewind_iteration, "rate": self.rate}
+                "rewind_iteration": o.rewind_iteration, "rate": o.rate}
         return {self.name: MethodResult(model, init_model, history, info=info)}

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from models.masks import prunable_layers, raw_weight, set_masks
 from utils.errors import UserError
 
-from .base import Method, prune_to, register
+from .base import Method, MethodStyle, register
 
 STREAMS = ("ours", "thesis")
 
@@ -19,6 +19,7 @@ STREAMS = ("ours", "thesis")
 class Dense(Method):
     """No pruning: the dense baseline (density must be 1)."""
     name = "dense"
+    style = MethodStyle("Dense", "dense", "#333333")
 
     def prune(self, model, density, *, seed, data_shape):
         if density != 1:
@@ -51,10 +52,9 @@ def thesis_scores(model: nn.Module, seed: int, levels: int, iterations: int,
     return {n: stream.randn(shape) for n, shape in shapes.items()}
 
 
-@register
 @dataclass
-class Random(Method):
-    """Random pruning at init: random scores, then the exact top-k (≈d per layer, binomial; not ERK).
+class RandomOptions:
+    """Options of random pruning.
 
     Args:
         scope: ``"global"`` (one top-k over all layers) or ``"layer"``.
@@ -64,7 +64,6 @@ class Random(Method):
         levels, iterations: the thesis's pruning loop (only for ``stream="thesis"``).
         max_blocks: the thesis GPU's resident-block limit (only for ``stream="thesis"``).
     """
-    name = "random"
     scope: str = "global"
     stream: str = "ours"
     levels: int = 10
@@ -77,24 +76,29 @@ class Random(Method):
         if self.levels < 1 or self.iterations < 1:
             raise UserError(f"levels and iterations must be ≥ 1, got {self.levels} and {self.iterations}")
 
-    def scores(self, model: nn.Module, seed: int, gen: torch.Generator) -> dict[str, Tensor]:
-        if self.stream == "thesis":
-            return thesis_scores(model, seed, self.levels, self.iterations, self.max_blocks)
-        return {n: torch.randn(raw_weight(m).shape, generator=gen, dtype=torch.float64)
-                for n, m in prunable_layers(model).items()}
-
-    def prune(self, model, density, *, seed, data_shape):
-        from utils.seeding import generator
-        gen = generator(seed, "prune")
-        prune_to(model, self.scores(model, seed, gen), density, gen, self.scope)
-
 
 @register
-@dataclass
-class RandomFC(Method):
-    """The thesis's hand-made Random-FC structure (SPEC §5); only for the FC, density ≈6.8 %.
+class Random(Method):
+    """Random pruning at init: random scores, then the exact top-k (≈d per layer, binomial; not ERK).
 
-    The requested density is only a label ("7 %" in the thesis); the structure fixes it.
+    One shot: the thesis's levels × iterations loop redrew the scores every step and revived
+    weights, so only its last draw decides the mask (see :func:`thesis_scores`).
+    """
+    name = "random"
+    Options = RandomOptions
+    style = MethodStyle("Random", "rnd", "#0072B2", "^")
+
+    def scores(self, model, *, seed, data_shape, generator):
+        o = self.options
+        if o.stream == "thesis":
+            return thesis_scores(model, seed, o.levels, o.iterations, o.max_blocks)
+        return {n: torch.randn(raw_weight(m).shape, generator=generator, dtype=torch.float64)
+                for n, m in prunable_layers(model).items()}
+
+
+@dataclass
+class RandomFCOptions:
+    """Options of Random-FC.
 
     Args:
         stream: ``"ours"`` (default): the placements come from the run's prune stream and the
@@ -104,19 +108,30 @@ class RandomFC(Method):
             data loader's ``randperm`` over the 60,000 MNIST training images — so a seed gives the
             thesis's masks *and* initial weights.
     """
-    name = "random-fc"
     stream: str = "ours"
 
     def __post_init__(self):
         if self.stream not in STREAMS:
             raise UserError(f"unknown Random-FC stream {self.stream!r}; choose from {', '.join(STREAMS)}")
 
+
+@register
+class RandomFC(Method):
+    """The thesis's hand-made Random-FC structure (SPEC §5); only for the FC, density ≈6.8 %.
+
+    The requested density is only a label ("7 %" in the thesis); the structure fixes it.
+    Not score-based: the placement rule is the mask (:func:`models.fc.random_fc_masks`).
+    """
+    name = "random-fc"
+    Options = RandomFCOptions
+    style = MethodStyle("Random-FC", "rfc", "#882255")
+
     def prune(self, model, density, *, seed, data_shape):
         from models.fc import FC, RANDOM_FC_PLACEMENTS, random_fc_mask, random_fc_masks
-        from utils.seeding import generator
+        from utils.engine.seeding import generator
         if not isinstance(model, FC) or len(model.layers) != 6:
             raise UserError("method 'random-fc' only applies to the thesis FC (experiment fc_mnist)")
-        if self.stream == "ours":
+        if self.options.stream == "ours":
             set_masks(model, random_fc_masks(model, generator(seed, "prune")))
             return
         torch.manual_seed(seed)

@@ -22,7 +22,7 @@ def real_data_dir(tmp_path_factory):
 
     Honours $SPARSE_DATA_DIR when it already holds the files (no copy needed).
     """
-    from utils.data import dataset_files_present
+    from utils.engine.data import dataset_files_present
     env = os.environ.get("SPARSE_DATA_DIR")
     if env and dataset_files_present("mnist", Path(env)):
         return Path(env)
@@ -42,7 +42,7 @@ def cifar_data_dir(tmp_path_factory):
     else built from ../shared/data's JPEG copy (make_cifar10.py, seconds); skips if absent."""
     import subprocess
 
-    from utils.data import dataset_files_present
+    from utils.engine.data import dataset_files_present
     for candidate in (os.environ.get("SPARSE_DATA_DIR"), ROOT / "data"):
         if candidate and dataset_files_present("cifar10", Path(candidate)):
             return Path(candidate)
@@ -62,7 +62,7 @@ def thesis_store(tmp_path_factory):
     """The thesis's own networks imported into a runs store: $SPARSE_THESIS_DIR or data/thesis when
     an import is complete there, else imported from ../shared/data's archive (≈1.5 min); skips if
     neither exists."""
-    from utils.thesis import import_thesis, is_imported, thesis_root
+    from utils.runs.thesis import import_thesis, is_imported, thesis_root
     if is_imported(thesis_root()):
         return thesis_root()
     if not THESIS_ARCHIVE.is_file():

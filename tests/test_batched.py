@@ -1,12 +1,13 @@
-"""Batched FC training (utils.batched): K runs in one process give the runs trained alone."""
+"""Batched FC training (utils.engine.batched): K runs in one process give the runs trained alone."""
 import pytest
 import torch
 
 from models import build_model, get_masks
-from utils import results
-from utils.batched import StackedFC, train_batched
-from utils.experiment import Overrides, RunSpec, execute, execute_batch, load_config, plan_tasks, run_settings
-from utils.train import TrainConfig
+from models.masks import mask_of, raw_weight
+from utils.engine.batched import StackedFC, train_batched
+from utils.engine.train import TrainConfig
+from utils.runs import results
+from utils.runs.experiment import Overrides, RunSpec, execute, execute_batch, load_config, plan_tasks, run_settings
 
 SPECS = [RunSpec("fc_mnist", "random", 0.5, 21, "thesis"), RunSpec("fc_mnist", "synflow", 0.1, 42, "thesis"),
          RunSpec("fc_mnist", "dense", 1.0, 63, "thesis")]
@@ -86,3 +87,44 @@ def test_plan_groups_only_runs_that_train_alike():
     resnet = load_config("resnet20_cifar10")
     assert [len(t) for t in plan_tasks([RunSpec("resnet20_cifar10", "random", 0.1, s, "cpu") for s in (21, 42)],
                                        resnet, jobs=1)] == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_stacked_batches_are_each_runs_own_batches(name):
+    """One gather for K runs gives run k exactly the batches ``batches()`` gives it alone (order,
+    normalisation, the short last batch; CIFAR-10 augments per run)."""
+    from utils.engine.batched import stacked_batches
+    from utils.engine.data import DATASETS, Dataset, batches
+    from utils.engine.seeding import generator
+    info = DATASETS[name]
+    x = torch.randint(0, 256, (70, *info.shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(70) % 10
+    data = Dataset(info, x, y, x[:10], y[:10])
+    seeds = [21, 42, 63]
+    stacked = list(stacked_batches(data, 32, [generator(s, "data") for s in seeds]))
+    assert [xb.shape for xb, _ in stacked] == [(3, 32, x[0].numel())] * 2 + [(3, 6, x[0].numel())]
+    for k, seed in enumerate(seeds):
+        alone = list(batches(x, y, 32, info, shuffle=True, generator=generator(seed, "data"), train_augment=True))
+        for (xs, ys), (xa, ya) in zip(stacked, alone):
+            assert torch.equal(xs[k], xa.flatten(1)) and torch.equal(ys[k], ya)
+
+
+def test_masked_entries_get_no_update_and_keep_their_raw_value():
+    """The stack trains effective weights; pruned entries stay zero in it and keep their raw value in the model."""
+    import pruners
+    models = [pruners.random(build_model("fc"), density=0.1, seed=s) for s in (1, 2)]
+    before = [[raw_weight(layer).detach().clone() for layer in m.layers] for m in models]
+    stack = StackedFC(models)
+    optimizer = torch.optim.SGD(stack.parameters(), lr=0.5)
+    loss = stack.forward(torch.randn(2, 8, 784)).square().sum()
+    loss.backward()
+    stack.mask_gradients()
+    optimizer.step()
+    for w, m in zip(stack.weights, stack.masks):
+        assert torch.all(w[m == 0] == 0)
+    stack.write_back(models)
+    for model, raws in zip(models, before):
+        for layer, raw in zip(model.layers, raws):
+            pruned = ~mask_of(layer)
+            assert torch.equal(raw_weight(layer)[pruned], raw[pruned])
+            assert not torch.equal(raw_weight(layer)[~pruned], raw[~pruned])

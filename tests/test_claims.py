@@ -9,10 +9,10 @@ import time
 import pytest
 from conftest import ROOT
 
-from utils import results
-from utils.claims import claim_path, claim_run, holder, is_claimed
+from utils.runs import results
+from utils.runs.claims import claim_path, claim_run, holder, is_claimed
 
-HOLD = ("import sys, time; from utils.claims import claim_run\n"
+HOLD = ("import sys, time; from utils.runs.claims import claim_run\n"
         "with claim_run(sys.argv[1]) as held:\n"
         "    print('held' if held else 'refused', flush=True); time.sleep(60)\n")
 

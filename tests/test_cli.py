@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from utils import data as D
-from utils import results
 from utils.cli import main
+from utils.engine import data as D
+from utils.runs import results
 
 
 def run_cli(capsys, *argv):

@@ -1,10 +1,10 @@
-"""utils.sparse as a drop-in for ActuallySparse (github.com/jakfol1217/ActuallySparse).
+"""utils.toolkits.sparse as a drop-in for ActuallySparse (github.com/jakfol1217/ActuallySparse).
 
 Ports of upstream ``tests/test_layers.py``, ``tests/test_converter.py`` and ``tests/test_model.py``
 (their latest stored versions); each docstring names the upstream test.  Upstream names map to
 ours as: ``SparseLayer`` / ``new_random_basic_coo`` -> :class:`SparseLinear`,
 ``new_random_basic_csr`` (``csr_mode=True``) -> :class:`CSRLinear`, ``actuallysparse.converter``
--> :mod:`utils.sparse`.
+-> :mod:`utils.toolkits.sparse`.
 
 Deliberate differences (checked below where they show):
 
@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.sparse import CSRLinear, SparseLinear, convert, convert_model
+from utils.toolkits.sparse import CSRLinear, SparseLinear, convert, convert_model
 
 UPSTREAM = {"Linear": nn.Linear, "coo": SparseLinear, "csr": CSRLinear}
 SPARSE = [SparseLinear, CSRLinear]

@@ -1,4 +1,4 @@
-"""deepstruct's own tests (github.com/innvariant/deepstruct, tests/), ported to utils.graphs.
+"""deepstruct's own tests (github.com/innvariant/deepstruct, tests/), ported to utils.toolkits.graphs.
 
 Names adapted: ``GraphTransform(x).transform(m)`` / ``LinearLayerFunctor`` / ``Conv2dLayerFunctor``
 -> :func:`graphs.to_networkx`; ``MaskedDeepDAN(size_in, size_out, structure)`` ->
@@ -17,7 +17,7 @@ from torch import nn
 
 from models.fc import FC
 from models.masks import attach_masks, get_masks, prunable_layers, raw_weight, set_masks
-from utils import graphs
+from utils.toolkits import graphs
 
 # Upstream tests left out, one line each (tests/<file>::<test>: why):
 # large/test_GraphTransform.py::test_torchvision_large: downloads pretrained AlexNet and only prints.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import data as D
+from utils.engine import data as D
 from utils.errors import DataError
 
 

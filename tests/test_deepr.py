@@ -20,8 +20,8 @@ from pruners.deepr import (
     reconvert_masked,
     rewireable_layers,
 )
-from utils.data import DATASETS, Dataset
-from utils.train import TrainConfig
+from utils.engine.data import DATASETS, Dataset
+from utils.engine.train import TrainConfig
 
 SIZES = (12, 10, 8, 4)
 

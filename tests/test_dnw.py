@@ -10,9 +10,9 @@ from torch import autograd, nn
 from models import FC, Mask, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
 from pruners.base import get_method, kept_count
 from pruners.dnw import DNW, TopKMask, freeze_topk, install_topk, topk_mask, upstream_kept_count
-from utils.data import DATASETS, Dataset
+from utils.engine.data import DATASETS, Dataset
+from utils.engine.train import TrainConfig
 from utils.errors import UserError
-from utils.train import TrainConfig
 
 
 class UpstreamChooseTopEdges(autograd.Function):
@@ -266,7 +266,7 @@ def test_run_freezes_plain_masks_at_exact_counts():
 
 
 def test_run_learns_mnist(real_data_dir):
-    from utils.data import load_mnist
+    from utils.engine.data import load_mnist
     data = load_mnist(real_data_dir, download=False).subset(3000, 1000)
     torch.manual_seed(21)
     model = FC((784, 100, 10))  # shallow, so 2 short epochs suffice

@@ -32,7 +32,7 @@ def test_torch_pinned_to_cpu_build_in_both():
 def test_torch_threads_sets_and_restores(monkeypatch):
     import torch
 
-    from utils.train import available_cores, torch_threads
+    from utils.engine.train import available_cores, torch_threads
     monkeypatch.setenv("SPARSE_NUM_THREADS", "1")
     before = torch.get_num_threads()
     with torch_threads(2):
@@ -46,7 +46,7 @@ def test_torch_threads_sets_and_restores(monkeypatch):
 def test_default_jobs_one_run_per_core(monkeypatch):
     import torch
 
-    from utils.experiment import default_jobs
+    from utils.runs.experiment import default_jobs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("SPARSE_NUM_THREADS", "4")
     assert default_jobs() == 4 and default_jobs(threads=2) == 2 and default_jobs(threads=8) == 1
@@ -58,7 +58,7 @@ def test_default_jobs_one_run_per_core(monkeypatch):
 def test_every_run_of_every_profile_resolves(path):
     """Each config's grid, under every profile, gives a method and training settings it can
     train with (e.g. DEEPR gets plain SGD), so no sweep stops hours in on a bad profile."""
-    from utils.experiment import grid, load_config, run_settings
+    from utils.runs.experiment import grid, load_config, run_settings
     config = load_config(path)
     for profile in config["profiles"]:
         specs = grid(config, profile)
@@ -70,7 +70,7 @@ def test_every_run_of_every_profile_resolves(path):
 
 def test_a_profile_the_method_cannot_train_with_fails_before_training(tmp_path):
     from utils.errors import UserError
-    from utils.experiment import grid, load_config, sweep
+    from utils.runs.experiment import grid, load_config, sweep
     config = load_config("resnet20_cifar10")
     config["profiles"]["cpu"]["methods"]["deepr"] = {}          # inherits SGD 0.9 Nesterov
     specs = grid(config, "cpu", methods=["synflow", "deepr"], densities=[10], seeds=[21])
@@ -88,7 +88,7 @@ def test_precision_defaults_follow_the_cpu(monkeypatch, native):
     import torch
 
     import models
-    train = importlib.import_module("utils.train")  # the module; ``utils.train`` is the API function
+    train = importlib.import_module("utils.engine.train")  # the module; ``utils.engine.train`` is the API function
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     resnet, fc, default = models.build_model("resnet20"), models.build_model("fc"), train.TrainConfig()

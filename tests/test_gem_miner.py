@@ -21,8 +21,8 @@ from pruners.gem_miner import (
     prune_count,
     prune_rate,
 )
-from utils.data import DATASETS, Dataset
-from utils.train import TrainConfig
+from utils.engine.data import DATASETS, Dataset
+from utils.engine.train import TrainConfig
 
 FC_N, RESNET_N = 119_400, 268_336
 
@@ -273,7 +273,7 @@ def test_sanity_seeds_and_bad_mode():
 # ----------------------------------------------------------------------------- real MNIST
 
 def test_real_mnist_smoke(real_data_dir):
-    from utils.data import load_mnist
+    from utils.engine.data import load_mnist
     data = load_mnist(real_data_dir).subset(11_000, 2000)
     cfg = TrainConfig(epochs=2, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4)
     gm = GemMiner(mining_epochs=6, period=2, sanity_checks=False, val_size=1000)

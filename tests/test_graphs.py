@@ -1,4 +1,4 @@
-"""utils.graphs: model <-> networkx graph, DAG nets (deepstruct-like), graph statistics."""
+"""utils.toolkits.graphs: model <-> networkx graph, DAG nets (deepstruct-like), graph statistics."""
 import gzip
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import torch
 from models.fc import FC, fc
 from models.masks import density, get_masks, mask_of, prunable_layers, set_masks
 from models.resnet import resnet20
-from utils import graphs
+from utils.toolkits import graphs
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -273,7 +273,7 @@ def test_balanced_tree_net_trains_on_mnist_like_data():
 def test_graph_of_sparse_model_equals_graph_of_masked_model():
     from torch import nn
 
-    from utils.sparse import convert_model
+    from utils.toolkits.sparse import convert_model
     model = masked_fc(0.05, seed=9)
     dense_g = graphs.to_networkx(model)
     for target in ("coo", "csr"):

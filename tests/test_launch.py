@@ -1,9 +1,10 @@
-"""Scale-out with submitit (utils/launch.py): local-executor end-to-end, resubmission, Slurm options."""
+"""Scale-out with submitit (utils/runs/launch.py): local-executor end-to-end, resubmission, Slurm options."""
 import subprocess
 import sys
 
-from utils import launch, results
-from utils.experiment import Overrides, RunSpec, load_config
+from utils.cli import main as cli_main
+from utils.runs import launch, results
+from utils.runs.experiment import Overrides, RunSpec, load_config
 
 GRID = ["fc_mnist", "--profile", "smoke", "--methods", "random", "--densities", "50", "--seeds", "21,42",
         "--epochs", "1", "--train-subset", "2000", "--test-subset", "1000", "--quiet"]
@@ -14,7 +15,7 @@ def test_submitit_local_sweep_and_resubmit(real_data_dir, tmp_path, capsys):
     root, jobs_dir = tmp_path / "res", tmp_path / "jobs"
     argv = GRID + ["--data-dir", str(real_data_dir), "--results", str(root), "--submitit-dir", str(jobs_dir),
                    "--submitit-cluster", "local", "--cpus-per-run", "1", "--timeout-min", "10", "--wait"]
-    assert launch.main(argv) == 0, capsys.readouterr()
+    assert cli_main(["sweep", *argv, "--launcher", "submitit"]) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "2 job(s) submitted to local" in out
     for seed in (21, 42):
@@ -26,7 +27,7 @@ def test_submitit_local_sweep_and_resubmit(real_data_dir, tmp_path, capsys):
     ledger = launch.read_ledger(jobs_dir)
     assert sorted(e["label"] for e in ledger.values()) == ["fc_mnist/random/d50/s21", "fc_mnist/random/d50/s42"]
 
-    assert launch.main(argv) == 0
+    assert cli_main(["sweep", *argv, "--launcher", "submitit"]) == 0
     assert "0 job(s) submitted; 2 run(s) already stored, 0 in flight" in capsys.readouterr().out
     assert len(launch.read_ledger(jobs_dir)) == 2 and sum(1 for _ in (jobs_dir / launch.LEDGER).open()) == 2
 
@@ -73,7 +74,7 @@ def test_slurm_array_options_and_in_flight(tmp_path, monkeypatch, capsys):
             "--seeds", "21,42,63", "--results", str(root), "--launcher", "submitit", "--partition", "gpu",
             "--gpus-per-run", "1", "--cpus-per-run", "4", "--timeout-min", "90",
             "--slurm-array-parallelism", "2"]
-    assert launch.main(argv) == 0
+    assert cli_main(["sweep", *argv, "--launcher", "submitit"]) == 0
     assert "3 job(s) submitted to slurm" in capsys.readouterr().out
     script = (bin_dir / "last.sbatch").read_text()
     for line in ("--array=0-2%2", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=4",
@@ -83,7 +84,7 @@ def test_slurm_array_options_and_in_flight(tmp_path, monkeypatch, capsys):
     assert sorted(e["job_id"] for e in ledger.values()) == ["4242_0", "4242_1", "4242_2"]
 
     # Resubmit: jobs 0 and 1 are still queued/running, job 2 failed -> only its run goes again.
-    assert launch.main(argv) == 0
+    assert cli_main(["sweep", *argv, "--launcher", "submitit"]) == 0
     out = capsys.readouterr().out
     assert out.count("in flight  ") == 2 and "1 job(s) submitted to slurm" in out
     script = (bin_dir / "last.sbatch").read_text()

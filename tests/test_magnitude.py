@@ -9,10 +9,10 @@ from models import FC, fc, get_masks, mask_of, prunable_layers, raw_weight
 from pruners.base import get_method, kept_count
 from pruners.magnitude import IMP, Magnitude, imp_schedule, prune_by_magnitude
 from pruners.random import Random
-from utils.data import DATASETS, Dataset
+from utils.engine.data import DATASETS, Dataset
+from utils.engine.seeding import generator
+from utils.engine.train import TrainConfig
 from utils.errors import UserError
-from utils.seeding import generator
-from utils.train import TrainConfig
 
 FC_SHAPE = (1, 28, 28)
 
@@ -178,7 +178,7 @@ def test_imp_density_sequence_and_rewind_to_init(tiny_mnist):
 
 def test_imp_rewind_to_iteration_k(tiny_mnist):
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)  # 128 images: 2 iterations per epoch
-    from utils.train import train
+    from utils.engine.train import train
     reference = small_net(5)
     train(reference, tiny_mnist, cfg, seed=5, progress=False)  # weights after iteration 2
     model = small_net(5)

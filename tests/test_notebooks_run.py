@@ -5,7 +5,7 @@ import re
 
 from conftest import ROOT
 
-from utils.notebooks import execute
+from utils.figures.notebooks import execute
 
 
 def outputs_text(nb) -> str:
@@ -45,6 +45,6 @@ def test_train_grid_runs_two_runs(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("SPARSE_DATA_DIR", str(real_data_dir))
     store = tmp_path / "store"
     execute(ROOT / "notebooks" / "train_grid.ipynb", {"RESULTS": str(store)}, output=tmp_path / "grid.ipynb")
-    from utils import results
+    from utils.runs import results
     table = results.runs(store)
     assert sorted(table["method"]) == ["random", "synflow"] and (table["epochs"] == 1).all()

@@ -1,4 +1,4 @@
-"""Figure layer: utils.plots draws the right figures, utils.figures builds them from a store,
+"""Figure layer: utils.figures.plots draws the right figures, utils.figures builds them from a store,
 and the thesis notebook produces every SPEC §10 figure in order.  Synthetic data, a few seconds."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from utils import figures as F  # noqa: E402
-from utils import plots  # noqa: E402
+from utils.figures import illustrations, plots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = [f"{t}_{s}" for t in ("gem", "syn", "rnd") for s in (21, 42, 63)]
@@ -36,13 +36,13 @@ def _texts(fig):
 def test_save_writes_pdf_and_png_atomically_and_reproducibly(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    paths = plots.save(fig, "demo", tmp_path / "figs")
+    paths = F.save(fig, "demo", tmp_path / "figs")
     assert [p.name for p in paths] == ["demo.pdf", "demo.png"]
     assert (tmp_path / "figs" / "demo.pdf").read_bytes().startswith(b"%PDF")
     assert (tmp_path / "figs" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((tmp_path / "figs").glob(".*part"))          # no temporary files left
     first = (tmp_path / "figs" / "demo.pdf").read_bytes()
-    plots.save(fig, "demo", tmp_path / "figs")
+    F.save(fig, "demo", tmp_path / "figs")
     assert (tmp_path / "figs" / "demo.pdf").read_bytes() == first  # no timestamps
 
 
@@ -116,7 +116,7 @@ def test_distance_heatmap():
     values = np.random.default_rng(2).uniform(0, 1, (9, 9))
     values = (values + values.T) / 2
     np.fill_diagonal(values, 0)
-    fig = plots.distance_heatmap(pd.DataFrame(values, index=TAGS, columns=TAGS),
+    fig = plots.matrix_heatmap(pd.DataFrame(values, index=TAGS, columns=TAGS),
                                  "Distances based on Edit Distance", cbar_label="NNSTD")
     ax, cax = fig.axes
     assert ax.get_title() == "Distances based on Edit Distance"
@@ -148,14 +148,14 @@ def test_kernel_grid():
 
 
 def test_illustrations():
-    fig = plots.one_dim_weights_plot()
+    fig = illustrations.one_dim_weights_plot()
     assert "gaps 1, 1, 2, 3" in fig.axes[0].get_title() and "3 clusters" in fig.axes[0].get_title()
     # the 4-neighbour rule resnet_clusters counts with (hand count: 3 pairs/triples + 7 singletons)
-    fig = plots.kernel_to_graph_plot(F.KERNEL_EXAMPLE)
+    fig = illustrations.kernel_to_graph_plot(F.KERNEL_EXAMPLE)
     assert "4-neighbour edges): 10 components, cluster ratio 0.30" in fig.axes[1].get_title()
-    fig = plots.kernel_to_graph_plot(F.KERNEL_EXAMPLE, connectivity="8")
+    fig = illustrations.kernel_to_graph_plot(F.KERNEL_EXAMPLE, connectivity="8")
     assert "diagonal edges included): 8 components, cluster ratio 0.50" in fig.axes[1].get_title()
-    fig = plots.channel_order_plot((2, 0, 3, 1))
+    fig = illustrations.channel_order_plot((2, 0, 3, 1))
     assert "(3, 1, 4, 2)" in fig._suptitle.get_text()
 
 
@@ -181,7 +181,7 @@ def store_root(tmp_path_factory):
     """Nine tiny FC runs at 50 % (G/S/R × 3 seeds) written through the real store format."""
     from models import fc, prunable_layers, set_masks
     from models.masks import raw_weight
-    from utils.results import run_dir, save_run
+    from utils.runs.results import run_dir, save_run
     root = tmp_path_factory.mktemp("store")
     for method in F.METHODS:
         for seed in F.SEEDS:
@@ -220,12 +220,12 @@ def test_make_writes_and_skips(store_root, tmp_path, capsys):
 def test_incomplete_seeds_draw_from_the_complete_ones(store_root, tmp_path, capsys):
     import shutil
 
-    from utils.results import run_dir
+    from utils.runs.results import run_dir
     root = tmp_path / "store"
     shutil.copytree(store_root, root)
     shutil.rmtree(run_dir("fc_mnist", "synflow", 0.5, 63, root))
     store = F.Store(root)
-    assert store.complete_seeds("fc_mnist", densities=[50]) == (21, 42)
+    assert store.complete_seeds("fc_mnist", densities=[0.5]) == (21, 42)
     assert F.make(["50_sparse_layers"], store, tmp_path / "fig", show=False) == ["50_sparse_layers"]
     assert store.partial == {"50_sparse_layers": "1 run(s) missing: fc_mnist/synflow d50 × s63"}
     assert "drawn from the complete seeds" in capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_incomplete_seeds_draw_from_the_complete_ones(store_root, tmp_path, caps
     assert "(seeds 21, 42 only)" in fig.axes[0].get_title()
     # every method's line is the mean over seeds 21 and 42, seed 63 of Gem-Miner is not used
     gem = {c.get_label(): c.lines[0].get_ydata() for c in fig.axes[0].containers}["Gem-Miner"]
-    expect = np.mean([F._layer_density(store.masks("fc_mnist", "gem-miner", 50, s)) for s in (21, 42)], axis=0)
+    expect = np.mean([F.layer_densities(store.masks("fc_mnist", "gem-miner", 0.5, s)) for s in (21, 42)], axis=0)
     assert np.allclose(gem, expect)
     full = F.build("50_sparse_layers", F.Store(store_root))
     assert "(3 seeds)" in full.axes[0].get_title()
@@ -248,8 +248,7 @@ def test_incomplete_seeds_draw_from_the_complete_ones(store_root, tmp_path, caps
 def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
     from models import fc, prunable_layers, set_masks
     from models.masks import raw_weight
-    from utils import notebook_helpers as H
-    from utils.results import run_dir, save_run
+    from utils.runs.results import run_dir, save_run
     torch.manual_seed(42)
     model = fc()
     masks = {n: torch.ones(raw_weight(m).shape, dtype=torch.bool) for n, m in prunable_layers(model).items()}
@@ -258,7 +257,7 @@ def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
     save_run(run_dir("fc_mnist", "magnitude", 0.5, 42, tmp_path), model=model, init_model=None,
              history=_history(False), model_spec={"name": "fc", "kwargs": {}},
              record={"experiment": "fc_mnist", "method": "magnitude", "density_target": 0.5, "seed": 42})
-    fig = H.map_grid(F.Store(tmp_path), methods=["magnitude", "synflow"], densities=[50], seed=42)
+    fig = F.map_grid(F.Store(tmp_path), methods=["magnitude", "synflow"], densities=[0.5], seed=42)
     assert len(fig.axes) == 2                                      # no colour bar for either panel
     assert [t.get_text() for t in fig.axes[0].texts] == ["layer 1 empty"]
     assert [t.get_text() for t in fig.axes[1].texts] == ["not stored"]
@@ -267,7 +266,7 @@ def test_map_grid_marks_an_empty_first_layer_without_colour_bar(tmp_path):
 def test_seed_note_marks_partly_trained_methods():
     import pandas as pd
 
-    from utils.notebook_helpers import seed_note
+    from utils.figures import seed_note
 
     def rows(points):
         return pd.DataFrame([(d, s) for d, seeds in points.items() for s in seeds], columns=["label", "seed"])
@@ -298,7 +297,8 @@ def test_distance_figure_from_store(store_root):
 
 
 def test_summarise_missing():
-    keys = [("fc_mnist", "synflow", d, s) for d in (2, 5) for s in (21, 42, 63)] + [("fc_mnist", "random", 7, 21)]
+    keys = [("fc_mnist", "synflow", d, s) for d in (0.02, 0.05) for s in (21, 42, 63)]
+    keys += [("fc_mnist", "random", 0.07, 21)]
     assert F.summarise(keys) == "fc_mnist/synflow d2,5 × s21,42,63; fc_mnist/random d7 × s21"
 
 

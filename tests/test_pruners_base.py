@@ -1,4 +1,6 @@
-"""The shared pruner base: exact-k selection, schedules, counts, random pruning (SPEC §3, §7, §8.2, §12)."""
+"""The shared pruner base: exact-k selection, schedules, counts, random pruning (SPEC §3, §7, §8.2, §12),
+the method interface (options dataclasses, scores on the shared loop) and the method styles."""
+import dataclasses
 import math
 
 import pytest
@@ -8,18 +10,23 @@ from scipy import stats
 from models import fc, get_masks, layer_densities, prunable_layers, raw_weight, resnet20, set_masks
 from pruners.base import (
     METHODS,
+    Method,
+    MethodStyle,
     check_density,
     exponential_schedule,
     get_method,
     kept_count,
     layer_sizes,
     linear_schedule,
+    method_style,
+    method_styles,
+    prune_on_schedule,
     prune_to,
     select_global,
 )
 from pruners.random import Dense, Random
+from utils.engine.seeding import generator
 from utils.errors import UserError
-from utils.seeding import generator
 
 DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.001)
 THESIS = {"2": 10 ** -1.7, "5": 10 ** -1.3, "10": 10 ** -1.0, "20": 10 ** -0.695, "50": 10 ** -0.3}
@@ -211,3 +218,193 @@ def test_prune_to_zeroes_pruned_and_never_revives():
     prune_to(model, scores, 0.5, gen)
     assert all(torch.equal(get_masks(model)[n], after[n]) for n in after)
     assert sum(layer_densities(model).values()) > 0
+
+
+def test_prune_on_schedule_exact_counts_every_step_and_log():
+    torch.manual_seed(4)
+    model = fc()
+    g = torch.Generator().manual_seed(9)
+    fixed = {n: torch.rand(m.weight.shape, generator=g) for n, m in prunable_layers(model).items()}
+    log = prune_on_schedule(model, lambda m: fixed, [0.5, 0.2, 0.05], generator(4, "prune"))
+    assert [row["target"] for row in log] == [0.5, 0.2, 0.05]
+    assert [row["density"] for row in log] == [kept_count(d, 119_400) / 119_400 for d in (0.5, 0.2, 0.05)]
+    masks = get_masks(model)
+    assert log[-1]["layers"] == {n: int(m.sum()) / m.numel() for n, m in masks.items()}
+    # Fixed scores on a shrinking schedule give the one-shot top-k: nothing revived, nothing lost.
+    kept = torch.cat([fixed[n][masks[n]] for n in masks])
+    dropped = torch.cat([fixed[n][~masks[n]] for n in masks])
+    assert kept.numel() == kept_count(0.05, 119_400) and kept.min() > dropped.max()
+
+
+# ---------------------------------------------------------------- method interface
+
+#: non-default options of every registered method (none for dense)
+OPTIONS = {
+    "dense": {},
+    "random": {"scope": "layer", "stream": "thesis", "levels": 2, "iterations": 3, "max_blocks": 48},
+    "random-fc": {"stream": "thesis"},
+    "magnitude": {"scope": "layer"},
+    "synflow": {"levels": 4, "iterations": 3, "scope": "layer"},
+    "imp": {"rounds": 3, "rate": 0.5, "rewind_iteration": 2, "scope": "layer"},
+    "gem-miner": {"mining_epochs": 15, "period": 0.5, "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0,
+                  "schedule": "constant", "score_l2": 1e-8, "batch_size": 64, "mode": "thesis",
+                  "scope": "layer", "unflag": True, "sanity_checks": False, "sanity_seeds": [21],
+                  "val_size": 100, "log_val": False, "train_biases": True},
+    "deepr": {"l1": 1e-5, "temp": 5e-12, "reset_val": 1e-9, "scope": "layer", "init": "scaled"},
+    "soft-deepr": {"l1": 1e-4, "temp": 1e-10, "min_weight": -1e-3, "init_density": 0.3, "init": "scaled"},
+    "dnw": {"scope": "layer", "count": "upstream"},
+}
+
+
+def test_options_cover_every_registered_method():
+    assert set(OPTIONS) == set(METHODS)
+    for name, cls in METHODS.items():
+        assert {f.name for f in dataclasses.fields(cls.Options)} == set(OPTIONS[name]), name
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_unknown_option_is_a_user_error_naming_it(name):
+    with pytest.raises(UserError, match=rf"^bad options for method '{name}': unknown option 'bogus_knob'"):
+        get_method(name, **OPTIONS[name], bogus_knob=1)
+    with pytest.raises(UserError, match="'bogus_knob'"):
+        METHODS[name](bogus_knob=1)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_options_dataclass_round_trip(name):
+    method = get_method(name, **OPTIONS[name])
+    assert dataclasses.asdict(method.options) == OPTIONS[name]
+    # every option also reads as an attribute, as the runs and benchmarks use them
+    assert {k: getattr(method, k) for k in OPTIONS[name]} == OPTIONS[name]
+    again = get_method(name, **dataclasses.asdict(method.options))
+    assert type(again) is type(method) and again.options == method.options
+    assert again.run_info() == method.run_info()
+    assert repr(again) == repr(method) and repr(method).startswith(f"{type(method).__name__}(")
+    with pytest.raises(AttributeError):
+        _ = method.no_such_option
+
+
+def test_stored_option_sets_round_trip():
+    """Every option set the configs give a run rebuilds the same method and run_info."""
+    from utils.runs.experiment import load_config, method_settings
+    seen = 0
+    for config_name in ("fc_mnist", "resnet20_cifar10"):
+        config = load_config(config_name)
+        for profile in config["profiles"].values():
+            for name in config["methods"]:
+                for seed in config["seeds"]:
+                    for density in config["densities"]:
+                        options, _ = method_settings(profile, name, seed, density)
+                        method = get_method(name, **options)
+                        again = get_method(name, **dataclasses.asdict(method.options))
+                        assert again.options == method.options and again.run_info() == method.run_info()
+                        assert all(getattr(method, k) == v for k, v in options.items())
+                        seen += 1
+    assert seen > 100
+
+
+def test_option_names_shadow_no_method_attribute():
+    for name, cls in METHODS.items():
+        for f in dataclasses.fields(cls.Options):
+            assert not hasattr(cls, f.name), (name, f.name)
+
+
+def test_options_are_normalised_as_recorded():
+    gm = get_method("gem-miner", period=2.0, unflag=0, val_size=100.0, sanity_seeds=(21.0,))
+    assert (gm.period, gm.unflag, gm.val_size, gm.sanity_seeds) == (2, False, 100, [21])
+    assert type(gm.period) is int and type(gm.val_size) is int
+    assert get_method("gem-miner", period=0.5).period == 0.5
+    sf = get_method("synflow", levels=10.0, iterations=100.0)
+    assert (sf.levels, sf.iterations) == (10, 100) and type(sf.levels) is int
+    assert sf.run_info() == {"levels": 10, "iterations": 100, "synflow_log": []}
+
+
+def _mask_by_hand(method, builder, density, seed, shape):
+    """The method's mask computed outside its prune(): its scores, then select_global step by step."""
+    torch.manual_seed(seed)
+    model = builder()
+    gen = generator(seed, "prune")
+    work = method.scoring_model(model)
+    total = sum(layer_sizes(work).values())
+    for target in method.density_schedule(density):
+        scores = method.scores(work, seed=seed, data_shape=shape, generator=gen)
+        set_masks(work, select_global(scores, kept_count(target, total), get_masks(work), gen, method.options.scope))
+    set_masks(model, get_masks(work))
+    return model
+
+
+@pytest.mark.parametrize("name,options", [
+    ("random", {}), ("random", {"scope": "layer"}), ("random", {"stream": "thesis", "levels": 2, "iterations": 2}),
+    ("magnitude", {}), ("magnitude", {"scope": "layer"}),
+    ("synflow", {"levels": 3, "iterations": 2}), ("synflow", {"levels": 2, "scope": "layer"}),
+])
+@pytest.mark.parametrize("builder,shape", [(fc, (1, 28, 28)), (resnet20, (3, 32, 32))])
+def test_scores_on_the_base_loop_reproduce_the_mask(name, options, builder, shape):
+    density, seed = 0.05, 42
+    method = get_method(name, **options)
+    torch.manual_seed(seed)
+    pruned = builder()
+    method.prune(pruned, density, seed=seed, data_shape=shape)
+    by_hand = _mask_by_hand(get_method(name, **options), builder, density, seed, shape)
+    assert len(method.log) == len(method.density_schedule(density))
+    sizes = layer_sizes(pruned)
+    expected = ({n: kept_count(density, k) for n, k in sizes.items()} if method.options.scope == "layer"
+                else {"all": kept_count(density, sum(sizes.values()))})
+    counts = {n: int(m.sum()) for n, m in get_masks(pruned).items()}
+    assert (counts if method.options.scope == "layer" else {"all": sum(counts.values())}) == expected
+    a, b = pruned.state_dict(), by_hand.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_imp_scores_are_the_magnitudes():
+    torch.manual_seed(1)
+    model = fc()
+    scores = get_method("imp").scores(model, seed=1, data_shape=(1, 28, 28), generator=None)
+    assert all(torch.equal(scores[n], raw_weight(m).abs()) for n, m in prunable_layers(model).items())
+
+
+def test_methods_that_do_not_score_say_so():
+    with pytest.raises(NotImplementedError, match="DNW"):
+        get_method("dnw").scores(fc(), seed=0, data_shape=(1, 28, 28), generator=None)
+
+
+# ---------------------------------------------------------------- styles
+
+#: the figures' current values (utils/plots.py METHOD_LABELS/COLORS/MARKERS, notebook_helpers
+#: SHORT/MARKERS/_label, figures.TAGS), so moving them here changes no figure
+STYLES = {
+    "gem-miner": ("Gem-Miner", "gem", "#009E73", "s"),
+    "synflow": ("SynFlow", "syn", "#D55E00", "o"),
+    "random": ("Random", "rnd", "#0072B2", "^"),
+    "magnitude": ("Magnitude", "mag", "#CC79A7", "P"),
+    "deepr": ("DEEPR", "deepr", "#332288", "X"),
+    "soft-deepr": ("Soft-DEEPR", "sdeepr", "#88CCEE", "x"),
+    "dnw": ("DNW", "dnw", "#999933", "*"),
+    "dense": ("Dense", "dense", "#333333", None),
+    "random-fc": ("Random-FC", "rfc", "#882255", None),
+    "imp": ("IMP", "imp", "#DDCC77", "p"),
+    "gem-miner-reinit": ("Gem-Miner weight-reinit", "gemR", "#44AA99", "v"),
+    "gem-miner-shuffle": ("Gem-Miner mask-shuffle", "gemS", "#117733", "D"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_method_style_values(name):
+    style = method_style(name)
+    assert isinstance(style, MethodStyle)
+    assert (style.label, style.tag, style.color, style.marker) == STYLES[name]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        style.label = "x"
+
+
+def test_method_styles_cover_methods_and_variants_once():
+    styles = method_styles()
+    assert set(styles) == set(STYLES) == set(METHODS) | {"gem-miner-reinit", "gem-miner-shuffle"}
+    assert all(styles[name] is METHODS[name].style for name in METHODS)
+    assert len({s.tag for s in styles.values()}) == len(styles)
+    assert len({s.color for s in styles.values()}) == len(styles)
+    markers = [s.marker for s in styles.values() if s.marker is not None]
+    assert len(set(markers)) == len(markers)
+    with pytest.raises(UserError, match="unknown method 'no-such'"):
+        method_style("no-such")
+    assert not hasattr(Method, "style")  # every registered class declares its own

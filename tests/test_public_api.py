@@ -39,7 +39,7 @@ def test_readme_toolkit_snippet_runs():
     import networkx as nx
 
     import models
-    from utils import graphs, sparse
+    from utils.toolkits import graphs, sparse
     model = models.fc()
     g = graphs.to_networkx(model)
     assert g.number_of_edges() == 119_400

@@ -8,8 +8,8 @@ import torch
 
 import models
 from pruners.random import Random
-from utils import results
 from utils.errors import RunStoreError
+from utils.runs import results
 
 HISTORY = pd.DataFrame({"epoch": [0, 1], "phase": ["train", "train"], "train_loss": [float("nan"), 0.5],
                         "top1": [10.0, 90.0]})

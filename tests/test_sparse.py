@@ -1,4 +1,4 @@
-"""utils.sparse: real COO/CSR layers, conversion, memory report (ActuallySparse-like)."""
+"""utils.toolkits.sparse: real COO/CSR layers, conversion, memory report (ActuallySparse-like)."""
 import copy
 
 import pytest
@@ -8,7 +8,15 @@ from torch import nn
 from models.fc import fc
 from models.masks import get_masks, mask_of, prunable_layers, raw_weight, set_masks
 from models.resnet import resnet20
-from utils.sparse import CSRConv2d, CSRLinear, SparseConv2d, SparseLinear, convert, convert_model, memory_report
+from utils.toolkits.sparse import (
+    CSRConv2d,
+    CSRLinear,
+    SparseConv2d,
+    SparseLinear,
+    convert,
+    convert_model,
+    memory_report,
+)
 
 DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 

@@ -3,9 +3,9 @@ its recorded final accuracy equals a fresh evaluation of the stored weights (SPE
 import pytest
 import torch
 
-from utils import results
-from utils.data import load_dataset
-from utils.train import evaluate
+from utils.engine.data import load_dataset
+from utils.engine.train import evaluate
+from utils.runs import results
 
 STORED = results.runs()
 DENSITY_TOLERANCE = 0.005  # of N: the issue's "within 0.5 % of N"
@@ -88,7 +88,7 @@ def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
 @pytest.mark.parametrize("path", resnet_sample())
 def test_resnet_accuracy_matches_fresh_evaluation(path, cifar_data_dir):
     """Evaluated as training evaluated it (bf16 autocast, channels_last: see ``Run.precision``)."""
-    from utils.train import TrainConfig
+    from utils.engine.train import TrainConfig
     cifar = load_dataset("cifar10", cifar_data_dir, download=False)
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     cfg = TrainConfig.from_dict(run.info["config"]["train"])
@@ -110,8 +110,8 @@ def test_summary_lists_every_stored_run():
 
 @pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static"))
 def test_fc_run_converts_to_csr_with_identical_outputs(path):
-    from utils.data import DATASETS, normalize
-    from utils.sparse import convert_model
+    from utils.engine.data import DATASETS, normalize
+    from utils.toolkits.sparse import convert_model
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     images, _ = results.load_probe("mnist")
     x = normalize(images[:256], DATASETS["mnist"])

@@ -11,7 +11,7 @@ from models import FC, fc, get_masks, layer_densities, mask_of, prunable_layers,
 from pruners.base import get_method, kept_count
 from pruners.random import Random
 from pruners.synflow import SynFlow, synflow_flow, synflow_prune, synflow_scores
-from utils.seeding import generator
+from utils.engine.seeding import generator
 
 FC_SHAPE = (1, 28, 28)
 THESIS = {"2": 10 ** -1.7, "5": 10 ** -1.3, "10": 10 ** -1.0, "20": 10 ** -0.695, "50": 10 ** -0.3}
@@ -337,7 +337,7 @@ def test_method_registered_with_options_and_log():
 def test_run_trains_and_reports(tiny_mnist):
     torch.manual_seed(21)
     model = fc()
-    from utils.train import TrainConfig
+    from utils.engine.train import TrainConfig
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1)
     res = SynFlow().run(model, tiny_mnist, 0.1, cfg, seed=21, progress=False)["synflow"]
     assert len(res.history) == 2 and res.history["density"].iloc[-1] == pytest.approx(11_940 / 119_400)
@@ -347,7 +347,7 @@ def test_run_trains_and_reports(tiny_mnist):
 
 @pytest.fixture
 def tiny_mnist():
-    from utils.data import DATASETS, Dataset
+    from utils.engine.data import DATASETS, Dataset
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (256, 1, 28, 28), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (256,), generator=g)

@@ -52,7 +52,7 @@ def store(thesis_store):
 
 
 def test_maed_50_from_the_thesis_networks_matches_the_published_figure(store):
-    units = [store.units(F.FC, m, 50, s) for m in F.METHODS for s in F.SEEDS]
+    units = [store.units(F.FC, m, 0.5, s) for m in F.METHODS for s in F.SEEDS]
     df = distance_matrix(units, "maed", names=TAGS, compat="thesis")
     worst = max(abs(df.iloc[i, j] - v) for (i, j), v in upper(PUBLISHED_MAED_50).items())
     assert worst <= 0.004
@@ -65,7 +65,7 @@ def test_maed_2_from_the_thesis_networks_matches_the_published_figure(store, i, 
     0.1 lower."""
     m_i, s_i = F.METHODS[i // 3], F.SEEDS[i % 3]
     m_j, s_j = F.METHODS[j // 3], F.SEEDS[j % 3]
-    a, b = store.units(F.FC, m_i, 2, s_i), store.units(F.FC, m_j, 2, s_j)
+    a, b = store.units(F.FC, m_i, 0.02, s_i), store.units(F.FC, m_j, 0.02, s_j)
     value = network_distance(a, b, "maed", compat="thesis", both_directions=False).value
     assert abs(value - upper(PUBLISHED_MAED_2)[(i, j)]) <= 0.004
 
@@ -73,7 +73,7 @@ def test_maed_2_from_the_thesis_networks_matches_the_published_figure(store, i, 
 def test_correlation_matrix_from_the_thesis_networks_matches_the_published_figure(store):
     """The thesis used 600 shuffled training images (not recorded); the stored 600 test images
     give the same matrix within 0.015, its diagonal is 1 as published."""
-    models = [store.model(F.FC, m, 10, s) for m in F.METHODS for s in F.SEEDS]
+    models = [store.model(F.FC, m, 0.1, s) for m in F.METHODS for s in F.SEEDS]
     df = similarity_matrix(models, F.probe_images(store), names=TAGS, compat="thesis")
     assert np.allclose(np.diag(df.to_numpy()), 1.0)
     worst = max(abs(df.iloc[i, j] - v) for (i, j), v in upper(PUBLISHED_COR_10).items())

@@ -15,8 +15,8 @@ from conftest import THESIS_ARCHIVE
 
 from models import layer_densities
 from utils.errors import UserError
-from utils.results import load_run, read_record, runs
-from utils.thesis import open_source, read_frame, read_state
+from utils.runs.results import load_run, read_record, runs
+from utils.runs.thesis import open_source, read_frame, read_state
 
 
 # ----------------------------------------------------------------------------- safe loading
@@ -71,7 +71,7 @@ def test_a_file_that_differs_from_the_pinned_commit_is_refused(tmp_path):
     """Import checks every file it reads against the pinned commit's sha256."""
     if not THESIS_ARCHIVE.is_file():
         pytest.skip("no thesis archive")
-    from utils.thesis import import_thesis
+    from utils.runs.thesis import import_thesis
     with tarfile.open(THESIS_ARCHIVE) as tar:
         member = tar.getmember("sparse_network_analysis/All_Results/FC/10/syn_10_21/synflow_parser_args.json")
         member_file = tar.extractfile(member).read()
@@ -159,12 +159,12 @@ def test_per_layer_densities_equal_those_the_thesis_recorded(thesis_store):
 
 @pytest.fixture(scope="module")
 def mnist(real_data_dir):
-    from utils.data import load_mnist
+    from utils.engine.data import load_mnist
     return load_mnist(real_data_dir)
 
 
 def test_every_imported_fc_network_reevaluates_to_its_recorded_accuracy(thesis_store, mnist):
-    from utils.train import evaluate
+    from utils.engine.train import evaluate
     table = runs(thesis_store)
     fc = table[table["experiment"] == "thesis_fc_mnist"]
     assert len(fc) == 51
@@ -177,7 +177,7 @@ def test_every_imported_fc_network_reevaluates_to_its_recorded_accuracy(thesis_s
 
 
 def load_run_dir(path):
-    from utils.results import load_run_dir as load
+    from utils.runs.results import load_run_dir as load
     return load(path)
 
 
@@ -214,7 +214,7 @@ def thesis_resnet_forward(state: dict, x: torch.Tensor, gem: bool) -> torch.Tens
 
 @pytest.fixture(scope="module")
 def cifar(cifar_data_dir):
-    from utils.data import load_cifar10
+    from utils.engine.data import load_cifar10
     return load_cifar10(cifar_data_dir)
 
 
@@ -223,7 +223,7 @@ def cifar(cifar_data_dir):
     ("gem-miner", 50, 21, "gem_50_21")])
 def test_resnet_logits_equal_a_forward_written_on_the_thesis_state_dict(thesis_store, cifar, method, label,
                                                                           seed, folder):
-    from utils.data import normalize
+    from utils.engine.data import normalize
     gem = method == "gem-miner"
     with tarfile.open(THESIS_ARCHIVE) as tar:
         name = "model_after_finetune.pth" if gem else "post-model.pt"
@@ -243,7 +243,7 @@ def test_resnet_reevaluates_to_its_recorded_accuracy_on_the_official_images(thes
     12 points (its images differ from those they were trained on)."""
     if cifar.copy != "official":
         pytest.skip(f"CIFAR-10 copy is {cifar.copy!r}, not the official archive")
-    from utils.train import evaluate
+    from utils.engine.train import evaluate
     for path in runs(thesis_store).query("experiment == 'thesis_resnet20_cifar10'")["path"]:
         run = load_run_dir(thesis_store / path)
         top1 = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, batch_size=1000)["top1"]
@@ -308,7 +308,7 @@ def test_random_fc_replays_the_thesis_masks_and_init(thesis_store, seed):
 @pytest.mark.parametrize("config_name,profile", [("fc_mnist", "thesis"), ("resnet20_cifar10", "thesis")])
 def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, config_name, profile):
     """The per-run GPU table of the random pruner in the config is what the import found in the data."""
-    from utils.experiment import load_config, method_settings, profile_of
+    from utils.runs.experiment import load_config, method_settings, profile_of
     _, values = profile_of(load_config(config_name), profile)
     table = runs(thesis_store)
     checked = 0
@@ -327,8 +327,8 @@ def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, 
 def test_comparison_of_a_run_with_itself_and_with_the_thesis(thesis_store, tmp_path):
     """compare_pair: identical runs → identical init, full mask agreement, NNSTD 0; our stored
     FC SynFlow 10 % seed 21 against the thesis's: the same init and ≥ 99.9 % of the mask."""
-    from utils.results import load_run as load
-    from utils.thesis_compare import compare_pair
+    from utils.runs.results import load_run as load
+    from utils.runs.thesis_compare import compare_pair
     theirs = load("thesis_fc_mnist", "synflow", 0.1, 21, root=thesis_store)
     same = compare_pair(theirs, theirs)
     assert same["init_identical"] and same["mask_agreement"] == 1.0 and same["nnstd"] == 0.0

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import results
-from .data import DATASETS, Dataset, load_dataset
+from utils.engine.data import DATASETS, Dataset, load_dataset
+from utils.engine.train import TrainConfig
+from utils.engine.train import train as _train_engine
+from utils.runs import results
+
 from .errors import DataError, UserError
-from .train import TrainConfig
-from .train import train as _train_engine
 
 
 def probe_dataset(name: str, root: str | os.PathLike | None = None, n_test: int = 100) -> Dataset:
@@ -29,9 +30,25 @@ def probe_dataset(name: str, root: str | os.PathLike | None = None, n_test: int 
     return Dataset(DATASETS[name], images[:cut], labels[:cut], images[cut:], labels[cut:])
 
 
+def small_dataset(name: str = "mnist", n_train: int = 5000, n_test: int = 10000,
+                  data_dir: str | os.PathLike | None = None,
+                  probe_root: str | os.PathLike | None = None) -> tuple[Dataset, str]:
+    """``(dataset, source)``: the first ``n_train``/``n_test`` images of a dataset already on disk
+    (nothing is downloaded), else the stored probe set split 500/100 (:func:`probe_dataset`);
+    ``source`` says which, in words."""
+    try:
+        data = load_dataset(name, data_dir, download=False)
+    except DataError:
+        data = probe_dataset(name, probe_root)
+        return data, (f"{name.upper()} not found: stored probe set ({len(data.train_y)} train / "
+                      f"{len(data.test_y)} test images)")
+    return (data.subset(n_train, n_test),
+            f"{name.upper()} ({n_train} train / {min(n_test, len(data.test_y))} test images)")
+
+
 def resolve_data(data: str | Dataset, data_dir: str | os.PathLike | None = None,
                  fallback_to_probe: bool = True) -> Dataset:
-    """A :class:`~utils.data.Dataset` from a name (``"mnist"``, ``"cifar10"``) or a dataset.
+    """A :class:`~utils.engine.data.Dataset` from a name (``"mnist"``, ``"cifar10"``) or a dataset.
 
     Reads (or downloads) the real dataset from ``data_dir``; if that fails and
     ``fallback_to_probe``, warns and uses the stored 600-image probe set instead.
@@ -55,7 +72,7 @@ def train(model: nn.Module, data: str | Dataset, epochs: int, *, lr: float = 0.1
 
     Args:
         model: a (masked) model; masked weights stay zero.
-        data: ``"mnist"``, ``"cifar10"`` or a :class:`~utils.data.Dataset`.
+        data: ``"mnist"``, ``"cifar10"`` or a :class:`~utils.engine.data.Dataset`.
         epochs: number of epochs.
         lr, batch_size, momentum, nesterov, weight_decay, schedule: SGD settings
             (defaults: the thesis's FC protocol).
@@ -63,7 +80,7 @@ def train(model: nn.Module, data: str | Dataset, epochs: int, *, lr: float = 0.1
         data_dir: dataset directory (default ``$SPARSE_DATA_DIR`` or ``data/``).
         train_subset: use only the first N training images.
         progress: show a tqdm bar.
-        **options: further :class:`~utils.train.TrainConfig` fields (``milestones``, ``bf16``, ...).
+        **options: further :class:`~utils.engine.train.TrainConfig` fields (``milestones``, ``bf16``, ...).
 
     Returns:
         DataFrame ``epoch, phase, train_loss, test_loss, top1, top5, density, seconds``
@@ -112,3 +129,27 @@ def load_run(experiment_or_path: str | os.PathLike, method: str | None = None,
     if method is None:
         return results.load_run_dir(experiment_or_path)
     return results.load_run(str(experiment_or_path), method, density, seed, root)
+
+
+def scratch_dir(prefix: str = "sparse-runs-") -> Path:
+    """A new empty temporary directory, for runs that are not kept (quickstart, smoke sweeps)."""
+    import tempfile
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def train_grid(config: dict, specs: list, root: str | os.PathLike, *, epochs: int | None = None,
+               train_subset: int | None = None, max_runs: int | None = None, jobs: int = 1) -> list:
+    """Train the runs of ``specs`` not stored under ``root`` yet (:func:`utils.runs.experiment.sweep`,
+    resumable), optionally with fewer epochs or training images; returns the specs trained.
+
+    Without the dataset (offline, not on disk) it prints one line saying so and trains nothing.
+    """
+    from utils.runs.experiment import Overrides, sweep
+    overrides = Overrides(epochs=epochs, train_subset=train_subset)
+    try:
+        done = sweep(config, specs, root=root, overrides=overrides, max_runs=max_runs, jobs=jobs)
+    except DataError as error:
+        print(f"no dataset available, nothing trained: {error}")
+        return []
+    print(f"trained {len(done)} run(s)")
+    return done

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 8, measured in benchmarks/README.md; 1: every run alone)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do")
-    from .launch import add_launcher_arguments
+    from utils.runs.launch import add_launcher_arguments
     add_launcher_arguments(sweep)
 
     runs = sub.add_parser("runs", help="list stored runs")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args):
-    from .experiment import Overrides
+    from utils.runs.experiment import Overrides
     return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset,
                      validation=args.validation)
 
@@ -100,7 +100,7 @@ def _positive(value: int | None, flag: str) -> int | None:
 
 
 def _threads(args) -> int:
-    from .experiment import RUN_THREADS
+    from utils.runs.experiment import RUN_THREADS
     return _positive(args.threads, "--threads") or RUN_THREADS
 
 
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from . import results
-    from .experiment import (
+    from utils.runs import results
+    from utils.runs.experiment import (
         BATCH_RUNS,
         RunSpec,
         execute,
@@ -155,12 +155,12 @@ def _dispatch(args) -> int:
         if args.dry_run:
             from pathlib import Path
             root = Path(args.results or results.DEFAULT_ROOT)
-            from .experiment import stored_state
+            from utils.runs.experiment import stored_state
             for spec in specs:
                 print(f"{stored_state(spec, root):<6}{spec.label}")
             return 0
         if args.launcher == "submitit":
-            from .launch import launch_sweep
+            from utils.runs.launch import launch_sweep
             return launch_sweep(args, config, specs, args.results, _overrides(args))
         done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
                      jobs=_positive(args.jobs, "--jobs"), threads=_threads(args), max_runs=args.max_runs,
@@ -182,7 +182,7 @@ def _dispatch(args) -> int:
         print(f"{len(paths)} stored run(s) verified under {root}")
         return 0
     if args.command == "import-thesis":
-        from .thesis import import_thesis, thesis_root
+        from utils.runs.thesis import import_thesis, thesis_root
         written = import_thesis(args.source, args.to, progress=not args.quiet)
         print(f"imported {len(written)} thesis run(s) into {args.to or thesis_root()}")
         return 0
@@ -191,9 +191,9 @@ def _dispatch(args) -> int:
 
         import pandas as pd
 
-        from .thesis import is_imported, thesis_root
-        from .thesis_compare import compare_with_thesis, summary
-        from .train import torch_threads
+        from utils.engine.train import torch_threads
+        from utils.runs.thesis import is_imported, thesis_root
+        from utils.runs.thesis_compare import compare_with_thesis, summary
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import DataError
+from utils.errors import DataError
 
 
 @dataclass(frozen=True)

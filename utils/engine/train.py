@@ -21,10 +21,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from models.masks import density as model_density
-
-from .data import Dataset, batches
-from .errors import UserError
-from .seeding import generator
+from utils.engine.data import Dataset, batches
+from utils.engine.seeding import generator
+from utils.errors import UserError
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 #: Schedules that set the learning rate every step rather than every epoch.

@@ -25,13 +25,12 @@ from tqdm.auto import tqdm
 from models import build_model
 from pruners import get_method
 from pruners.base import check_density
-
-from . import results
-from .claims import claim_run
-from .data import Dataset, load_dataset, probe_images
-from .errors import UserError
-from .seeding import seed_init
-from .train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
+from utils.engine.data import Dataset, load_dataset, probe_images
+from utils.engine.seeding import seed_init
+from utils.engine.train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
+from utils.errors import UserError
+from utils.runs import results
+from utils.runs.claims import claim_run
 
 #: Torch threads per run.  The thread count changes the order of floating-point reductions,
 #: so a rerun reproduces a stored run bit for bit only with the count it was trained with
@@ -40,7 +39,7 @@ from .train import TrainConfig, available_cores, pick_device, torch_threads, use
 #: run on two threads by 1.6x for FC and 1.14x for ResNet-20: benchmarks/README.md).
 RUN_THREADS = 1
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ----------------------------------------------------------------------------- configs
@@ -321,11 +320,10 @@ def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = 
                   root: str | os.PathLike | None = None, overrides: Overrides | None = None,
                   progress: bool = True, threads: int = RUN_THREADS) -> list[list[Path]]:
     """Train prune-then-train FC runs of one experiment, profile and recipe together
-    (:func:`utils.batched.train_batched`) and store each as :func:`execute` would; ``run.json``
+    (:func:`utils.engine.batched.train_batched`) and store each as :func:`execute` would; ``run.json``
     records ``compute.batched = K``. Returns each run's dirs."""
     from pruners.base import MethodResult
-
-    from .batched import train_batched
+    from utils.engine.batched import train_batched
     overrides = overrides or Overrides()
     settings = [run_settings(spec, config, overrides) for spec in specs]
     if len({json.dumps(s.train.to_dict(), sort_keys=True) for s in settings}) != 1:
@@ -372,7 +370,7 @@ def is_done(spec: RunSpec, root: Path) -> bool:
 
 
 def run_claimed(specs: list[RunSpec], config: dict, *, root: str | os.PathLike, **kwargs) -> list[RunSpec]:
-    """Train ``specs`` under their claims (:mod:`utils.claims`): one alone with :func:`execute`,
+    """Train ``specs`` under their claims (:mod:`utils.runs.claims`): one alone with :func:`execute`,
     several together with :func:`execute_batch`.  Runs another live process holds, or that got
     stored meanwhile, are left out. Returns the specs trained."""
     root = Path(root)

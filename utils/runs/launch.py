@@ -3,11 +3,11 @@
     python -m utils.cli sweep resnet20_cifar10 --launcher submitit --partition gpu \\
         --gpus-per-run 1 --cpus-per-run 4 --timeout-min 240 --slurm-array-parallelism 16
 
-Every job calls :func:`utils.experiment.execute` for one :class:`~utils.experiment.RunSpec`
+Every job calls :func:`utils.runs.experiment.execute` for one :class:`~utils.runs.experiment.RunSpec`
 and writes into the same runs store as a local sweep (``--results``), so local and
 cluster runs mix freely.  Resubmitting the same command is safe:
 
-* runs already stored (:func:`~utils.experiment.is_done`) are not submitted;
+* runs already stored (:func:`~utils.runs.experiment.is_done`) are not submitted;
 * runs whose job from an earlier submission is still pending or running are not
   submitted again (submissions are recorded in ``<submitit-dir>/submitted.jsonl``; Slurm
   states come from one ``sacct`` call);
@@ -20,8 +20,6 @@ summary`` when the array is done (each job also refreshes ``summary.csv``).
 ``--submitit-cluster local`` runs the jobs as local processes through submitit (all
 at once: it has no array throttling), for testing; for real local work use
 ``--launcher local --jobs N``.  ``debug`` runs them one by one in this process.
-
-``python -m utils.launch CONFIG [sweep options] [launcher options]`` is a shorthand.
 """
 from __future__ import annotations
 
@@ -33,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import results
+from utils.runs import results
 
 DEFAULT_DIR = ".submitit"   # inside the runs store, which every job must see anyway
 LEDGER = "submitted.jsonl"
@@ -69,8 +67,8 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- the job
 def run_job(spec, config: dict, *, data_dir: str | None, root: str, overrides, threads: int | None) -> dict:
     """Body of one job: train and store ``spec`` unless it is stored already."""
-    from .experiment import is_done, run_claimed
-    from .train import available_cores
+    from utils.engine.train import available_cores
+    from utils.runs.experiment import is_done, run_claimed
     root_path = Path(root)
     if is_done(spec, root_path):
         return {"label": spec.label, "status": "already stored"}
@@ -165,8 +163,8 @@ def _clean_partial_of(spec, root: Path) -> None:
 
 def _prepare_data(config: dict, data_dir: str | None, root: Path, overrides) -> str | None:
     """Download/verify the dataset and store the probe once here, not in every job."""
-    from .data import resolve_data_dir
-    from .experiment import ensure_probe, prepare_data
+    from utils.engine.data import resolve_data_dir
+    from utils.runs.experiment import ensure_probe, prepare_data
     prepare_data(config, data_dir, overrides)
     ensure_probe(config, data_dir, root)
     return str(resolve_data_dir(data_dir).resolve())
@@ -189,7 +187,7 @@ def make_executor(args, folder: Path, cluster: str, experiment: str):
         if args.mem_gb:
             params["mem_gb"] = float(args.mem_gb)
         # Jobs import this project: make the checkout importable wherever they start.
-        repo = Path(__file__).resolve().parents[1]
+        repo = Path(__file__).resolve().parents[2]
         params["slurm_setup"] = [f"export PYTHONPATH={repo}${{PYTHONPATH:+:$PYTHONPATH}}"]
     executor.update_parameters(**params)
     return executor
@@ -201,7 +199,7 @@ def job_threads(args, cluster: str, n_jobs: int) -> int | None:
         return int(args.cpus_per_run)
     if cluster == "slurm":
         return None                      # the job's cgroup/affinity decides (available_cores)
-    from .train import available_cores
+    from utils.engine.train import available_cores
     return max(1, available_cores() // max(1, n_jobs))   # local jobs all run at once
 
 
@@ -254,7 +252,7 @@ def launch_sweep(args, config: dict, specs: list, root, overrides) -> int:
 
 
 def _is_done(spec, root: Path) -> bool:
-    from .experiment import is_done
+    from utils.runs.experiment import is_done
     return is_done(spec, root)
 
 
@@ -272,15 +270,3 @@ def wait_for(jobs: list, specs: list, root: Path) -> int:
                   file=sys.stderr)
     results.write_summary(root)
     return 1 if failed else 0
-
-
-# ----------------------------------------------------------------------------- standalone entry
-def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.launch CONFIG ...`` = ``python -m utils.cli sweep CONFIG ... --launcher submitit``."""
-    from .cli import main as cli_main
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["sweep", *argv, "--launcher", "submitit"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

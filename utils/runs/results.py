@@ -41,12 +41,11 @@ from torch import Tensor, nn
 
 from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
-
-from .errors import RunStoreError, UserError
+from utils.errors import RunStoreError, UserError
 
 FORMAT = "sparse-network-analysis/run"
 FORMAT_VERSION = 1
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "results"
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "results"
 STORAGE = ("safetensors; per prunable layer: <layer>.mask = np.packbits of the flattened bool "
            "mask (uint8, C order), optional <layer>.support (packed, superset of mask), "
            "<layer>.values = float32 values at support positions; other state entries dense")
@@ -60,9 +59,9 @@ def density_label(density: float) -> str:
 
 def default_root(experiment: str | None = None) -> Path:
     """The runs store an experiment lives in: ``results/`` for ours, the git-ignored import
-    store (:func:`utils.thesis.thesis_root`) for the thesis's own networks (``thesis_*``)."""
+    store (:func:`utils.runs.thesis.thesis_root`) for the thesis's own networks (``thesis_*``)."""
     if experiment and experiment.startswith("thesis_"):
-        from .thesis import thesis_root
+        from utils.runs.thesis import thesis_root
         return thesis_root()
     return DEFAULT_ROOT
 
@@ -296,7 +295,7 @@ def clean_partial(root: str | os.PathLike | None = None) -> int:
     """Remove half-written run directories (``.s<seed>.tmp-*``) left by a killed run, but not
     those of a run a live process has claimed (it is writing them), and the killed run's claim
     files. Returns the count of directories removed."""
-    from .claims import is_claimed, release_stale
+    from utils.runs.claims import is_claimed, release_stale
     root = Path(root or DEFAULT_ROOT)
     count = 0
     if root.is_dir():
@@ -393,7 +392,7 @@ class Run(NamedTuple):
         compute = self.info.get("compute", {})
         if "bf16" in compute:
             return compute["bf16"], compute["channels_last"]
-        from utils.train import has_conv
+        from utils.engine.train import has_conv
         legacy = compute.get("device") == "cpu" and has_conv(self.model)
         return legacy, legacy
 

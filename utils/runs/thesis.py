@@ -12,7 +12,7 @@ The repository has no licence: its files are never committed here, only read fro
 user put them.  Loading is safe: checkpoints through ``torch.load(weights_only=True)``, the
 pandas pickles through :class:`FrameUnpickler`, which admits only the pandas/numpy names that
 rebuild a plain DataFrame.  Every file is checked against the sha256 of the pinned commit
-(``utils/thesis_manifest.json``) before it is read.
+(``utils/runs/thesis_manifest.json``) before it is read.
 
 What each thesis file becomes (``info["thesis"]["files"]`` lists them per run):
 
@@ -40,16 +40,10 @@ another folder, a missing or truncated sanity-check log, a stale ``expid``).
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import pickle
 import re
-import shutil
-import tarfile
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,157 +53,31 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import results
-from .errors import DataError, UserError
+from utils.errors import DataError, UserError
+from utils.runs import results
+from utils.runs.thesis_source import (  # noqa: F401  (re-exported: the import's public names)
+    ARCHIVE_NAME,
+    ARCHIVE_URL,
+    COMMIT,
+    MANIFEST_FILE,
+    REPOSITORY,
+    FrameUnpickler,
+    Source,
+    is_imported,
+    manifest,
+    open_source,
+    read_frame,
+    read_state,
+    thesis_root,
+)
 
-REPOSITORY = "tjayada/sparse_network_analysis"
-COMMIT = "7548f2c6a4aeb158a36cb2455f75c3e3151b0090"
-ARCHIVE_URL = f"https://github.com/{REPOSITORY}/archive/{COMMIT}.tar.gz"
-ARCHIVE_NAME = f"sparse_network_analysis-{COMMIT}.tar.gz"
 #: experiment names of the imported runs (our experiment → the thesis's)
 EXPERIMENTS = {"FC": "thesis_fc_mnist", "Resnet20": "thesis_resnet20_cifar10"}
 THESIS_OF = {"fc_mnist": "thesis_fc_mnist", "resnet20_cifar10": "thesis_resnet20_cifar10"}
 METHODS = {"syn": "synflow", "rnd": "random", "gem": "gem-miner"}
 PROFILE = "thesis-original"
-MANIFEST_FILE = Path(__file__).with_name("thesis_manifest.json")
 #: the thesis's folder labels (%), and SynFlow's compressions c (density 10^-c) behind them
 LABELS = (2, 5, 10, 20, 50)
-
-
-def thesis_root() -> Path:
-    """Where imported thesis runs live: ``$SPARSE_THESIS_DIR``, else ``data/thesis`` in the
-    repository (git-ignored, like the datasets)."""
-    env = os.environ.get("SPARSE_THESIS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "thesis"
-
-
-def is_imported(root: str | os.PathLike | None = None) -> bool:
-    """Whether an import is complete under ``root`` (its marker file is written last)."""
-    return (Path(root or thesis_root()) / "IMPORTED.json").is_file()
-
-
-# ----------------------------------------------------------------------------- safe reading
-class FrameUnpickler(pickle.Unpickler):
-    """Reads the thesis's pickled DataFrames and nothing else.
-
-    Only the names pandas and numpy use to rebuild a DataFrame of numbers and strings are
-    admitted (``numpy.core`` is read as ``numpy._core``); any other global is refused with
-    :class:`pickle.UnpicklingError`, so a pickle cannot run code.
-    """
-
-    ALLOWED = {
-        ("pandas.core.frame", "DataFrame"),
-        ("pandas.core.internals.managers", "BlockManager"),
-        ("pandas._libs.internals", "_unpickle_block"),
-        ("pandas.core.indexes.base", "_new_Index"),
-        ("pandas.core.indexes.base", "Index"),
-        ("pandas.core.indexes.range", "RangeIndex"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("builtins", "slice"),
-    }
-
-    def find_class(self, module: str, name: str):
-        module = re.sub(r"^numpy\.core\b", "numpy._core", module)
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not a DataFrame rebuild name")
-        return super().find_class(module, name)
-
-
-def read_frame(path: str | os.PathLike) -> pd.DataFrame:
-    """A pickled DataFrame through :class:`FrameUnpickler` (never plain ``pickle.load``)."""
-    frame = FrameUnpickler(io.BytesIO(Path(path).read_bytes())).load()
-    if not isinstance(frame, pd.DataFrame):
-        raise pickle.UnpicklingError(f"{path} does not hold a DataFrame")
-    return frame
-
-
-def read_state(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A thesis checkpoint (saved on a GPU) as a CPU state dict, tensors only."""
-    return torch.load(path, weights_only=True, map_location="cpu")
-
-
-def manifest() -> dict[str, str]:
-    """``{path under the repository: sha256}`` of every thesis file the import reads."""
-    return json.loads(MANIFEST_FILE.read_text())
-
-
-# ----------------------------------------------------------------------------- sources
-def _results_dir(tree: Path) -> Path | None:
-    """The repository root holding ``All_Results/`` at or up to two levels below ``tree``."""
-    for candidate in [tree, *tree.glob("*"), *tree.glob("*/*")]:
-        if (candidate / "All_Results").is_dir():
-            return candidate
-    return None
-
-
-def _extract(archive: Path, dest: Path) -> Path:
-    """Extract the parts of the repository the import reads (All_Results, Figures, Configs)."""
-    wanted = re.compile(r"(^|/)(All_Results|Figures|Configs)/")
-    name = archive.name
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as z:
-            members = [m for m in z.namelist() if wanted.search(m)]
-            for member in tqdm(members, desc=f"extract {name}", unit="file"):
-                z.extract(member, dest)
-    elif name.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")):
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and wanted.search(m.name)]
-            for member in tqdm(members, desc=f"extract {name}", unit="file"):
-                tar.extract(member, dest, filter="data")
-    else:
-        raise UserError(f"{archive}: not a clone, .zip, .tar.gz or .tar.xz of {REPOSITORY}")
-    root = _results_dir(dest)
-    if root is None:
-        raise UserError(f"{archive} holds no All_Results/ folder: is it an archive of {REPOSITORY}?")
-    return root
-
-
-def _download(dest_dir: Path) -> Path:
-    from .data import _download as download_file
-    archive = dest_dir / ARCHIVE_NAME
-    if not archive.is_file():
-        try:
-            download_file(ARCHIVE_URL, archive)
-        except OSError as exc:
-            raise DataError(
-                f"the thesis results are not here and could not be downloaded ({exc}). Download "
-                f"{ARCHIVE_URL} and run: python -m utils.cli import-thesis {archive}") from None
-    return archive
-
-
-@dataclass
-class Source:
-    """A readable copy of the thesis repository; ``cleanup`` removes a temporary extraction."""
-    root: Path
-    temporary: Path | None = None
-
-    def cleanup(self) -> None:
-        if self.temporary is not None:
-            shutil.rmtree(self.temporary, ignore_errors=True)
-
-
-def open_source(source: str | os.PathLike | None, download_dir: str | os.PathLike | None = None) -> Source:
-    """A clone (directory), an archive (.tar.xz/.tar.gz/.zip) or ``None``: download the pinned
-    commit's archive into ``download_dir`` (default ``data/``) first."""
-    if source is None:
-        source = _download(Path(download_dir or thesis_root().parent))
-    path = Path(source)
-    if not path.exists():
-        raise UserError(f"{path} does not exist: give a clone or an archive of {REPOSITORY}")
-    if path.is_dir():
-        root = _results_dir(path)
-        if root is None:
-            raise UserError(f"{path} holds no All_Results/ folder: is it a clone of {REPOSITORY}?")
-        return Source(root)
-    tmp = Path(tempfile.mkdtemp(prefix="thesis-import-"))
-    try:
-        return Source(_extract(path, tmp), tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- key mapping

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .results import DEFAULT_ROOT, Run, load_run_dir, runs
-from .thesis import THESIS_OF, thesis_root
+from utils.runs.results import DEFAULT_ROOT, Run, load_run_dir, runs
+from utils.runs.thesis import THESIS_OF, thesis_root
 
 #: methods both grids have
 METHODS = ("synflow", "random", "gem-miner", "dense", "random-fc")
@@ -60,7 +60,7 @@ def mask_agreement(ours: Run, theirs: Run) -> tuple[float, dict[str, float]]:
 def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
     """One row of the comparison (see the module docstring); ``data`` re-evaluates the thesis's
     network on our copy of the test set."""
-    from .analysis import network_distance
+    from utils.analysis import network_distance
     agreement, per_layer = mask_agreement(ours, theirs)
     diff = init_difference(ours, theirs)
     row = {"init_identical": diff == 0.0, "init_max_abs_diff": diff,
@@ -71,7 +71,7 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
            "top1_ours": float(ours.history["top1"].iloc[-1]),
            "top1_thesis": theirs.info["thesis"]["final_top1_recorded"]}
     if data is not None:
-        from .train import evaluate
+        from utils.engine.train import evaluate
         row["top1_thesis_here"] = evaluate(theirs.model, data.test_x, data.test_y, data, 1000)["top1"]
     return row
 
@@ -83,7 +83,7 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
 
     Args:
         ours_root: our runs store (default ``results/``).
-        thesis_store: the imported thesis runs (default :func:`utils.thesis.thesis_root`).
+        thesis_store: the imported thesis runs (default :func:`utils.runs.thesis.thesis_root`).
         data_dir: CIFAR-10 to re-evaluate the thesis's ResNet-20s on our copy; ``None`` skips it
             when the data cannot be read.
         experiments: ours to compare (``fc_mnist``, ``resnet20_cifar10``).
@@ -97,7 +97,7 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
     cifar = None
     if any(k[0] == "thesis_resnet20_cifar10" for *_, k in pairs):
         try:
-            from .data import load_dataset
+            from utils.engine.data import load_dataset
             cifar = load_dataset("cifar10", data_dir, download=False)
         except Exception:  # the table is still useful without the re-evaluation column
             cifar = None
@@ -140,13 +140,13 @@ def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
                      seeds: tuple[int, ...] = (21, 42, 63)) -> pd.DataFrame:
     """Gem-Miner's mined per-layer flag density (%), ours next to the thesis's, mean over the seeds
     both stores hold: the per-layer profile global BottomK produced (a result, not a constraint)."""
-    from .figures import Store
+    from utils.figures.store import Store  # the figures' cached, recipe-aware store (imported on use)
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
     rows = {}
     for label, store in (("ours", Store(ours_root)), ("thesis", Store(thesis_store, source="thesis"))):
         # runs not stored, or stored under an older recipe, are left out of the mean
-        profiles = [layer_profile(store.run(experiment, "gem-miner", 100 * density, seed)) for seed in seeds
-                    if store.has(experiment, "gem-miner", 100 * density, seed)]
+        profiles = [layer_profile(store.run(experiment, "gem-miner", density, seed)) for seed in seeds
+                    if store.has(experiment, "gem-miner", density, seed)]
         if profiles:
             rows[label] = pd.DataFrame(profiles).mean()
             rows[f"{label} seeds"] = pd.Series(len(profiles), index=rows[label].index)

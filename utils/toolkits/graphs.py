@@ -22,9 +22,9 @@ weight entry connects unit u to unit v.  Edge attributes::
     abs_weight  sum of |w| over those entries
     weight      the signed weight if count == 1 (every Linear edge), else abs_weight
 
-The data flow between layers is traced with ``torch.fx`` (:mod:`utils.layer_flow`): BatchNorm, activations, pooling,
-residual additions (channel c of every summand feeds channel c of the consumer), option-A
-zero-padding shortcuts (channel offset), channel concatenation and reshapes are followed.
+The data flow between layers is traced with ``torch.fx`` (:mod:`utils.toolkits.layer_flow`):
+BatchNorm, activations, pooling, residual additions (channel c of every summand feeds channel c
+of the consumer), option-A zero-padding shortcuts (channel offset), channel concatenation and reshapes are followed.
 A reshape (flatten/view/reshape/unflatten, ``nn.Flatten``/``nn.Unflatten``) maps units
 channel-major: a Linear reading a flattened (C, H, W) map gets one edge per channel (count =
 its active entries), and a Linear's C*H*W units viewed as a conv's (C, H, W) input feed the
@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 import networkx as nx
 import numpy as np
@@ -74,7 +74,7 @@ import torch
 from torch import Tensor, nn
 
 from models.masks import attach_masks, set_masks
-from utils.layer_flow import INPUT, flow, in_units, layer_view, source_edges
+from utils.toolkits.layer_flow import INPUT, flow, in_units, layer_view, source_edges
 
 __all__ = ["to_networkx", "from_networkx", "layered_from_networkx", "layered_dag", "DAGNet",
            "input_nodes", "output_nodes", "node_layers", "layer_stats", "degree_distribution",
@@ -87,7 +87,7 @@ def to_networkx(model: nn.Module, include_input: bool = True) -> nx.DiGraph:
     """The unit graph of ``model``: nodes are units, edges are active weights (see module doc).
 
     Works on dense, masked (any parametrization exposing ``current_mask``) and
-    :mod:`utils.sparse` layers, and on a bare layer (its nodes are named ``("", j)``).
+    :mod:`utils.toolkits.sparse` layers, and on a bare layer (its nodes are named ``("", j)``).
     ``include_input=False`` drops the input nodes.
 
     Example: ``to_networkx(nn.Linear(10, 5))`` has 15 nodes and 50 edges.
@@ -546,3 +546,32 @@ def graph_stats(model_or_graph) -> dict:
             "paths": paths, "log10_paths": math.log10(paths) if paths else float("-inf"),
             "dead_hidden": len(dead["dead"] & hidden), "hidden": len(hidden),
             "layers": layer_stats(graph)}
+
+
+def degree_frame(graphs: Mapping[str, nx.DiGraph]) -> pd.DataFrame:
+    """Long table of unit degrees per weight layer: one row per (network, layer, side, unit).
+
+    For the weight matrix ``layers.k`` (columns ``layer``), ``side="fan-out"`` is the
+    out-degree of each of its input units and ``side="fan-in"`` the in-degree of each of its
+    output units, so one layer's two rows are the two marginals of its mask.
+    """
+    rows = []
+    for key, g in graphs.items():
+        layer = _layer_of(g)
+        names = {lv: g.nodes[n].get("name", str(lv)) for n, lv in layer.items()}
+        top = max(layer.values())
+        for n, lv in layer.items():
+            if lv < top:  # fan-out into the next weight layer
+                rows.append((key, names[lv + 1], lv, "fan-out", g.out_degree(n)))
+            if lv > 0:
+                rows.append((key, names[lv], lv - 1, "fan-in", g.in_degree(n)))
+    return pd.DataFrame(rows, columns=["network", "layer", "index", "side", "degree"])
+
+
+def zero_degree_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """% of units with degree 0, per network (rows) and ``layer``/side (columns)."""
+    t = frame.assign(zero=frame["degree"].eq(0) * 100.0)
+    t = t.pivot_table(index="network", columns=["layer", "side"], values="zero", aggfunc="mean", sort=False)
+    layers = list(dict.fromkeys(frame.sort_values("index")["layer"]))
+    cols = [(name, side) for name in layers for side in ("fan-out", "fan-in") if (name, side) in t.columns]
+    return t[cols].round(1)

@@ -1,11 +1,11 @@
 """Data flow between the layers of a model: which layer's units feed which layer's inputs.
 
-Used by :func:`utils.graphs.to_networkx`.  A *flow* is ``(order, feeds, out_feeds, n_input)``:
+Used by :func:`utils.toolkits.graphs.to_networkx`.  A *flow* is ``(order, feeds, out_feeds, n_input)``:
 ``order`` the layer names (qualified, as in ``model.named_modules()``) in execution order,
 ``feeds[name]`` a list of ``(source, offset, reshaped)`` with source a layer name or
 :data:`INPUT`, ``out_feeds`` the same for the model output, and ``n_input`` the number of
 input units when known (else ``None``).  Layers are Linear/Conv2d (dense, masked or
-:mod:`utils.sparse`); everything else between them is followed by tracing with ``torch.fx``.
+:mod:`utils.toolkits.sparse`); everything else between them is followed by tracing with ``torch.fx``.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ INPUT = "input"
 
 
 def is_layer(module: nn.Module) -> bool:
-    """Linear/Conv2d, dense or masked, or a :mod:`utils.sparse` layer: the units of a graph."""
-    from utils.sparse import is_sparse_layer
+    """Linear/Conv2d, dense or masked, or a :mod:`utils.toolkits.sparse` layer: the units of a graph."""
+    from utils.toolkits.sparse import is_sparse_layer
     return isinstance(module, (nn.Linear, nn.Conv2d)) or is_sparse_layer(module)
 
 
@@ -29,7 +29,7 @@ def layer_view(module: nn.Module) -> tuple[Tensor, Tensor, Tensor | None, str]:
 
     Weight and mask are (out, in) or (out, in, kh, kw) on the CPU; kind is "linear"/"conv".
     """
-    from utils.sparse import is_sparse_layer
+    from utils.toolkits.sparse import is_sparse_layer
     if is_sparse_layer(module):
         weight, mask = module.dense_weight(), module.dense_mask()
         kind = "conv" if len(module.weight_shape) == 4 else "linear"
@@ -48,7 +48,7 @@ def in_units(module: nn.Module) -> int:
 
 def layer_shape(module: nn.Module) -> tuple[int, ...]:
     """Weight shape of a dense, masked or sparse layer, e.g. (out, in) for a Linear."""
-    from utils.sparse import is_sparse_layer
+    from utils.toolkits.sparse import is_sparse_layer
     if is_sparse_layer(module):
         return tuple(module.weight_shape)
     return tuple(mask_of(module).shape)

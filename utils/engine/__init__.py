@@ -1,0 +1,1 @@
+"""Engine: datasets, the training loop (one run or K runs batched), seeding."""
