@@ -110,7 +110,7 @@ def kernel_rows(store: Store, density: float, methods: Sequence[str] = METHODS, 
     """ResNet-20: the ``top`` most frequent binary 3×3 kernels per method (rows), count above each,
     seeds as in the thesis figure (Gem-Miner 21, SynFlow/random 42; others 42)."""
     from utils.analysis import common_kernels
-    seeds = {m: KERNEL_SEEDS.get(m, 42) for m in methods}
+    seeds = {m: KERNEL_SEEDS.get(m, 21) for m in methods}
     have = [m for m in methods if store.has(RESNET, m, density, seeds[m])]
     if not have:
         raise MissingRuns([(RESNET, m, density, seeds[m]) for m in methods], store.root)
@@ -145,9 +145,9 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
     from scipy.stats import binom
 
     from utils.analysis import common_kernels
-    ds = [d for d in densities if any(store.has(RESNET, m, d, KERNEL_SEEDS.get(m, 42)) for m in methods)]
+    ds = [d for d in densities if any(store.has(RESNET, m, d, KERNEL_SEEDS.get(m, 21)) for m in methods)]
     if not ds:
-        raise MissingRuns([(RESNET, m, d, KERNEL_SEEDS.get(m, 42)) for m in methods for d in densities], store.root)
+        raise MissingRuns([(RESNET, m, d, KERNEL_SEEDS.get(m, 21)) for m in methods for d in densities], store.root)
     k = np.arange(10)
     width = 0.8 / len(methods)
     with style():
@@ -157,7 +157,7 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
         flat = axes.ravel()
         for ax, d in zip(flat, ds):
             for i, m in enumerate(methods):
-                seed = KERNEL_SEEDS.get(m, 42)
+                seed = KERNEL_SEEDS.get(m, 21)
                 if not store.has(RESNET, m, d, seed):
                     continue
                 units = store.units(RESNET, m, d, seed)

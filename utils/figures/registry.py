@@ -106,8 +106,9 @@ def _corrections() -> dict[str, str]:
                                "diagonal computed")
     for m in ("gem", "syn", "rnd"):
         for d in (50, 2):
-            out[f"{m}-fm-fc-{d}"] = "the true seed" + ("; " + gem if m == "gem" else "")
-        out[f"{m}-kernel-10"] = "the true seed in the title" + ("; " + gem if m == "gem" else "")
+            out[f"{m}-fm-fc-{d}"] = ("the true seed, 21, in the title (the published title says 42)"
+                                     + ("; " + gem if m == "gem" else ""))
+    out["gem-kernel-10"] = gem
     out["resnet_clusters"] = "empty kernels count as 0 as in the thesis; " + gem
     return out
 
