@@ -59,9 +59,9 @@ def density_label(density: float) -> str:
 
 def default_root(experiment: str | None = None) -> Path:
     """The runs store an experiment lives in: ``results/`` for ours, the git-ignored import
-    store (:func:`utils.runs.thesis.thesis_root`) for the thesis's own networks (``thesis_*``)."""
+    store (:func:`utils.runs.thesis_source.thesis_root`) for the thesis's own networks (``thesis_*``)."""
     if experiment and experiment.startswith("thesis_"):
-        from utils.runs.thesis import thesis_root
+        from utils.runs.thesis_source import thesis_root
         return thesis_root()
     return DEFAULT_ROOT
 
