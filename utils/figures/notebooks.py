@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .store import DENSITIES
+
 ROOT = Path(__file__).resolve().parents[2]
 #: notebooks in execution order
 NOTEBOOKS = ["thesis_notebook.ipynb", "notebooks/quickstart.ipynb", "notebooks/plot_acc.ipynb",
@@ -30,7 +32,6 @@ NOTEBOOKS = ["thesis_notebook.ipynb", "notebooks/quickstart.ipynb", "notebooks/p
              "notebooks/graphs_and_sparse_inference.ipynb", "notebooks/train_grid.ipynb"]
 FAST = ["thesis_notebook.ipynb", "notebooks/plot_acc.ipynb", "notebooks/fc_analysis.ipynb"]
 DENSITY_NOTEBOOKS = ["notebooks/fc_analysis.ipynb", "notebooks/resnet20_analysis.ipynb"]
-DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.5)
 EXECUTED_DIR = ROOT / "notebooks" / "executed"
 
 
