@@ -1,12 +1,14 @@
 """Gem-Miner mining settings on the validation split: per-epoch flags per layer, and fragility.
 
     .venv/bin/python benchmarks/probe_gem_miner_mining.py --lr 0.05 --period 2 --epochs 60 --density 0.02
+    .venv/bin/python benchmarks/probe_gem_miner_mining.py --lr 0.05 --period 1 --epochs 30 --score-l2 1e-4
     .venv/bin/python benchmarks/probe_gem_miner_mining.py --fragility     # ~8 min on one idle core
 
 What ``configs/resnet20_cifar10.yaml`` records under ``gem_miner_search`` comes from here.
 ResNet-20 mines on the first 45,000 CIFAR-10 training images and is evaluated on the last
-5,000 (never the test set), seed 21, global BottomK, λ 1e-8, wd 0, SGD 0.9 cosine over the
-mining epochs.  After every epoch (after that epoch's prune) it prints the flag and effective
+5,000 (never the test set), seed 21, global BottomK, λ ``--score-l2`` (default 1e-8), wd 0,
+SGD 0.9 cosine over the mining epochs.  After every epoch (after that epoch's prune) it prints
+λΣs² and the flag and effective
 densities of conv1, blocks.0.conv1, blocks.4.conv1, blocks.8.conv2 and fc; at the end a JSON
 line with the validation accuracies and every layer's final flag density (``--out`` also
 writes it to a file).
@@ -45,9 +47,10 @@ class _Stop(Exception):
     pass
 
 
-def mine(data, lr: float, period: float, epochs: int, density: float, seed: int = 21, stop_after: int | None = None):
+def mine(data, lr: float, period: float, epochs: int, density: float, seed: int = 21, stop_after: int | None = None,
+         score_l2: float = 1e-8):
     """Mine ResNet-20 scores; returns (model, method, validation top-1 per epoch)."""
-    method = get_method("gem-miner", period=period, lr=lr, momentum=0.9, weight_decay=0.0, score_l2=1e-8,
+    method = get_method("gem-miner", period=period, lr=lr, momentum=0.9, weight_decay=0.0, score_l2=score_l2,
                         batch_size=128, scope="global", mining_epochs=epochs, log_val=False)
     model = build_model("resnet20", **method.model_kwargs["resnet20"])
     method.prepare(model, seed)
@@ -56,7 +59,9 @@ def mine(data, lr: float, period: float, epochs: int, density: float, seed: int 
         masks = gem_masks(m)
         flags = {n: float(masks[n].flag.float().mean()) for n in SHOWN}
         eff = {n: float(masks[n].current_mask().float().mean()) for n in SHOWN}
-        print(f"epoch {epoch}: " + "  ".join(f"{n} flag {flags[n]:.3f} eff {eff[n]:.3f}" for n in SHOWN), flush=True)
+        sum_sq = float(sum((p.scores.detach().double() ** 2).sum() for p in masks.values()))
+        print(f"epoch {epoch}: λΣs² {score_l2 * sum_sq:.6g}  "
+              + "  ".join(f"{n} flag {flags[n]:.3f} eff {eff[n]:.3f}" for n in SHOWN), flush=True)
         if stop_after is not None and epoch == stop_after:
             raise _Stop
 
@@ -108,6 +113,8 @@ def main(argv=None) -> None:
     parser.add_argument("--period", type=float, default=2)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--density", type=float, default=0.02)
+    parser.add_argument("--score-l2", type=float, default=1e-8, help="λ of the λΣs² term")
+    parser.add_argument("--stop-after", type=int, help="stop after this epoch (0-based)")
     parser.add_argument("--fragility", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -120,8 +127,10 @@ def main(argv=None) -> None:
             for how in ("lowest", "random"):
                 out[f"{how}_{fraction}"] = recalibrated_top1(without_active(model, fraction, how, gen), data)
     else:
-        model, _, val = mine(data, args.lr, args.period, args.epochs, args.density)
-        out = {"lr": args.lr, "period": args.period, "epochs": args.epochs, "density": args.density, "val": val,
+        model, _, val = mine(data, args.lr, args.period, args.epochs, args.density, stop_after=args.stop_after,
+                            score_l2=args.score_l2)
+        out = {"lr": args.lr, "score_l2": args.score_l2, "period": args.period, "epochs": args.epochs,
+               "density": args.density, "val": val,
                "final_flag_density": {n: round(float(p.flag.float().mean()), 4) for n, p in gem_masks(model).items()}}
     print(json.dumps(out), flush=True)
     if args.out:

@@ -300,10 +300,25 @@ class Method:
         """Facts of the last :meth:`prune` for ``run.json`` (e.g. SynFlow's per-level log)."""
         return {}
 
-    def trains_on_fixed_mask(self) -> bool:
-        """Whether :meth:`run` is prune, then plain training on the fixed mask (the base class's),
-        so runs of this method can be trained batched (:mod:`utils.engine.batched`)."""
-        return type(self).run is Method.run
+    # ---- batched training (utils.engine.batched: K FC runs in one loop) ------------------------
+    def batch_kind(self) -> str | None:
+        """Which runs :func:`utils.engine.batched.train_batched` may train together with this one:
+        ``"fixed-mask"`` when :meth:`run` is the base class's (prune, then plain training on the
+        fixed mask), another name for a method with its own batched training, None for a method
+        whose runs train alone."""
+        return "fixed-mask" if type(self).run is Method.run else None
+
+    def start_batched(self, model: nn.Module, density: float, *, seed: int,
+                      data_shape: tuple[int, ...]) -> tuple[nn.Module, dict]:
+        """Prepare ``model`` for batched training as :meth:`run` would before training. Returns
+        (the init model to store, this run's ``train_batched`` entries: ``topk``, ``columns``)."""
+        self.prune(model, density, seed=seed, data_shape=data_shape)
+        return copy.deepcopy(model), {}
+
+    def finish_batched(self, model: nn.Module, init_model: nn.Module, history: pd.DataFrame
+                       ) -> dict[str, MethodResult]:
+        """What :meth:`run` returns, from the batched training's model and history."""
+        return {self.name: MethodResult(model, init_model, history, info=self.run_info())}
 
 
 METHODS: dict[str, type[Method]] = {}

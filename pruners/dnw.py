@@ -167,19 +167,44 @@ class DNW(Method):
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.engine.train import Hooks, train
+        init_model, _ = self.start_batched(model, density, seed=seed, data_shape=tuple(data.info.shape))
+        changed = _MaskChanges(model)
+        history = train(model, data, train_cfg, seed=seed, hooks=Hooks(after_epoch=lambda e, m: changed(m)),
+                        progress=progress, desc=self.name)
+        return self.finish_batched(model, init_model, history)
+
+    # Batched (utils.engine.batched): the stack keeps each run's top-k per layer in every forward.
+    def batch_kind(self) -> str:
+        return "dnw"
+
+    def start_batched(self, model, density, *, seed, data_shape):
         o = self.options
         install_topk(model, check_density(density), o.scope, o.count)
-        init_model = freeze_topk(copy.deepcopy(model))
-        last = {"masks": get_masks(model)}
+        changed = _MaskChanges(model)
+        topk = [module.parametrizations.weight[0].k(module.weight.numel())
+                for module in prunable_layers(model).values()]
+        # row 0 (before training) has no mask_changed entry, as train()'s after_epoch gives none
+        calls = {"n": 0}
 
-        def after_epoch(epoch, m):
-            masks = get_masks(m)
-            changed = sum(int((masks[n] != last["masks"][n]).sum()) for n in masks)
-            total = sum(v.numel() for v in masks.values())
-            last["masks"] = masks
-            return {"mask_changed": changed / total}
+        def columns(m):
+            calls["n"] += 1
+            return changed(m) if calls["n"] > 1 else {}
+        return freeze_topk(copy.deepcopy(model)), {"topk": topk, "columns": columns}
 
-        history = train(model, data, train_cfg, seed=seed, hooks=Hooks(after_epoch=after_epoch),
-                        progress=progress, desc=self.name)
+    def finish_batched(self, model, init_model, history):
+        o = self.options
         freeze_topk(model)
         return {self.name: MethodResult(model, init_model, history, info={"scope": o.scope, "count": o.count})}
+
+
+class _MaskChanges:
+    """Called after each epoch: ``{"mask_changed": fraction of mask bits flipped since the last call}``."""
+
+    def __init__(self, model: nn.Module):
+        self.last = get_masks(model)
+
+    def __call__(self, model: nn.Module) -> dict:
+        masks = get_masks(model)
+        changed = sum(int((masks[n] != self.last[n]).sum()) for n in masks)
+        self.last = masks
+        return {"mask_changed": changed / sum(v.numel() for v in masks.values())}

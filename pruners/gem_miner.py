@@ -417,10 +417,15 @@ class GemMiner(Method):
         # Freeze: plain masks; keep pruned weights (the flag analysis reads flagged-but-inactive ones).
         set_masks(model, mask, zero_pruned=False)
         base = copy.deepcopy(model)            # post-rounding: init weights + final mask
-        init_model = copy.deepcopy(base)
-        history = self.finetune(model, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
-                                flag_density=flag_density, progress=progress)
-        history = pd.concat([mining_history, history], ignore_index=True)
+        sanity = (self._sanity_variants(base, mask, flags, rounded, seed=seed, total=total)
+                  if o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds) else {})
+        # The mined net and its sanity variants finetune together (batched for the FC).
+        nets = {self.name: (model, flag_density, "gem-miner finetune"),
+                **{name: (v["model"], v["flag_density"], v["desc"]) for name, v in sanity.items()}}
+        inits = {name: copy.deepcopy(net) for name, (net, _, _) in nets.items()}
+        histories, batched = self.finetune_all(list(nets.values()), data, train_cfg, seed=seed,
+                                               epoch_offset=mining_epochs - 1, progress=progress)
+        histories = {name: pd.concat([mining_history, h], ignore_index=True) for name, h in zip(nets, histories)}
 
         kept = sum(int(m.sum()) for m in mask.values())
         completed = sum(int((mask[n] & ~(mined[n].to(mask[n].device) > 0.5)).sum()) for n in mask)
@@ -434,40 +439,58 @@ class GemMiner(Method):
                 "planned_prunes": facts["planned_prunes"],
                 "prune_rate": facts["prune_rate"], "stopped_at_epoch": facts["stopped_at_epoch"],
                 "score_l2": o.score_l2, "val_size": len(data.val_y) if data.val_y is not None else 0,
-                "val_split_seed": val_seed}
+                "val_split_seed": val_seed, "finetunes_batched": batched}
         extras = {f"flag.{n}": f.cpu() for n, f in flags.items()}
         extras.update({f"scores.{n}": r.cpu().bool() for n, r in rounded.items()})
         if val_seed is not None:
             extras["val_indices"] = data.val_indices.clone()
-        results = {self.name: MethodResult(model, init_model, history, extras, support=flags, info=info)}
-
-        if o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds):
-            results.update(self._sanity(base, mask, flags, rounded, mining_history, data, train_cfg,
-                                        seed=seed, mining_epochs=mining_epochs, total=total,
-                                        progress=progress))
+        results = {self.name: MethodResult(model, inits[self.name], histories[self.name], extras, support=flags,
+                                           info=info)}
+        for name, v in sanity.items():
+            results[name] = MethodResult(v["model"], inits[name], histories[name], extras=v["extras"],
+                                         support=v["support"], info={**v["info"], "finetunes_batched": batched})
         return results
 
-    def _sanity(self, base: nn.Module, mask, flags, rounded, mining_history, data, train_cfg, *,
-                seed: int, mining_epochs: int, total: int, progress: bool) -> dict[str, MethodResult]:
-        o = self.options
-        out = {}
-        gen = generator(seed, "sanity")
+    def finetune_all(self, nets: list[tuple[nn.Module, float, str]], data, train_cfg, *, seed: int,
+                     epoch_offset: int, progress: bool = True) -> tuple[list[pd.DataFrame], int]:
+        """Finetune ``(model, flag density, description)`` triples, each as :meth:`finetune` would.
 
-        # Weight reinit: kaiming-normal weights, same mask.
+        FC models train together in one batched loop (:func:`utils.engine.batched.train_batched`:
+        the same result to float32 accumulation order, ``tests/test_batched.py``); others one
+        after the other.  Returns (histories, K): K models trained together, 1 when alone.
+        """
+        from utils.engine.batched import stackable, train_batched
+        models = [net for net, _, _ in nets]
+        if len(models) < 2 or not stackable(models, train_cfg):
+            return [self.finetune(net, data, train_cfg, seed=seed, epoch_offset=epoch_offset, flag_density=f,
+                                  progress=progress, desc=desc) for net, f, desc in nets], 1
+        columns = [self._columns(data, train_cfg, lambda m, f=f: f) for _, f, _ in nets]
+        histories = train_batched(models, data, train_cfg, seeds=[seed] * len(models), phase="finetune",
+                                  progress=progress, desc=f"gem-miner finetune ×{len(models)}",
+                                  epoch_offset=epoch_offset, train_biases=self.options.train_biases,
+                                  columns=columns)
+        for history in histories:
+            history.loc[0, "phase"] = "rounded"
+            history["reg_loss"] = 0.0
+        return histories, len(models)
+
+    def _sanity_variants(self, base: nn.Module, mask, flags, rounded, *, seed: int, total: int) -> dict[str, dict]:
+        """The two sanity checks before their finetune: weight reinit (kaiming-normal weights, same
+        mask) and mask shuffle.  Returns ``{stored name: {model, flag_density, desc, extras,
+        support, info}}``."""
+        o = self.options
+        gen = generator(seed, "sanity")
+        n_flags = sum(int(f.sum()) for f in flags.values())
+
         reinit = copy.deepcopy(base)
         with torch.no_grad():
             for module in prunable_layers(reinit).values():
                 nn.init.kaiming_normal_(raw_weight(module), mode="fan_in", nonlinearity="relu", generator=gen)
-        init_reinit = copy.deepcopy(reinit)
-        hist = self.finetune(reinit, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
-                             flag_density=sum(int(f.sum()) for f in flags.values()) / total,
-                             progress=progress, desc="gem-miner reinit")
-        out[f"{self.name}-reinit"] = MethodResult(
-            reinit, init_reinit, pd.concat([mining_history, hist], ignore_index=True),
-            support=flags, info={"sanity": "weight-reinit", "mode": o.mode, "unflag": o.unflag,
-                                 "density": sum(int(m.sum()) for m in mask.values()) / total})
+        out = {f"{self.name}-reinit": {
+            "model": reinit, "flag_density": n_flags / total, "desc": "gem-miner reinit", "extras": {},
+            "support": flags, "info": {"sanity": "weight-reinit", "mode": o.mode, "unflag": o.unflag,
+                                       "density": sum(int(m.sum()) for m in mask.values()) / total}}}
 
-        # Mask shuffle.
         shuffle = copy.deepcopy(base)
         if o.mode == "thesis":
             # Thesis/upstream: permute the flags per layer, AND with the *unshuffled* rounded scores.
@@ -479,16 +502,12 @@ class GemMiner(Method):
             new_mask = {n: _permute(m, gen) for n, m in mask.items()}
             new_flags, support = new_mask, None
         set_masks(shuffle, new_mask, zero_pruned=False)
-        init_shuffle = copy.deepcopy(shuffle)
-        hist = self.finetune(shuffle, data, train_cfg, seed=seed, epoch_offset=mining_epochs - 1,
-                             flag_density=sum(int(f.sum()) for f in new_flags.values()) / total,
-                             progress=progress, desc="gem-miner shuffle")
-        out[f"{self.name}-shuffle"] = MethodResult(
-            shuffle, init_shuffle, pd.concat([mining_history, hist], ignore_index=True),
-            extras={f"flag.{n}": f.cpu() for n, f in new_flags.items()} if o.mode == "thesis" else {},
-            support=support,
-            info={"sanity": "mask-shuffle", "mode": o.mode, "unflag": o.unflag,
-                  "density": sum(int(m.sum()) for m in new_mask.values()) / total})
+        out[f"{self.name}-shuffle"] = {
+            "model": shuffle, "flag_density": sum(int(f.sum()) for f in new_flags.values()) / total,
+            "desc": "gem-miner shuffle",
+            "extras": {f"flag.{n}": f.cpu() for n, f in new_flags.items()} if o.mode == "thesis" else {},
+            "support": support, "info": {"sanity": "mask-shuffle", "mode": o.mode, "unflag": o.unflag,
+                                         "density": sum(int(m.sum()) for m in new_mask.values()) / total}}
         return out
 
 

@@ -1,4 +1,6 @@
 """Batched FC training (utils.engine.batched): K runs in one process give the runs trained alone."""
+import copy
+
 import pytest
 import torch
 
@@ -128,3 +130,101 @@ def test_masked_entries_get_no_update_and_keep_their_raw_value():
             pruned = ~mask_of(layer)
             assert torch.equal(raw_weight(layer)[pruned], raw[pruned])
             assert not torch.equal(raw_weight(layer)[~pruned], raw[~pruned])
+
+
+def test_weight_decay_on_pruned_raw_entries_is_what_training_alone_applies():
+    """Pruned raw entries get no gradient; weight decay (momentum 0.9, Nesterov) still shrinks
+    them when a model trains alone.  The batched loop tracks that factor and applies it on
+    write-back: every entry of every model, kept or pruned, matches training alone."""
+    import pruners
+    from utils.engine.data import DATASETS, Dataset
+    from utils.engine.train import train
+    info = DATASETS["mnist"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (96, *info.shape), dtype=torch.uint8, generator=gen)
+    data = Dataset(info, x, torch.arange(96) % 10, x[:32], torch.arange(32) % 10)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+    torch.manual_seed(0)
+    start = [pruners.random(build_model("fc"), density=0.2, seed=s) for s in (1, 2)]
+    with torch.no_grad():                      # pruned raw entries kept, as Gem-Miner keeps them
+        for model in start:
+            for layer in model.layers:
+                raw_weight(layer).normal_(0, 0.05)
+    alone, batched = copy.deepcopy(start), copy.deepcopy(start)
+    for model, seed in zip(alone, (21, 42)):
+        train(model, data, cfg, seed=seed, progress=False)
+    train_batched(batched, data, cfg, seeds=[21, 42], progress=False)
+    for s0, a, b in zip(start, alone, batched):
+        for l0, la, lb in zip(s0.layers, a.layers, b.layers):
+            pruned = ~mask_of(la)
+            shrink = raw_weight(la)[pruned].abs().sum() / raw_weight(l0)[pruned].abs().sum()
+            assert 0.5 < shrink < 0.999                        # decay moved the pruned entries
+            torch.testing.assert_close(raw_weight(lb), raw_weight(la), rtol=0, atol=2e-6)
+
+
+def test_gem_miner_finetunes_batched_equal_finetunes_alone(real_data_dir, tmp_path, monkeypatch):
+    """A Gem-Miner FC run finetunes the mined net and its two sanity variants together (K = 3,
+    recorded as ``finetunes_batched``); alone (``stackable`` off) every stored tensor and
+    accuracy agrees to float32 accumulation order, the flagged-but-inactive weights included
+    (the finetune's weight decay 1e-4 shrinks them in both)."""
+    import utils.engine.batched as batched_module
+    config = load_config("fc_mnist")
+    spec = RunSpec("fc_mnist", "gem-miner", 0.1, 21, "thesis")
+    overrides = Overrides(epochs=2, train_subset=15000, test_subset=1000)   # 10,000 train after the 5,000 val
+    execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "batched", overrides=overrides, progress=False)
+    monkeypatch.setattr(batched_module, "stackable", lambda models, cfg: False)
+    execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=overrides, progress=False)
+    for name in ("gem-miner", "gem-miner-reinit", "gem-miner-shuffle"):
+        b, a = (results.load_run("fc_mnist", name, 0.1, 21, tmp_path / root) for root in ("batched", "alone"))
+        assert b.info["info"]["finetunes_batched"] == 3 and a.info["info"]["finetunes_batched"] == 1
+        for (key, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            torch.testing.assert_close(wb, wa, rtol=0, atol=1e-5, msg=f"{name} {key}")
+        assert b.history["top1"].tolist() == pytest.approx(a.history["top1"].tolist(), abs=0.1)
+        assert list(b.history.columns) == list(a.history.columns)
+        assert b.history["phase"].tolist() == a.history["phase"].tolist()
+        assert b.history["val_acc"].tolist() == pytest.approx(a.history["val_acc"].tolist(), abs=0.1, nan_ok=True)
+        init = b.init_model()
+        for layer, start in zip(b.model.layers, init.layers):            # the finetune trained
+            kept = mask_of(layer)
+            assert (raw_weight(layer)[kept] - raw_weight(start)[kept]).abs().max() > 1e-3
+
+
+DNW_SPECS = [RunSpec("fc_mnist", "dnw", 0.05, 21, "thesis"), RunSpec("fc_mnist", "dnw", 0.1, 42, "thesis"),
+             RunSpec("fc_mnist", "dnw", 0.1, 63, "thesis")]
+
+
+def test_dnw_runs_batched_equal_dnw_runs_alone(real_data_dir, tmp_path):
+    """DNW in the stack: each run keeps its own top-k per layer in every forward (two densities in
+    one group), the gradient reaches every entry; weights, the final masks and the history
+    (mask_changed included) equal training alone to float32 accumulation order."""
+    config = load_config("fc_mnist")
+    for spec in DNW_SPECS:
+        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=OVERRIDES,
+                progress=False)
+    execute_batch(DNW_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched", overrides=OVERRIDES,
+                  progress=False)
+    for spec in DNW_SPECS:
+        a, b = (results.load_run("fc_mnist", "dnw", spec.density, spec.seed, tmp_path / root)
+                for root in ("alone", "batched"))
+        assert b.info["compute"]["batched"] == 3
+        for name, mask in get_masks(a.model).items():
+            agree = (mask == get_masks(b.model)[name]).float().mean()
+            assert agree > 0.9999, name                 # a flip needs two |w| within float noise
+            assert torch.equal(get_masks(a.init_model())[name], get_masks(b.init_model())[name])
+        for (key, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            torch.testing.assert_close(wb, wa, rtol=0, atol=1e-5, msg=key)
+        assert list(b.history.columns) == list(a.history.columns)
+        assert b.history["top1"].tolist() == pytest.approx(a.history["top1"].tolist(), abs=0.1)
+        assert b.history["mask_changed"].tolist() == pytest.approx(a.history["mask_changed"].tolist(),
+                                                                    abs=1e-4, nan_ok=True)
+        assert a.history["mask_changed"].iloc[-1] > 0                # the masks did move
+    kept = [int(results.load_run("fc_mnist", "dnw", s.density, s.seed, tmp_path / "batched").model
+                .layers[0].parametrizations.weight[0].mask.sum()) for s in DNW_SPECS]
+    assert kept == [3929, 7840, 7840]             # round(d·78,400); the 5 % label is 10^-1.3
+
+
+def test_plan_batches_dnw_runs_apart_from_prune_then_train_runs():
+    config = load_config("fc_mnist")
+    specs = DNW_SPECS + [RunSpec("fc_mnist", "random", 0.1, s, "thesis") for s in (21, 42)]
+    tasks = plan_tasks(specs, config, jobs=1, batch_runs=8)
+    assert [[s.method for s in t] for t in tasks] == [["dnw"] * 3, ["random"] * 2]

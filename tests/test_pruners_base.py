@@ -294,7 +294,7 @@ def test_stored_option_sets_round_trip():
             for name in config["methods"]:
                 for seed in config["seeds"]:
                     for density in config["densities"]:
-                        options, _ = method_settings(profile, name, seed, density)
+                        options, _ = method_settings(profile, name, seed, density / 100)
                         method = get_method(name, **options)
                         again = get_method(name, **dataclasses.asdict(method.options))
                         assert again.options == method.options and again.run_info() == method.run_info()
@@ -408,3 +408,21 @@ def test_method_styles_cover_methods_and_variants_once():
     with pytest.raises(UserError, match="unknown method 'no-such'"):
         method_style("no-such")
     assert not hasattr(Method, "style")  # every registered class declares its own
+
+
+def test_per_density_then_per_run_options_override_a_methods_options():
+    """``per_density`` (keys d<label>) overrides the method's options at one density, ``per_run``
+    (keys d<label>/s<seed>) then overrides both for one run; other runs keep the defaults."""
+    from utils.runs.experiment import method_settings
+    profile = {"methods": {"gem-miner": {"options": {
+        "lr": 0.05, "score_l2": 1e-8,
+        "per_density": {"d2": {"score_l2": 1e-4}, "d20": {"score_l2": 1e-5, "lr": 0.01}},
+        "per_run": {"d2/s63": {"lr": 0.2}}}}}}
+    def resolved(seed, density):
+        options, _ = method_settings(profile, "gem-miner", seed, density)
+        return options["lr"], options["score_l2"]
+    assert resolved(21, 0.02) == (0.05, 1e-4)
+    assert resolved(63, 0.02) == (0.2, 1e-4)
+    assert resolved(21, 0.2) == (0.01, 1e-5)
+    assert resolved(21, 0.5) == (0.05, 1e-8)
+    assert "per_density" not in method_settings(profile, "gem-miner", 21, 0.02)[0]

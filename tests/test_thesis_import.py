@@ -323,6 +323,46 @@ def test_config_random_stream_is_the_gpu_found_in_each_thesis_run(thesis_store, 
     assert checked == (13 if config_name == "fc_mnist" else 15)
 
 
+def _as_ran_expected(experiment: str, label: int, seed: int) -> tuple[float, float | None]:
+    if experiment == "thesis_fc_mnist":
+        return 1e-4, 0.1                      # the FC config's values: the inference checks itself
+    if label == 50 or (label, seed) == (10, 63):
+        return 1e-8, None
+    return (1e-5, 0.01) if label == 20 else (1e-4, 0.01)
+
+
+def test_mining_as_ran_reads_the_penalty_and_lr_each_gem_miner_run_used(thesis_store):
+    """λ and the mining lr from each thesis Gem-Miner log: FC as its config says (λ 1e-4, lr 0.1);
+    ResNet-20 not as its config says (λ 1e-8, lr 0.05) but λ 1e-4 at 2/5/10 %, 1e-5 at 20 %,
+    lr 0.01, and λ 1e-8 only at 50 % and in d10/s63."""
+    from utils.runs.thesis_compare import mining_as_ran
+    table = runs(thesis_store)
+    gem = table[table["method"] == "gem-miner"]
+    assert len(gem) == 30
+    for row in gem.itertuples():
+        got = mining_as_ran(load_run(row.experiment, "gem-miner", row.density, row.seed, root=thesis_store))
+        label = round(row.density * 100)
+        assert (got["score_l2"], got["lr"]) == _as_ran_expected(row.experiment, label, row.seed), row.path
+    d2 = mining_as_ran(load_run("thesis_resnet20_cifar10", "gem-miner", 0.02, 21, root=thesis_store))
+    assert d2["shrink_epoch0"] == pytest.approx(0.98641, abs=1e-5)
+    assert d2["lr_estimate"] == pytest.approx(0.009718, abs=1e-6)
+
+
+@pytest.mark.parametrize("config_name", ["fc_mnist", "resnet20_cifar10"])
+def test_thesis_profile_mines_with_the_penalty_and_lr_the_thesis_runs_used(thesis_store, config_name):
+    from utils.runs.experiment import load_config, method_settings, profile_of
+    from utils.runs.thesis_compare import mining_as_ran
+    _, values = profile_of(load_config(config_name), "thesis")
+    table = runs(thesis_store)
+    rows = table[(table["experiment"] == f"thesis_{config_name}") & (table["method"] == "gem-miner")]
+    for row in rows.itertuples():
+        options, _ = method_settings(values, "gem-miner", row.seed, row.density)
+        got = mining_as_ran(load_run(row.experiment, "gem-miner", row.density, row.seed, root=thesis_store))
+        assert options["score_l2"] == got["score_l2"], row.path
+        if got["lr"] is not None:
+            assert options["lr"] == got["lr"], row.path
+
+
 # ----------------------------------------------------------------------------- the comparison
 def test_comparison_of_a_run_with_itself_and_with_the_thesis(thesis_store, tmp_path):
     """compare_pair: identical runs → identical init, full mask agreement, NNSTD 0; our stored

@@ -11,8 +11,10 @@ dimension and multiplied with ``torch.baddbmm``.  Nothing but the arithmetic is 
   stacked tensors updates each run as its own optimizer would, at the shared schedule.
 
 The result equals training each run alone up to the float32 accumulation order of ``bmm``
-versus ``addmm`` (``tests/test_batched.py`` measures it).  Only prune-then-train runs of a
-:class:`models.fc.FC` are batched (``Method.trains_on_fixed_mask``); other methods train alone.
+versus ``addmm`` (``tests/test_batched.py`` measures it).  Runs of a :class:`models.fc.FC` are
+batched by kind (``Method.batch_kind``): prune-then-train runs, DNW runs (``topk``: each run's
+top-k per layer in every forward), and a Gem-Miner run's finetunes (``columns``); DEEPR trains
+alone.
 
 Example::
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 
 from models.masks import density as model_density
 from models.masks import mask_of, raw_weight
+from pruners.dnw import ChooseTopEdges
 from utils.engine.data import Dataset, batches, normalize
 from utils.engine.seeding import generator
 from utils.engine.train import (
@@ -64,53 +67,123 @@ class StackedFC:
         biases: per layer a ``(K, out)`` bias, or None for a layer without bias.
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module], train_biases: bool = True,
+                 topk: Sequence[Sequence[int]] | None = None):
+        """``topk``: per model, per layer, the number of weights DNW keeps; then the stack holds the
+        raw weights and every forward keeps each run's top-k |w| per layer, the gradient passing
+        straight through to every entry (:class:`pruners.dnw.ChooseTopEdges`)."""
+        self.topk = [list(ks) for ks in topk] if topk is not None else None
         layers = [list(m.layers) for m in models]
         shapes = {tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in ls) for ls in layers}
         if len(shapes) != 1:
             raise UserError("batched training needs models of one architecture")
         self.weights, self.masks, self.biases = [], [], []
+        # the raw weights as given: pruned entries are restored from them on write-back
+        self.initial = [[raw_weight(layer).detach().clone() for layer in ls] for ls in layers]
         for depth in range(len(layers[0])):
             group = [ls[depth] for ls in layers]
             raw = torch.stack([raw_weight(m).detach() for m in group]).transpose(1, 2)
-            mask = torch.stack([mask_of(m) for m in group]).transpose(1, 2).to(raw.dtype).contiguous()
+            if self.topk is None:
+                mask = torch.stack([mask_of(m) for m in group]).transpose(1, 2).to(raw.dtype).contiguous()
+            else:
+                mask = torch.ones_like(raw)          # every raw entry trains (straight-through)
             self.masks.append(mask)
             self.weights.append((raw * mask).contiguous().requires_grad_())
             has_bias = group[0].bias is not None
-            self.biases.append(torch.stack([m.bias.detach() for m in group]).clone().requires_grad_()
+            self.biases.append(torch.stack([m.bias.detach() for m in group]).clone().requires_grad_(train_biases)
                                if has_bias else None)
 
     def parameters(self) -> list[Tensor]:
-        return self.weights + [b for b in self.biases if b is not None]
+        """The trained tensors: the weights, and the biases unless built with ``train_biases=False``."""
+        return self.weights + [b for b in self.biases if b is not None and b.requires_grad]
 
     def forward(self, x: Tensor) -> Tensor:
         """``(K, B, 784)`` → logits ``(K, B, classes)``: ReLU between layers, as ``FC.forward``."""
         last = len(self.weights) - 1
         for depth, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if self.topk is not None:
+                w = ChooseTopEdges.apply(w, self.topk_masks(depth).to(w.dtype))
             x = torch.bmm(x, w) if b is None else torch.baddbmm(b.unsqueeze(1), x, w)
             if depth < last:
                 x = torch.relu(x)
         return x
 
     @torch.no_grad()
+    def topk_masks(self, depth: int) -> Tensor:
+        """Layer ``depth``'s DNW masks ``(K, in, out)``: each run's top-k |w|, ties to the lower flat
+        index of the ``(out, in)`` weight, as :func:`pruners.dnw.topk_mask` decides alone."""
+        w = self.weights[depth]
+        flat = w.abs().transpose(1, 2).reshape(w.shape[0], -1)       # (K, out·in) in (out, in) order
+        ks = torch.tensor([run[depth] for run in self.topk], device=w.device)
+        kth = torch.empty(w.shape[0], dtype=w.dtype, device=w.device)
+        for k in ks.unique().tolist():                              # one topk per distinct count
+            rows = (ks == k).nonzero().squeeze(1)
+            if k <= 0:
+                kth[rows] = math.inf
+            elif k >= flat.shape[1]:
+                kth[rows] = -math.inf
+            else:
+                kth[rows] = torch.topk(flat[rows], k, dim=1, sorted=False).values.min(dim=1).values
+        above = flat > kth[:, None]
+        tied = flat == kth[:, None]
+        need = ks - above.sum(1)
+        mask = above | (tied & (tied.cumsum(1) <= need[:, None]))
+        return mask.view(w.shape[0], w.shape[2], w.shape[1]).transpose(1, 2)
+
+    @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned entries (between ``backward()`` and the optimizer step)."""
+        if self.topk is not None:
+            return                                  # DNW: the gradient reaches every entry
         for w, m in zip(self.weights, self.masks):
             if w.grad is not None:
                 w.grad.mul_(m)
 
     @torch.no_grad()
-    def write_back(self, models: Sequence[nn.Module]) -> None:
-        """Copy the trained kept weights and the biases into ``models``.  Pruned entries of the
-        raw weights keep their values: their gradient is zero, so training alone leaves them
-        unchanged too, unless weight decay shrinks them (which no forward pass sees)."""
+    def write_back(self, models: Sequence[nn.Module], pruned_scale: float = 1.0) -> None:
+        """Copy the trained kept weights and the biases into ``models``.
+
+        Pruned entries of the raw weights get no gradient, so training alone changes them only
+        through weight decay, which is linear in the weight: ``pruned_scale`` is the factor the
+        optimizer's decay applied to a weight with zero gradient (:class:`_DecayTracker`); 1
+        without weight decay.  No forward pass sees these entries, but stored runs keep them
+        (Gem-Miner's flagged-but-inactive weights).  Writing back twice writes the same."""
         for k, model in enumerate(models):
             for depth, layer in enumerate(model.layers):
-                raw = raw_weight(layer)
                 kept = self.masks[depth][k].transpose(0, 1).bool()
-                raw.copy_(torch.where(kept, self.weights[depth][k].transpose(0, 1), raw))
+                raw_weight(layer).copy_(torch.where(kept, self.weights[depth][k].transpose(0, 1),
+                                                    self.initial[k][depth] * pruned_scale))
                 if self.biases[depth] is not None:
                     layer.bias.copy_(self.biases[depth][k])
+
+
+class _DecayTracker:
+    """A one-element parameter in the optimizer whose gradient is always zero: it follows what
+    weight decay alone (with momentum, Nesterov and the schedule) does to a weight, from 1.
+    Float64: each step moves it by ~lr·wd, which float32 near 1 would round the same way every
+    step (a systematic error of ~1 % of the decay)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.value = torch.ones(1, dtype=torch.float64, device=device, requires_grad=True)
+
+    def before_step(self) -> None:
+        self.value.grad = torch.zeros_like(self.value)
+
+    def scale(self) -> float:
+        return float(self.value.detach())
+
+
+def stackable(models: Sequence[nn.Module], cfg: TrainConfig) -> bool:
+    """Whether :func:`train_batched` can train ``models`` together under ``cfg``: FC models of
+    one architecture, fp32, no label smoothing."""
+    from models.fc import FC
+    if not models or not all(isinstance(m, FC) for m in models) or cfg.label_smoothing:
+        return False
+    device = pick_device(cfg.device)
+    if use_bf16(models[0], cfg, device):
+        return False
+    shapes = {tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in m.layers) for m in models}
+    return len(shapes) == 1
 
 
 def stacked_batches(data: Dataset, batch_size: int, generators: Sequence[torch.Generator],
@@ -157,7 +230,10 @@ def evaluate_stacked(stack: StackedFC, data: Dataset, batch_size: int = 1000,
 
 
 def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, *, seeds: Sequence[int],
-                  phase: str = "train", progress: bool = True, desc: str | None = None) -> list[pd.DataFrame]:
+                  phase: str = "train", progress: bool = True, desc: str | None = None,
+                  epoch_offset: int = 0, train_biases: bool = True,
+                  columns: Sequence[Callable[[nn.Module], dict]] | None = None,
+                  topk: Sequence[Sequence[int]] | None = None) -> list[pd.DataFrame]:
     """Train FC ``models`` in place, each as :func:`utils.engine.train.train` would with its seed, in
     one batched loop. Returns one history per model (same columns; ``seconds`` is the group's
     epoch time divided by K, the machine time each run cost).
@@ -167,9 +243,16 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
         data: in-memory dataset (shared; each run draws its own batch order).
         cfg: hyperparameters shared by the group (same schedule, same batch size).
         seeds: the runs' seeds, one per model.
+        epoch_offset: first epoch number (to continue a history), as ``train``'s.
+        train_biases: False trains the weights only (``train(params=weights)``).
+        columns: per model, extra history columns from the model after each evaluation
+            (``train``'s ``Hooks.columns``; the model holds the current weights when called).
+        topk: DNW training (see :class:`StackedFC`): per model, per layer, the weights kept.
     """
     if len(models) != len(seeds) or not models:
         raise UserError("train_batched needs one seed per model")
+    if columns is not None and len(columns) != len(models):
+        raise UserError("train_batched needs one columns hook per model")
     device = pick_device(cfg.device)
     if cfg.label_smoothing or use_bf16(models[0], cfg, device):
         # not needed by any FC profile; kept out rather than half-supported
@@ -177,8 +260,9 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
     torch.set_num_threads(available_cores())
     for model in models:
         model.to(device)
-    stack = StackedFC(models)
-    optimizer = make_optimizer(stack.parameters(), cfg)
+    stack = StackedFC(models, train_biases=train_biases, topk=topk)
+    decay = _DecayTracker(device) if cfg.weight_decay else None
+    optimizer = make_optimizer(stack.parameters() + ([decay.value] if decay else []), cfg)
     steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch) if cfg.schedule != "constant" else None
     per_step = cfg.schedule in PER_STEP_SCHEDULES
@@ -188,8 +272,13 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
     k = len(models)
 
     def log(epoch: int, train_losses: Sequence[float], seconds: float) -> None:
+        if columns is not None:
+            stack.write_back(models, decay.scale() if decay else 1.0)
         for i, test in enumerate(evaluate_stacked(stack, data, cfg.eval_batch_size, device)):
-            rows[i].append(history_row(epoch, phase, train_losses[i], test, densities[i], seconds / k))
+            row = history_row(epoch_offset + epoch, phase, train_losses[i], test, densities[i], seconds / k)
+            if columns is not None:
+                row.update(columns[i](models[i]))
+            rows[i].append(row)
 
     log(0, [math.nan] * k, 0.0)
     bar = tqdm(range(cfg.epochs), desc=desc or f"{phase} ×{k}", disable=not progress, leave=False)
@@ -204,6 +293,8 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             stack.mask_gradients()
+            if decay:
+                decay.before_step()
             optimizer.step()
             if scheduler and per_step:
                 scheduler.step()
@@ -214,5 +305,5 @@ def train_batched(models: Sequence[nn.Module], data: Dataset, cfg: TrainConfig, 
         train_losses = (loss_sum / max(seen, 1)).tolist()
         log(epoch + 1, train_losses, time.perf_counter() - start)
         bar.set_postfix(loss=f"{sum(train_losses) / k:.3f}")
-    stack.write_back(models)
+    stack.write_back(models, decay.scale() if decay else 1.0)
     return [pd.DataFrame(r) for r in rows]

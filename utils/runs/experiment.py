@@ -136,17 +136,22 @@ class Overrides:
 def method_settings(profile: dict, method: str, seed: int, density_label: float | None = None) -> tuple[dict, dict]:
     """(method options, training overrides) of ``method`` in a profile, for one run.
 
-    A method's ``per_run`` table (keys ``d<label %>/s<seed>``) overrides its options for single
-    runs: facts that differ run by run, e.g. which GPU the thesis pruned each random run on.
+    A method's ``per_density`` table (keys ``d<label %>``) overrides its options at one density
+    (e.g. the score penalty λ the thesis's Gem-Miner runs used at each target), and its ``per_run``
+    table (keys ``d<label %>/s<seed>``) then overrides them for single runs: facts that differ run
+    by run, e.g. which GPU the thesis pruned each random run on.
     """
     section = copy.deepcopy((profile.get("methods") or {}).get(method) or {})
     if "options" in section or "train" in section:
         options, train = section.get("options") or {}, section.get("train") or {}
     else:
         options, train = section, {}
+    per_density = options.pop("per_density", None) or {}
     per_run = options.pop("per_run", None) or {}
     if density_label is not None:
-        options.update(per_run.get(f"d{results.density_label(density_label)}/s{seed}") or {})
+        label = f"d{results.density_label(density_label)}"
+        options.update(per_density.get(label) or {})
+        options.update(per_run.get(f"{label}/s{seed}") or {})
     sanity_seeds = options.pop("sanity_seeds", None)
     if sanity_seeds is not None:
         options["sanity_checks"] = seed in sanity_seeds
@@ -322,7 +327,6 @@ def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = 
     """Train prune-then-train FC runs of one experiment, profile and recipe together
     (:func:`utils.engine.batched.train_batched`) and store each as :func:`execute` would; ``run.json``
     records ``compute.batched = K``. Returns each run's dirs."""
-    from pruners.base import MethodResult
     from utils.engine.batched import train_batched
     overrides = overrides or Overrides()
     settings = [run_settings(spec, config, overrides) for spec in specs]
@@ -330,23 +334,28 @@ def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = 
         raise UserError("runs trained together must share one training recipe")
     data = prepare_data(config, data_dir, overrides)
     ensure_probe(config, data_dir, Path(root or results.DEFAULT_ROOT))
+    if len({s.method.batch_kind() for s in settings}) != 1 or settings[0].method.batch_kind() is None:
+        raise UserError("runs trained together must be of one batch kind (Method.batch_kind)")
     with torch_threads(threads):
         start = time.perf_counter()
-        models, inits, kwargs = [], [], []
+        models, inits, kwargs, entries = [], [], [], []
         for spec, setting in zip(specs, settings):
             model, model_kwargs = _fresh_model(spec, config, setting, data)
-            setting.method.prune(model, setting.density, seed=spec.seed, data_shape=tuple(data.info.shape))
+            init, entry = setting.method.start_batched(model, setting.density, seed=spec.seed,
+                                                       data_shape=tuple(data.info.shape))
             models.append(model)
-            inits.append(copy.deepcopy(model))
+            inits.append(init)
             kwargs.append(model_kwargs)
+            entries.append(entry)
+        options = {key: [entry[key] for entry in entries] for key in ("topk", "columns") if key in entries[0]}
         histories = train_batched(models, data, settings[0].train, seeds=[s.seed for s in specs],
-                                  progress=progress, desc=f"{config['experiment']} ×{len(specs)}")
+                                  progress=progress, desc=f"{config['experiment']} ×{len(specs)}", **options)
+        outputs = [setting.method.finish_batched(model, init, history)
+                   for setting, model, init, history in zip(settings, models, inits, histories)]
         wall = (time.perf_counter() - start) / len(specs)
-        return [_store(spec, config, setting,
-                       {spec.method: MethodResult(model, init, history, info=setting.method.run_info())}, model_kwargs,
-                       data, overrides, root=root, wall=wall, threads=threads, batched=len(specs))
-                for spec, setting, model, init, history, model_kwargs
-                in zip(specs, settings, models, inits, histories, kwargs)]
+        return [_store(spec, config, setting, output, model_kwargs, data, overrides, root=root, wall=wall,
+                       threads=threads, batched=len(specs))
+                for spec, setting, output, model_kwargs in zip(specs, settings, outputs, kwargs)]
 
 
 def stored_state(spec: RunSpec, root: Path) -> str:
@@ -391,12 +400,14 @@ BATCH_RUNS = 8
 
 
 def batch_key(spec: RunSpec, config: dict, overrides: Overrides | None = None) -> str | None:
-    """Runs with the same key can be trained together (:func:`execute_batch`): prune-then-train
-    runs of the FC under one recipe; None for every other run."""
+    """Runs with the same key can be trained together (:func:`execute_batch`): FC runs of one
+    batch kind (:meth:`pruners.base.Method.batch_kind`: prune-then-train, DNW) under one recipe;
+    None for every other run."""
     settings = run_settings(spec, config, overrides)
-    if config["model"] != "fc" or not settings.method.trains_on_fixed_mask():
+    kind = settings.method.batch_kind()
+    if config["model"] != "fc" or kind is None:
         return None
-    return json.dumps([spec.experiment, spec.profile, settings.train.to_dict(),
+    return json.dumps([spec.experiment, spec.profile, kind, settings.train.to_dict(),
                        settings.method.model_kwargs.get(config["model"], {})], sort_keys=True)
 
 

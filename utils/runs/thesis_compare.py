@@ -21,6 +21,11 @@ from tqdm.auto import tqdm
 from utils.runs.results import DEFAULT_ROOT, Run, load_run_dir, runs
 from utils.runs.thesis import THESIS_OF, thesis_root
 
+#: The thesis's Gem-Miner mining protocol per model (SPEC §6): SGD steps per epoch (55,000 or
+#: 45,000 mining images at batch 128), momentum, and the optimizer's weight decay on the scores.
+THESIS_MINING = {"fc": {"steps_per_epoch": 430, "momentum": 0.9, "weight_decay": 5e-4},
+                 "resnet20": {"steps_per_epoch": 352, "momentum": 0.9, "weight_decay": 0.0}}
+
 #: methods both grids have
 METHODS = ("synflow", "random", "gem-miner", "dense", "random-fc")
 
@@ -155,3 +160,39 @@ def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
         table["ours − thesis"] = table["ours"] - table["thesis"]
     table.index = [f"{i + 1} {name}" for i, name in enumerate(table.index)]
     return table.round(2)
+
+
+def _nearest_125(value: float) -> float:
+    """The value of the 1-2-5 series (…, 0.01, 0.02, 0.05, 0.1, …) nearest to ``value`` in log scale."""
+    import math
+    grid = [m * 10.0 ** e for e in range(-6, 2) for m in (1, 2, 5)]
+    return min(grid, key=lambda g: abs(math.log(g / value)))
+
+
+def mining_as_ran(run: Run) -> dict:
+    """The score penalty λ and the mining learning rate a Gem-Miner run of the thesis used, read
+    from its own log rather than its config.
+
+    The log's ``reg_loss`` at mining epoch 0 is λ·Σs² after one epoch; Σs₀² comes from the stored
+    initial scores.  λ is that ratio rounded to a power of ten (one epoch moves Σs² by under 50 %).
+    Under SGD with momentum μ the penalty 2λs and the weight decay wd shrink every score by
+    exp(−lr·(2λ + wd)/(1 − μ)) per step, whatever the loss does on average, so the epoch-0 shrink
+    gives the learning rate, rounded to the 1-2-5 series; with λ < 1e-6 and no weight decay the
+    shrink is below the log's precision and ``lr`` is None.
+
+    Returns:
+        ``{"score_l2", "lr", "lr_estimate", "shrink_epoch0"}``.
+    """
+    import math
+    protocol = THESIS_MINING[run.info["model"]["name"]]
+    init = {k: v for k, v in run.extras().items() if k.startswith("init_scores.")}
+    sum_sq0 = sum(float((v.double() ** 2).sum()) for v in init.values())
+    reg0 = float(run.history.loc[run.history["phase"] == "mining", "reg_loss"].iloc[0])
+    score_l2 = 10.0 ** round(math.log10(reg0 / sum_sq0))
+    shrink = reg0 / (score_l2 * sum_sq0)                  # Σs² after epoch 0 / Σs₀²
+    per_step = 2 * score_l2 + protocol["weight_decay"]
+    lr = None
+    if per_step >= 2e-6:
+        lr = -0.5 * math.log(shrink) * (1 - protocol["momentum"]) / (per_step * protocol["steps_per_epoch"])
+    return {"score_l2": score_l2, "lr": _nearest_125(lr) if lr else None, "lr_estimate": lr,
+            "shrink_epoch0": shrink}
