@@ -165,3 +165,20 @@ def test_run_precision_is_what_training_used(tmp_path, model_name, compute, expe
                             record={"experiment": "exp", "method": "dense", "density_target": 1.0,
                                     "seed": 21, "profile": "p", "compute": compute})
     assert results.load_run_dir(path).precision() == expected
+
+
+def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_path):
+    """The README's ours-vs-thesis section: mean ± std per cell, Δ, the > 2 pt flag, sanity variants
+    left out, and the ranking per density with whether it agrees."""
+    from utils.runs.results import _thesis_sections
+    rows = [("synflow", 0.1, 21, 80.0, 86.0), ("synflow", 0.1, 42, 82.0, 86.0), ("random", 0.1, 21, 83.0, 85.0),
+            ("random", 0.1, 42, 83.0, 85.0), ("gem-miner-reinit", 0.1, 21, 99.0, 1.0)]
+    pd.DataFrame([{"experiment": "resnet20_cifar10", "method": m, "density": d, "seed": s, "top1_ours": o,
+                   "top1_thesis": t, "top1_thesis_here": t - 10} for m, d, s, o, t in rows]
+                 ).to_csv(tmp_path / "c.csv", index=False)
+    text = "\n".join(_thesis_sections(tmp_path / "c.csv"))
+    assert "| synflow  | 10          | 81.00 ± 1.41 (2) | 86.00 ± 0.00 (2) | 76.00 ± 0.00 (2)   | -5.00 | yes" in text
+    assert "| random   | 10          | 83.00 ± 0.00 (2) | 85.00 ± 0.00 (2) | 75.00 ± 0.00 (2)   | -2.00 |" in text
+    assert "reinit" not in text
+    assert "- 10 %: ours random > synflow; thesis synflow > random (differs)" in text
+    assert _thesis_sections(tmp_path / "missing.csv") == []

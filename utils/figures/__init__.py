@@ -32,6 +32,7 @@ from .accuracy import (
                        random_fc_accuracy,
                        seed_note,
                        thesis_comparison_summary,
+                       thesis_mining_settings,
 )
 from .comparisons import block_heatmap, compare_conclusions, conclusions, pair_summary, structure_vs_function
 from .convergent import (
@@ -127,7 +128,8 @@ from .style import STYLE, MethodStyle, method_style, percent, save, style, tag
 
 __all__ = ["plots", "accuracy", "style", "accuracy_curve", "accuracy_panels", "accuracy_table",
            "accuracy_vs_density", "final_curve",
-           "gem_mining", "random_fc_accuracy", "seed_note", "thesis_comparison_summary", "block_heatmap",
+           "gem_mining", "random_fc_accuracy", "seed_note", "thesis_comparison_summary", "thesis_mining_settings",
+           "block_heatmap",
            "compare_conclusions", "conclusions", "pair_summary", "structure_vs_function", "compare_similarities",
            "correlation_figure", "correlation_matching", "pair_similarities", "probe", "probe_images",
            "similarity_heatmap", "similarity_layers", "top_activating", "top_patches", "compare_distances",

@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -218,3 +220,30 @@ def thesis_comparison_summary(store: Store) -> pd.DataFrame:
     if not path.is_file():
         raise MissingRuns([], path.parent, f"no {path}: run python -m utils.cli compare-thesis")
     return summary(pd.read_csv(path))
+
+
+def thesis_mining_settings(store: Store, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Gem-Miner's score penalty λ and mining lr per thesis target: what its config files say next
+    to what its runs' logs show (:func:`utils.runs.thesis_compare.mining_as_ran`), with the seeds
+    per row.  ``store`` is ours (unused but for the notebook's ``show`` call); the thesis's runs
+    come from the import at ``root`` (default :func:`utils.runs.thesis.thesis_root`)."""
+    from utils.runs.results import load_run_dir, runs
+    from utils.runs.thesis import is_imported, thesis_root
+    from utils.runs.thesis_compare import THESIS_CONFIG_MINING, mining_as_ran
+    root = Path(root or thesis_root())
+    if not is_imported(root):
+        raise MissingRuns([], root, "thesis networks not imported: run python -m utils.cli import-thesis")
+    table = runs(root)
+    rows = []
+    for row in table[table["method"] == "gem-miner"].itertuples():
+        got = mining_as_ran(load_run_dir(root / row.path))
+        model = row.experiment.removeprefix("thesis_")
+        rows.append({"experiment": model, "target %": round(row.density * 100), "seed": row.seed,
+                     "λ config": f"{THESIS_CONFIG_MINING[model]['score_l2']:.0e}",
+                     "λ as ran": f"{got['score_l2']:.0e}",
+                     "lr config": THESIS_CONFIG_MINING[model]["lr"],
+                     "lr as ran": got["lr"] if got["lr"] is not None else "not in the log"})
+    frame = pd.DataFrame(rows)
+    keys = ["experiment", "target %", "λ config", "λ as ran", "lr config", "lr as ran"]
+    return (frame.groupby(keys, sort=True)["seed"].apply(lambda s: ", ".join(map(str, sorted(s))))
+            .rename("seeds").reset_index())

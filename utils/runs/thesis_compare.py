@@ -25,6 +25,9 @@ from utils.runs.thesis import THESIS_OF, thesis_root
 #: 45,000 mining images at batch 128), momentum, and the optimizer's weight decay on the scores.
 THESIS_MINING = {"fc": {"steps_per_epoch": 430, "momentum": 0.9, "weight_decay": 5e-4},
                  "resnet20": {"steps_per_epoch": 352, "momentum": 0.9, "weight_decay": 0.0}}
+#: What the thesis's config files (``Configs/gemini_fc.yml``, ``gemini_Resnet20.yml``) set.
+THESIS_CONFIG_MINING = {"fc_mnist": {"score_l2": 1e-4, "lr": 0.1},
+                        "resnet20_cifar10": {"score_l2": 1e-8, "lr": 0.05}}
 
 #: methods both grids have
 METHODS = ("synflow", "random", "gem-miner", "dense", "random-fc")
