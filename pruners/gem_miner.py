@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from models.masks import density as model_density
 from models.masks import prunable_layers, raw_weight, replace_parametrization, set_masks
 from utils.engine.seeding import generator, stream_seed
 from utils.errors import UserError
@@ -273,7 +274,7 @@ class GemMiner(Method):
         prunes = num_prunes(epochs, o.period)
         rate = prune_rate(density, prunes)
         gen = generator(seed, "prune")
-        state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0}
+        state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0, "epoch": None}
         lam = o.score_l2
         steps_per_epoch = math.ceil(len(data.train_y) / o.batch_size)
         # fractional periods: prune after these steps (the k-th prune after k·T epochs of training)
@@ -296,6 +297,11 @@ class GemMiner(Method):
                 state["prune_epochs"].append(round(state["step"] / steps_per_epoch, 4))
 
         def after_epoch(epoch: int, m: nn.Module) -> dict:
+            state["epoch"] = epoch
+            with torch.no_grad():
+                return {"reg_loss": float(reg(m)) if lam else 0.0}
+
+        def prune_after(epoch: int, m: nn.Module) -> None:
             if (state["stopped"] is None and o.period >= 1 and epoch % o.period == 0 and epoch != 0
                     and len(state["prune_epochs"]) < prunes):
                 bottom_k_prune(m, rate, gen, o.scope)
@@ -307,11 +313,20 @@ class GemMiner(Method):
                 state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
             if monitor is not None:
                 monitor(epoch, m)
-            with torch.no_grad():
-                reg_value = float(reg(m)) if lam else 0.0
-            return {"reg_loss": reg_value}
 
-        columns = self._columns(data, train_cfg, lambda m: count_flags(m) / total)
+        evaluated = self._columns(data, train_cfg, lambda m: count_flags(m) / total)
+
+        def columns(m: nn.Module) -> dict:
+            # Row e as the thesis logged it (upstream hc_iter): the accuracies of the net trained
+            # through epoch e, then epoch e's prune, then the densities after it.  The prune
+            # falls between epochs e and e+1 either way; evaluated after it, the net would show
+            # BN statistics of the unpruned net (its top-1 dips one row early, e.g. at the
+            # thesis's ResNet-20 2 % epoch 61, not 60).
+            row = evaluated(m)
+            prune_after(state["epoch"], m)
+            return {**row, "density": model_density(m), "density_effective": model_density(m),
+                    "density_flag": count_flags(m) / total}
+
         cfg = self.mining_config(train_cfg, epochs)
         history = train(model, data, cfg, seed=seed,
                         params=[p.scores for p in gem_masks(model).values()],
@@ -375,7 +390,6 @@ class GemMiner(Method):
         return out
 
     def _columns(self, data, train_cfg, flag_density: Callable[[nn.Module], float]):
-        from models.masks import density as model_density
         from utils.engine.train import evaluate, pick_device, use_bf16
         has_val = self.options.log_val and getattr(data, "val_x", None) is not None and len(data.val_y) > 0
 

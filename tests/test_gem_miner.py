@@ -1,4 +1,5 @@
 """Gem-Miner hc_iter (SPEC §8.3, §12 Gem-Miner)."""
+import importlib
 import math
 
 import pytest
@@ -164,6 +165,32 @@ def test_mining_invariants_fc():
     assert list(hist["epoch"]) == [0, 1, 2, 3] and set(hist["phase"]) == {"mining"}
     assert {"density_effective", "density_flag", "reg_loss"} <= set(hist.columns)
     assert hist["density_flag"].iloc[-1] == pytest.approx(counts[-1] / FC_N)
+
+
+def test_mining_rows_log_accuracy_before_and_densities_after_each_prune(monkeypatch):
+    """Row e of the mining log is what the thesis (upstream hc_iter) logged: the test top-1 of the
+    net trained through epoch e, then epoch e's prune, then the densities after it."""
+    gem_module = importlib.import_module("pruners.gem_miner")
+    from utils.engine.train import evaluate
+    data = fake_data()
+    model = gem_fc()
+    gm = GemMiner(period=1, log_val=False)
+    gm.prepare(model, seed=5)
+    before = {}
+    real_prune = gem_module.bottom_k_prune
+
+    def recording_prune(m, *args, **kwargs):
+        before[len(before) + 1] = evaluate(m, data.test_x, data.test_y, data, 1000, "cpu", False)["top1"]
+        return real_prune(m, *args, **kwargs)
+
+    monkeypatch.setattr(gem_module, "bottom_k_prune", recording_prune)
+    flags = {}
+    hist, _ = gm.mine(model, data, 0.2, FT, seed=5, epochs=4, progress=False,
+                      monitor=lambda epoch, m: flags.__setitem__(epoch, count_flags(m) / FC_N))
+    assert sorted(before) == [1, 2, 3]                     # prunes after epochs 1, 2, 3
+    for epoch, top1 in before.items():
+        assert hist["top1"].iloc[epoch] == top1
+        assert hist["density_flag"].iloc[epoch] == flags[epoch] < 1.0
 
 
 def test_resnet_mining_freezes_weights_and_bn_beta_stays_zero():
