@@ -20,6 +20,8 @@ Densities are fractions in (0, 1].
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,21 +50,33 @@ def check_count(count: str) -> str:
     return count
 
 
+def topk_rows(flat: Tensor, ks: Sequence[int]) -> Tensor:
+    """Bool ``(R, n)``: in row r of ``flat`` (non-negative scores, e.g. |w|) exactly the ``ks[r]``
+    largest entries; ties at the k-th value go to the lower index (deterministic).  O(n) per row
+    via ``topk`` + ``cumsum`` instead of a full sort; one ``topk`` per distinct count."""
+    n = flat.shape[1]
+    kth = flat.new_empty(flat.shape[0])
+    groups: dict[int, list[int]] = {}
+    for row, k in enumerate(ks):
+        groups.setdefault(int(k), []).append(row)
+    for k, rows in groups.items():
+        if k <= 0:
+            kth[rows] = math.inf
+        elif k >= n:
+            kth[rows] = -math.inf
+        else:
+            sub = flat if len(rows) == flat.shape[0] else flat[rows]
+            kth[rows] = torch.topk(sub, k, dim=1, sorted=False).values.min(dim=1).values
+    above = flat > kth[:, None]
+    tied = flat == kth[:, None]
+    need = torch.tensor(list(ks), device=flat.device) - above.sum(1)
+    return above | (tied & (tied.cumsum(1) <= need[:, None]))
+
+
 def topk_mask(weight: Tensor, k: int) -> Tensor:
     """Bool mask of exactly the ``k`` largest |weight| entries; ties at the k-th value go to the
-    lower flat index (deterministic).  O(n) via ``topk`` + ``cumsum`` instead of a full sort."""
-    flat = weight.detach().abs().reshape(-1)
-    n = flat.numel()
-    if k <= 0:
-        return torch.zeros(weight.shape, dtype=torch.bool, device=weight.device)
-    if k >= n:
-        return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
-    kth = torch.topk(flat, k, sorted=False).values.min()  # the k-th largest |w|
-    above = flat > kth
-    tied = flat == kth
-    need = k - int(above.sum())
-    mask = above | (tied & (tied.cumsum(0) <= need))
-    return mask.view(weight.shape)
+    lower flat index (deterministic); :func:`topk_rows` on one row."""
+    return topk_rows(weight.detach().abs().reshape(1, -1), [k]).view(weight.shape)
 
 
 class ChooseTopEdges(torch.autograd.Function):
@@ -180,15 +194,10 @@ class DNW(Method):
     def start_batched(self, model, density, *, seed, data_shape):
         o = self.options
         install_topk(model, check_density(density), o.scope, o.count)
-        changed = _MaskChanges(model)
         topk = [module.parametrizations.weight[0].k(module.weight.numel())
                 for module in prunable_layers(model).values()]
-        # row 0 (before training) has no mask_changed entry, as train()'s after_epoch gives none
-        calls = {"n": 0}
-
-        def columns(m):
-            calls["n"] += 1
-            return changed(m) if calls["n"] > 1 else {}
+        # train_batched calls columns for row 0 too, where train()'s after_epoch gives no entry
+        columns = _MaskChanges(model, skip_first=True)
         return freeze_topk(copy.deepcopy(model)), {"topk": topk, "columns": columns}
 
     def finish_batched(self, model, init_model, history):
@@ -200,10 +209,14 @@ class DNW(Method):
 class _MaskChanges:
     """Called after each epoch: ``{"mask_changed": fraction of mask bits flipped since the last call}``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, skip_first: bool = False):
         self.last = get_masks(model)
+        self.skip = skip_first            # the first call (the log before training) returns {}
 
     def __call__(self, model: nn.Module) -> dict:
+        if self.skip:
+            self.skip = False
+            return {}
         masks = get_masks(model)
         changed = sum(int((masks[n] != self.last[n]).sum()) for n in masks)
         self.last = masks

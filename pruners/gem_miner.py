@@ -324,7 +324,8 @@ class GemMiner(Method):
             # thesis's ResNet-20 2 % epoch 61, not 60).
             row = evaluated(m)
             prune_after(state["epoch"], m)
-            return {**row, "density": model_density(m), "density_effective": model_density(m),
+            effective = model_density(m)
+            return {**row, "density": effective, "density_effective": effective,
                     "density_flag": count_flags(m) / total}
 
         cfg = self.mining_config(train_cfg, epochs)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from models.masks import density as model_density
 from models.masks import mask_of, raw_weight
-from pruners.dnw import ChooseTopEdges
+from pruners.dnw import ChooseTopEdges, topk_rows
 from utils.engine.data import Dataset, batches, normalize
 from utils.engine.seeding import generator
 from utils.engine.train import (
@@ -74,8 +74,7 @@ class StackedFC:
         straight through to every entry (:class:`pruners.dnw.ChooseTopEdges`)."""
         self.topk = [list(ks) for ks in topk] if topk is not None else None
         layers = [list(m.layers) for m in models]
-        shapes = {tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in ls) for ls in layers}
-        if len(shapes) != 1:
+        if len({_signature(m) for m in models}) != 1:
             raise UserError("batched training needs models of one architecture")
         self.weights, self.masks, self.biases = [], [], []
         # the raw weights as given: pruned entries are restored from them on write-back
@@ -114,20 +113,7 @@ class StackedFC:
         index of the ``(out, in)`` weight, as :func:`pruners.dnw.topk_mask` decides alone."""
         w = self.weights[depth]
         flat = w.abs().transpose(1, 2).reshape(w.shape[0], -1)       # (K, out·in) in (out, in) order
-        ks = torch.tensor([run[depth] for run in self.topk], device=w.device)
-        kth = torch.empty(w.shape[0], dtype=w.dtype, device=w.device)
-        for k in ks.unique().tolist():                              # one topk per distinct count
-            rows = (ks == k).nonzero().squeeze(1)
-            if k <= 0:
-                kth[rows] = math.inf
-            elif k >= flat.shape[1]:
-                kth[rows] = -math.inf
-            else:
-                kth[rows] = torch.topk(flat[rows], k, dim=1, sorted=False).values.min(dim=1).values
-        above = flat > kth[:, None]
-        tied = flat == kth[:, None]
-        need = ks - above.sum(1)
-        mask = above | (tied & (tied.cumsum(1) <= need[:, None]))
+        mask = topk_rows(flat, [run[depth] for run in self.topk])
         return mask.view(w.shape[0], w.shape[2], w.shape[1]).transpose(1, 2)
 
     @torch.no_grad()
@@ -165,9 +151,10 @@ class _DecayTracker:
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.value = torch.ones(1, dtype=torch.float64, device=device, requires_grad=True)
+        self._zero = torch.zeros_like(self.value)      # SGD reads the gradient, never writes it
 
     def before_step(self) -> None:
-        self.value.grad = torch.zeros_like(self.value)
+        self.value.grad = self._zero
 
     def scale(self) -> float:
         return float(self.value.detach())
@@ -182,8 +169,12 @@ def stackable(models: Sequence[nn.Module], cfg: TrainConfig) -> bool:
     device = pick_device(cfg.device)
     if use_bf16(models[0], cfg, device):
         return False
-    shapes = {tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in m.layers) for m in models}
-    return len(shapes) == 1
+    return len({_signature(m) for m in models}) == 1
+
+
+def _signature(model: nn.Module) -> tuple:
+    """What models trained in one stack share: each layer's weight shape and whether it has a bias."""
+    return tuple((tuple(layer.weight.shape), layer.bias is not None) for layer in model.layers)
 
 
 def stacked_batches(data: Dataset, batch_size: int, generators: Sequence[torch.Generator],

@@ -11,6 +11,7 @@ copy costs them about 12 points) next to ``top1_thesis`` (what the thesis record
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -167,7 +168,6 @@ def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
 
 def _nearest_125(value: float) -> float:
     """The value of the 1-2-5 series (…, 0.01, 0.02, 0.05, 0.1, …) nearest to ``value`` in log scale."""
-    import math
     grid = [m * 10.0 ** e for e in range(-6, 2) for m in (1, 2, 5)]
     return min(grid, key=lambda g: abs(math.log(g / value)))
 
@@ -186,7 +186,6 @@ def mining_as_ran(run: Run) -> dict:
     Returns:
         ``{"score_l2", "lr", "lr_estimate", "shrink_epoch0"}``.
     """
-    import math
     protocol = THESIS_MINING[run.info["model"]["name"]]
     init = {k: v for k, v in run.extras().items() if k.startswith("init_scores.")}
     sum_sq0 = sum(float((v.double() ** 2).sum()) for v in init.values())
