@@ -35,6 +35,16 @@ def kept_count(density: float, total: int) -> int:
     return int(round(density * total))
 
 
+def count_true(mask: Tensor, dim: int | None = None) -> Tensor:
+    """Number of True entries of a bool tensor, in all (``dim=None``) or along ``dim``, as int32.
+
+    Sums the bytes as int32: ``sum`` accumulates in int64 and ``count_nonzero`` compares first,
+    both ≈2× slower on the per-step masks of DNW and DEEPR.  Example:
+    ``count_true(torch.tensor([[True, False], [True, True]]), dim=1).tolist() == [1, 2]``."""
+    data = mask.view(torch.uint8) if mask.is_contiguous() else mask.to(torch.uint8)
+    return data.sum(dtype=torch.int32) if dim is None else data.sum(dim, dtype=torch.int32)
+
+
 def select_global(scores: dict[str, Tensor], n_keep: int, allowed: dict[str, Tensor] | None = None,
                   generator: torch.Generator | None = None, scope: str = "global") -> dict[str, Tensor]:
     """Keep exactly the ``n_keep`` highest scores, only among ``allowed`` entries.

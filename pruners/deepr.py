@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from models.masks import prunable_layers, raw_weight
 from utils.errors import UserError
 
-from .base import Method, MethodResult, MethodStyle, check_density, kept_count, register
+from .base import Method, MethodResult, MethodStyle, check_density, count_true, kept_count, register
 from .deepr_compat import (  # noqa: F401  (DeepRewire's names, importable from here as before)
     BIAS_MODES,
     NonTrainableParameter,
@@ -99,23 +99,24 @@ def _sample(n: int, k: int, generator: torch.Generator | None, device) -> Tensor
     return chosen.to(device)
 
 
-def _pick_dormant(flat: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+def _pick_dormant(flat: Tensor, k: int, generator: torch.Generator | None, n_dormant: int | None = None) -> Tensor:
     """``k`` distinct positions drawn uniformly among the dormant entries (``flat <= 0``) of a
-    1-D CPU tensor.  Uses rejection sampling (no scan of the dormant set) when dormant
-    entries are plentiful; the procedure is symmetric in the dormant positions, so the
-    k-subset is exactly uniform."""
+    1-D CPU tensor (``n_dormant``: their number, when the caller has counted them).  Uses
+    rejection sampling (no scan of the dormant set: each draw looks its entry up) when dormant
+    entries are plentiful; the procedure is symmetric in the dormant positions, so the k-subset
+    is exactly uniform."""
     n = flat.numel()
-    dormant = flat <= 0
-    n_dormant = int(dormant.sum())
+    if n_dormant is None:
+        n_dormant = int(count_true(flat <= 0))
     if k > n_dormant:
         raise RuntimeError(f"cannot re-activate {k} connections: only {n_dormant} dormant")
     if 4 * n_dormant < n or 4 * k > n_dormant:
-        pool = torch.nonzero(dormant).squeeze(1)
+        pool = torch.nonzero(flat <= 0).squeeze(1)
         return pool[_sample(pool.numel(), k, generator, "cpu")]
     chosen = torch.empty(0, dtype=torch.long)
     while chosen.numel() < k:
         draw = torch.randint(0, n, (k - chosen.numel(),), generator=generator)
-        chosen = torch.unique(torch.cat([chosen, draw[dormant[draw]]]))
+        chosen = torch.unique(torch.cat([chosen, draw[flat[draw] <= 0]]))
     return chosen
 
 
@@ -287,7 +288,7 @@ class DEEPR(torch.optim.Optimizer):
                 grad = p.grad if p.grad is not None else torch.zeros_like(p)
                 update = (grad + l1) * (-lr)
                 if std > 0:            # noise drawn for the active entries only
-                    n_active = int(active.sum())
+                    n_active = int(count_true(active))
                     noise = torch.zeros_like(p).masked_scatter_(
                         active, _noise(p.new_empty(n_active), std, self.generator))
                     update = update + noise
@@ -295,17 +296,22 @@ class DEEPR(torch.optim.Optimizer):
         tensors = self._rewire_tensors()
         self.last_reactivated = 0
         for unit, budget in self._units(tensors):
-            flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
-            missing = budget - int((flat > 0).sum())
+            n_active = sum(int(count_true(p > 0)) for p in unit)
+            missing = budget - n_active
             if missing < 0:
-                raise RuntimeError(f"DEEPR: {budget - missing} active connections exceed the budget {budget}")
+                raise RuntimeError(f"DEEPR: {n_active} active connections exceed the budget {budget}")
             if missing == 0:
                 continue
-            pick = _pick_dormant(flat, missing, self.generator)
+            flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
+            pick = _pick_dormant(flat, missing, self.generator, n_dormant=flat.numel() - n_active)
             for p, sel in zip(unit, _split(pick, [q.numel() for q in unit])):
                 _set_flat(p, sel, self._reset_value(p))
+                # the picks are distinct dormant entries, so the budget holds unless the reset
+                # value rounds to 0 in p's dtype: checking them replaces a recount of every tensor
+                if sel.numel() and not bool((p[torch.unravel_index(sel.to(p.device), p.shape)] > 0).all()):
+                    raise RuntimeError(f"DEEPR invariant broken: reset value {self._reset_value(p)} "
+                                       f"is not positive in {p.dtype}")
             self.last_reactivated += missing
-        self._check(tensors)
         return loss
 
 

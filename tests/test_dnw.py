@@ -9,7 +9,16 @@ from torch import autograd, nn
 
 from models import FC, Mask, fc, get_masks, layer_densities, mask_of, prunable_layers, raw_weight, resnet20
 from pruners.base import get_method, kept_count
-from pruners.dnw import DNW, TopKMask, freeze_topk, install_topk, topk_mask, upstream_kept_count
+from pruners.dnw import (
+    DNW,
+    BandedTopK,
+    TopKMask,
+    freeze_topk,
+    install_topk,
+    topk_mask,
+    topk_rows,
+    upstream_kept_count,
+)
 from utils.engine.data import DATASETS, Dataset
 from utils.engine.train import TrainConfig
 from utils.errors import UserError
@@ -62,6 +71,45 @@ def test_topk_mask_matches_stable_sort_reference(d):
     ref = torch.zeros(w.numel(), dtype=torch.bool)
     ref[order[:k]] = True
     assert torch.equal(topk_mask(w, k).reshape(-1), ref)
+
+
+@pytest.mark.parametrize(("ks", "misses"), [([1568] * 4, 4), ([39200] * 4, 4), ([0, 78400, 1, 78399], 10)])
+def test_banded_topk_equals_topk_rows_along_a_random_walk(ks, misses):
+    """Each step moves |w| a little (as an SGD step): every mask is topk_rows' mask, and the band
+    finds the k-th value without a topk after the first call.  Rows with k = 0 or n never need a
+    topk; k = 78399 (a k-th value near 0, where a 1 % band is narrower than one step) misses
+    until its width has doubled enough (8 more topk calls)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 78400, generator=g)
+    select = BandedTopK(ks)
+    for _ in range(20):
+        w += 1e-3 * torch.randn(w.shape, generator=g)
+        assert torch.equal(select(w.abs()), topk_rows(w.abs(), ks))
+    assert select.misses == misses
+
+
+def test_banded_topk_finds_a_k_th_value_that_jumped_out_of_its_band():
+    select = BandedTopK([10, 10], width=0.01)
+    x = torch.arange(100.0).repeat(2, 1)
+    select(x)
+    x[1] *= 3                                     # row 1's k-th value leaves the band
+    assert torch.equal(select(x), topk_rows(x, [10, 10]))
+    assert select.misses == 2 + 1
+    assert select.width.tolist() == pytest.approx([0.01, 0.02])
+
+
+def test_banded_topk_breaks_ties_in_the_weights_own_layout():
+    """Integer scores tie at the k-th value in most steps: the stacked (K, in, out) layout gives
+    each run the mask topk_rows gives its (out, in) weight (ties to the lower flat index)."""
+    g = torch.Generator().manual_seed(5)
+    select = BandedTopK([7, 2, 20])
+    for _ in range(30):
+        stacked = torch.randint(0, 3, (3, 4, 5), generator=g).float()
+        weights = stacked.transpose(1, 2)
+        expected = topk_rows(weights.reshape(3, -1), [7, 2, 20]).view(3, 5, 4).transpose(1, 2)
+        mask = select(stacked, transposed=True)
+        assert torch.equal(mask, expected)
+        assert mask.reshape(3, -1).sum(1).tolist() == [7, 2, 20]
 
 
 @pytest.mark.parametrize("d", [0.5, 0.1, 0.001])

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from models.masks import density as model_density
 from models.masks import mask_of, raw_weight
-from pruners.dnw import ChooseTopEdges, topk_rows
+from pruners.dnw import BandedTopK, ChooseTopEdges
 from utils.engine.data import Dataset, batches, normalize
 from utils.engine.seeding import generator
 from utils.engine.train import (
@@ -73,6 +73,8 @@ class StackedFC:
         raw weights and every forward keeps each run's top-k |w| per layer, the gradient passing
         straight through to every entry (:class:`pruners.dnw.ChooseTopEdges`)."""
         self.topk = [list(ks) for ks in topk] if topk is not None else None
+        self.selectors = ([BandedTopK([run[depth] for run in self.topk]) for depth in range(len(self.topk[0]))]
+                          if self.topk is not None else None)
         layers = [list(m.layers) for m in models]
         if len({_signature(m) for m in models}) != 1:
             raise UserError("batched training needs models of one architecture")
@@ -101,7 +103,7 @@ class StackedFC:
         last = len(self.weights) - 1
         for depth, (w, b) in enumerate(zip(self.weights, self.biases)):
             if self.topk is not None:
-                w = ChooseTopEdges.apply(w, self.topk_masks(depth).to(w.dtype))
+                w = ChooseTopEdges.apply(w, self.topk_masks(depth))     # bool: no float copy
             x = torch.bmm(x, w) if b is None else torch.baddbmm(b.unsqueeze(1), x, w)
             if depth < last:
                 x = torch.relu(x)
@@ -110,11 +112,9 @@ class StackedFC:
     @torch.no_grad()
     def topk_masks(self, depth: int) -> Tensor:
         """Layer ``depth``'s DNW masks ``(K, in, out)``: each run's top-k |w|, ties to the lower flat
-        index of the ``(out, in)`` weight, as :func:`pruners.dnw.topk_mask` decides alone."""
-        w = self.weights[depth]
-        flat = w.abs().transpose(1, 2).reshape(w.shape[0], -1)       # (K, out·in) in (out, in) order
-        mask = topk_rows(flat, [run[depth] for run in self.topk])
-        return mask.view(w.shape[0], w.shape[2], w.shape[1]).transpose(1, 2)
+        index of the ``(out, in)`` weight, as :func:`pruners.dnw.topk_mask` decides alone
+        (:class:`pruners.dnw.BandedTopK`: exact, from the last step's k-th value)."""
+        return self.selectors[depth](self.weights[depth].abs(), transposed=True)
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
