@@ -17,9 +17,8 @@ import argparse
 import statistics
 import time
 
-from common import build, load_data, machine_line, use_threads
-
 import torch
+from common import build, load_data, machine_line, use_threads
 
 
 class PlainSelector:
