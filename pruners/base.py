@@ -318,16 +318,19 @@ class Method:
         whose runs train alone."""
         return "fixed-mask" if type(self).run is Method.run else None
 
-    def start_batched(self, model: nn.Module, density: float, *, seed: int,
-                      data_shape: tuple[int, ...]) -> tuple[nn.Module, dict]:
-        """Prepare ``model`` for batched training as :meth:`run` would before training. Returns
-        (the init model to store, this run's ``train_batched`` entries: ``topk``, ``columns``)."""
+    def start_batched(self, model: nn.Module, density: float, *, seed: int, data_shape: tuple[int, ...],
+                      train_cfg=None) -> tuple[nn.Module, dict]:
+        """Prepare ``model`` for batched training as :meth:`run` would before training with
+        ``train_cfg``. Returns (the init model to store, this run's entry: its
+        ``train_batched`` arguments ``topk``, ``rewire``, ``columns``, and anything
+        :meth:`finish_batched` needs)."""
         self.prune(model, density, seed=seed, data_shape=data_shape)
         return copy.deepcopy(model), {}
 
-    def finish_batched(self, model: nn.Module, init_model: nn.Module, history: pd.DataFrame
-                       ) -> dict[str, MethodResult]:
-        """What :meth:`run` returns, from the batched training's model and history."""
+    def finish_batched(self, model: nn.Module, init_model: nn.Module, history: pd.DataFrame,
+                       entry: dict | None = None) -> dict[str, MethodResult]:
+        """What :meth:`run` returns, from the batched training's model and history (``entry``:
+        what :meth:`start_batched` returned for this run)."""
         return {self.name: MethodResult(model, init_model, history, info=self.run_info())}
 
 

@@ -26,10 +26,11 @@ are not counted in the connection budget.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
@@ -278,41 +279,136 @@ class DEEPR(torch.optim.Optimizer):
         for group in self.param_groups:
             lr = group["lr"]
             if not group["rewire"]:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-lr)
+                _plain_sgd(group["params"], lr)
                 continue
-            l1, std = group["l1"], math.sqrt(2 * lr * group["temp"])
+            std = math.sqrt(2 * lr * group["temp"])
             for p in group["params"]:
-                active = p > 0
-                grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                update = (grad + l1) * (-lr)
-                if std > 0:            # noise drawn for the active entries only
-                    n_active = int(count_true(active))
-                    noise = torch.zeros_like(p).masked_scatter_(
-                        active, _noise(p.new_empty(n_active), std, self.generator))
-                    update = update + noise
-                p.add_(torch.where(active, update, torch.zeros((), dtype=p.dtype, device=p.device)))
+                langevin_step(p, p.grad, lr, group["l1"], std, self._noise)
         tensors = self._rewire_tensors()
         self.last_reactivated = 0
         for unit, budget in self._units(tensors):
-            n_active = sum(int(count_true(p > 0)) for p in unit)
-            missing = budget - n_active
-            if missing < 0:
-                raise RuntimeError(f"DEEPR: {n_active} active connections exceed the budget {budget}")
-            if missing == 0:
-                continue
-            flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
-            pick = _pick_dormant(flat, missing, self.generator, n_dormant=flat.numel() - n_active)
-            for p, sel in zip(unit, _split(pick, [q.numel() for q in unit])):
-                _set_flat(p, sel, self._reset_value(p))
-                # the picks are distinct dormant entries, so the budget holds unless the reset
-                # value rounds to 0 in p's dtype: checking them replaces a recount of every tensor
-                if sel.numel() and not bool((p[torch.unravel_index(sel.to(p.device), p.shape)] > 0).all()):
-                    raise RuntimeError(f"DEEPR invariant broken: reset value {self._reset_value(p)} "
-                                       f"is not positive in {p.dtype}")
-            self.last_reactivated += missing
+            self.last_reactivated += reactivate(unit, budget, self.generator, [self._reset_value(p) for p in unit])
         return loss
+
+    def _noise(self, active: Tensor, p: Tensor, std: float) -> Tensor:
+        return _noise(p.new_empty(int(count_true(active))), std, self.generator)
+
+
+def _plain_sgd(params: Sequence[Tensor], lr: float) -> None:
+    """The ``rewire=False`` groups: θ ← θ − lr·∂E/∂θ."""
+    for p in params:
+        if p.grad is not None:
+            p.add_(p.grad, alpha=-lr)
+
+
+@torch.no_grad()
+def langevin_step(p: Tensor, grad: Tensor | None, lr: float, l1: float, std: float,
+                  noise: Callable[[Tensor, Tensor, float], Tensor] | None) -> None:
+    """DEEPR's update of θ in place, on its active entries (θ > 0) only:
+    θ ← θ − lr·(∂E/∂θ + l1) + std·N(0, 1).  ``noise(active, p, std)`` returns one draw per active entry,
+    in the row-major order of ``p``'s shape (``p`` may be a stack of runs, then run after run).
+    Example: ``langevin_step(theta, theta.grad, 0.1, 1e-5, 0.0, None)`` (no noise at std 0)."""
+    active = p > 0
+    update = ((grad if grad is not None else torch.zeros_like(p)) + l1) * (-lr)
+    if std > 0:
+        update = update + torch.zeros_like(p).masked_scatter_(active, noise(active, p, std))
+    p.add_(torch.where(active, update, torch.zeros((), dtype=p.dtype, device=p.device)))
+
+
+@torch.no_grad()
+def reactivate(unit: Sequence[Tensor], budget: int, generator: torch.Generator | None,
+               reset_values: Sequence[float], n_active: int | None = None) -> int:
+    """DEEPR's rewiring of one budget unit (tensors sharing one budget): activate ``budget −
+    #active`` uniformly drawn dormant entries of the unit at their tensor's reset value.  Returns
+    that number.  ``n_active``: the unit's active count, when the caller has it."""
+    if n_active is None:
+        n_active = sum(int(count_true(p > 0)) for p in unit)
+    missing = budget - n_active
+    if missing < 0:
+        raise RuntimeError(f"DEEPR: {n_active} active connections exceed the budget {budget}")
+    if missing == 0:
+        return 0
+    flat = torch.cat([p.detach().reshape(-1).cpu() for p in unit])
+    pick = _pick_dormant(flat, missing, generator, n_dormant=flat.numel() - n_active)
+    for p, sel, reset in zip(unit, _split(pick, [q.numel() for q in unit]), reset_values):
+        _set_flat(p, sel, reset)
+        # the picks are distinct dormant entries, so the budget holds unless the reset value
+        # rounds to 0 in p's dtype: checking them replaces a recount of every tensor
+        if sel.numel() and not bool((p[torch.unravel_index(sel.to(p.device), p.shape)] > 0).all()):
+            raise RuntimeError(f"DEEPR invariant broken: reset value {reset} is not positive in {p.dtype}")
+    return missing
+
+
+class StackedDEEPR(torch.optim.Optimizer):
+    """:class:`DEEPR` for K runs whose tensors are stacked along a leading run dimension
+    (``utils.engine.batched``): each run is updated and rewired exactly as its own
+    :class:`DEEPR` would, with its own generator and budget.
+
+    Args:
+        params: groups as for :class:`DEEPR`; rewireable tensors are ``(K, *shape)`` stacks.
+        budgets: per run, its budgets (one int for ``scope="global"``, one per tensor for
+            ``"layer"``), as :attr:`DEEPR.budgets`.
+        generators: per run, its generator (noise, then re-activation, as :class:`DEEPR`'s).
+        views: maps a stacked tensor to the ``(K, *shape)`` view whose row-major order is each
+            run's own layout (e.g. a transpose of stacked transposed weights); default identity.
+        lr, l1, temp, reset_val, scope: shared by the runs, as for :class:`DEEPR`.
+    """
+
+    def __init__(self, params, budgets: Sequence[Sequence[int]], generators: Sequence[torch.Generator], *,
+                 lr: float, l1: float = 1e-4, temp: float | None = None, reset_val: float = 1e-12,
+                 scope: str = "global", views: Callable[[Tensor], Tensor] | None = None):
+        if temp is None:
+            temp = lr / 210
+        _check_common(lr, l1, temp)
+        _check_reset_val(reset_val)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        if len(budgets) != len(generators):
+            raise ValueError("StackedDEEPR needs one budget list and one generator per run")
+        super().__init__(params, dict(lr=lr, l1=l1, temp=temp, reset_val=reset_val, rewire=True))
+        self.scope = scope
+        self.budgets = [list(b) for b in budgets]
+        self.generators = list(generators)
+        self.views = views or (lambda t: t)
+        self.last_reactivated = [0] * len(generators)
+        for k, budget in enumerate(self.budgets):
+            counts = [int(count_true(p[k] > 0)) for p in self._rewire_tensors()]
+            if (sum(counts) if scope == "global" else counts) != (budget[0] if scope == "global" else budget):
+                raise RuntimeError(f"DEEPR run {k}: {counts} active connections, budgets {budget}")
+
+    def _rewire_tensors(self) -> list[Tensor]:
+        return [self.views(p) for g in self.param_groups if g["rewire"] for p in g["params"]]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _closure_loss(closure)
+        runs = len(self.generators)
+        for group in self.param_groups:
+            lr = group["lr"]
+            if not group["rewire"]:
+                _plain_sgd(group["params"], lr)
+                continue
+            std = math.sqrt(2 * lr * group["temp"])
+            for stacked in group["params"]:
+                grad = self.views(stacked.grad) if stacked.grad is not None else None
+                langevin_step(self.views(stacked), grad, lr, group["l1"], std, self._noise)
+        tensors = self._rewire_tensors()
+        reset = self.defaults["reset_val"]
+        resets = [reset if reset > 0 else torch.finfo(p.dtype).tiny for p in tensors]
+        counts = torch.stack([count_true((p > 0).reshape(runs, -1), 1) for p in tensors])   # (tensors, K)
+        for k in range(runs):
+            if self.scope == "global":
+                units = [([p[k] for p in tensors], self.budgets[k][0], resets, int(counts[:, k].sum()))]
+            else:
+                units = [([p[k]], b, [r], int(c)) for p, b, r, c in zip(tensors, self.budgets[k], resets, counts[:, k])]
+            self.last_reactivated[k] = sum(reactivate(unit, budget, self.generators[k], rs, n_active=n)
+                                           for unit, budget, rs, n in units)
+        return loss
+
+    def _noise(self, active: Tensor, p: Tensor, std: float) -> Tensor:
+        """Each run's draws from its own generator, run after run (``p`` is ``(K, ...)``)."""
+        counts = count_true(active.reshape(len(self.generators), -1), 1).tolist()
+        return torch.cat([_noise(p.new_empty(n), std, g) for n, g in zip(counts, self.generators)])
 
 
 class SoftDEEPR(torch.optim.Optimizer):
@@ -492,10 +588,28 @@ class DeepRMethod(Method):
         _check_plain_sgd(train_cfg, self.name)
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
-        from utils.engine.seeding import generator
         from utils.engine.train import Hooks, train
+        init_model, entry = self.start_batched(model, density, seed=seed, data_shape=tuple(data.info.shape),
+                                               train_cfg=train_cfg)
+        rewire = entry["rewire"]
+        budgets = rewire["budgets"]
+        optimizer = DEEPR(_groups(*rewire["params"]), nc=budgets[0] if self.options.scope == "global" else budgets,
+                          lr=train_cfg.lr, generator=rewire["generator"], **rewire["options"])
+        history = train(model, data, train_cfg, seed=seed, optimizer=optimizer,
+                        hooks=Hooks(columns=entry["columns"]), progress=progress, desc=self.name)
+        return self.finish_batched(model, init_model, history, entry)
+
+    # Batched (utils.engine.batched): θ stacked, W = s·relu(θ), each run rewired as its own DEEPR.
+    def batch_kind(self) -> str:
+        # the group shares l1, temp, reset_val and scope (one StackedDEEPR): runs with other options apart
+        return "deepr " + json.dumps(asdict(self.options), sort_keys=True)
+
+    def start_batched(self, model, density, *, seed, data_shape, train_cfg=None):
+        from utils.engine.seeding import generator
         o = self.options
         density = check_density(density)
+        if train_cfg is None:
+            raise UserError("DEEPR needs the run's training config (its lr sets the default temperature)")
         self.check_train(train_cfg)
         n_total = sum(raw_weight(m).numel() for m in prunable_layers(model).values())
         nc = kept_count(density, n_total)
@@ -504,17 +618,19 @@ class DeepRMethod(Method):
                                                    prune_generator=gen, init=o.init)
         init_model = reconvert_masked(copy.deepcopy(model))
         temp = o.temp if o.temp is not None else train_cfg.lr / 210
-        optimizer = DEEPR(_groups(rewireable, other), nc=nc if o.scope == "global" else budgets,
-                          lr=train_cfg.lr, l1=o.l1, reset_val=o.reset_val, temp=temp,
-                          scope=o.scope, generator=gen)
-        history = train(model, data, train_cfg, seed=seed, optimizer=optimizer,
-                        hooks=Hooks(columns=_connectivity_columns), progress=progress, desc=self.name)
-        extras = _signs_extras(model)
-        reconvert_masked(model)
+        signs = [layer.parametrizations.weight[-1].weight_signs for layer in rewireable_layers(model).values()]
+        rewire = {"signs": signs, "budgets": [nc] if o.scope == "global" else budgets, "generator": gen,
+                  "params": (rewireable, other),
+                  "options": {"l1": o.l1, "temp": temp, "reset_val": o.reset_val, "scope": o.scope}}
         info = {"nc": nc, "scope": o.scope, "budgets": budgets, "l1": o.l1, "temp": temp,
                 "reset_val": o.reset_val, "lr": train_cfg.lr, "init": INIT_LABELS[o.init],
                 "biases": "plain SGD, not rewired", "density_achieved": nc / n_total}
-        return {self.name: MethodResult(model, init_model, history, extras, info=info)}
+        return init_model, {"rewire": rewire, "columns": _connectivity_columns, "info": info}
+
+    def finish_batched(self, model, init_model, history, entry=None):
+        extras = _signs_extras(model)
+        reconvert_masked(model)
+        return {self.name: MethodResult(model, init_model, history, extras, info=entry["info"])}
 
 
 @dataclass

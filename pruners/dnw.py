@@ -273,7 +273,8 @@ class DNW(Method):
 
     def run(self, model, data, density, train_cfg, *, seed, progress=True):
         from utils.engine.train import Hooks, train
-        init_model, _ = self.start_batched(model, density, seed=seed, data_shape=tuple(data.info.shape))
+        init_model, _ = self.start_batched(model, density, seed=seed, data_shape=tuple(data.info.shape),
+                                           train_cfg=train_cfg)
         changed = _MaskChanges(model)
         history = train(model, data, train_cfg, seed=seed, hooks=Hooks(after_epoch=lambda e, m: changed(m)),
                         progress=progress, desc=self.name)
@@ -283,7 +284,7 @@ class DNW(Method):
     def batch_kind(self) -> str:
         return "dnw"
 
-    def start_batched(self, model, density, *, seed, data_shape):
+    def start_batched(self, model, density, *, seed, data_shape, train_cfg=None):
         o = self.options
         install_topk(model, check_density(density), o.scope, o.count)
         topk = [module.parametrizations.weight[0].k(module.weight.numel())
@@ -292,7 +293,7 @@ class DNW(Method):
         columns = _MaskChanges(model, skip_first=True)
         return freeze_topk(copy.deepcopy(model)), {"topk": topk, "columns": columns}
 
-    def finish_batched(self, model, init_model, history):
+    def finish_batched(self, model, init_model, history, entry=None):
         o = self.options
         freeze_topk(model)
         return {self.name: MethodResult(model, init_model, history, info={"scope": o.scope, "count": o.count})}

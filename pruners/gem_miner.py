@@ -32,9 +32,10 @@ mode: 1[s > 0.5] (thesis), the selection (target), all ones (unflag).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
@@ -48,6 +49,8 @@ from utils.errors import UserError
 from .base import Method, MethodResult, MethodStyle, check_density, kept_count, register, select_global
 
 MODES = ("target", "thesis")
+#: FC finetunes trained in one stack at most (the sweep's measured best group size, benchmarks/README.md)
+FINETUNE_STACK = 8
 SCOPES = ("global", "layer")
 
 
@@ -167,6 +170,86 @@ def bottom_k_prune(model: nn.Module, rate: float, gen: torch.Generator, scope: s
     return count_flags(model)
 
 
+class _Mining:
+    """One run's mining state and per-step / per-epoch rules (SPEC §8.3), shared by the loop that
+    trains it alone (``train`` hooks) and the stacked loop (:meth:`GemMiner.mine_batched`)."""
+
+    def __init__(self, method: GemMiner, model: nn.Module, data, density: float, train_cfg, *, seed: int,
+                 epochs: int, monitor: Callable[[int, nn.Module], None] | None = None):
+        o = method.options
+        self.model, self.options, self.density, self.monitor = model, o, density, monitor
+        self.total = sum(p.flag.numel() for p in gem_masks(model).values())
+        self.prunes = num_prunes(epochs, o.period)
+        self.rate = prune_rate(density, self.prunes)
+        self.gen = generator(seed, "prune")
+        self.state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0, "epoch": None}
+        self.steps_per_epoch = math.ceil(len(data.train_y) / o.batch_size)
+        # fractional periods: prune after these steps (the k-th prune after k·T epochs of training)
+        self.prune_steps = ({round(k * o.period * self.steps_per_epoch) for k in range(1, self.prunes + 1)}
+                            if o.period < 1 else set())
+        self.evaluated = method._columns(data, train_cfg, lambda m: count_flags(m) / self.total)
+
+    def reg(self, m: nn.Module) -> Tensor:
+        return self.options.score_l2 * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
+
+    def count_step(self) -> bool:
+        """Count one optimizer step; whether a (fractional-period) prune is due now."""
+        self.state["step"] += 1
+        return self.state["step"] in self.prune_steps and self.state["stopped"] is None
+
+    def prune_now(self, m: nn.Module) -> None:
+        bottom_k_prune(m, self.rate, self.gen, self.options.scope)
+        self.state["prune_epochs"].append(round(self.state["step"] / self.steps_per_epoch, 4))
+
+    @torch.no_grad()
+    def after_step(self, m: nn.Module) -> None:
+        for name, p in gem_masks(m).items():
+            if self.state["frozen"] is not None:
+                p.scores.copy_(self.state["frozen"][name])
+            else:
+                p.scores.clamp_(0.0, 1.0)
+        if self.count_step():
+            self.prune_now(m)
+
+    def after_epoch(self, epoch: int, m: nn.Module) -> dict:
+        self.state["epoch"] = epoch
+        with torch.no_grad():
+            return {"reg_loss": float(self.reg(m)) if self.options.score_l2 else 0.0}
+
+    def prune_after(self, epoch: int, m: nn.Module) -> None:
+        o, state = self.options, self.state
+        if (state["stopped"] is None and o.period >= 1 and epoch % o.period == 0 and epoch != 0
+                and len(state["prune_epochs"]) < self.prunes):
+            bottom_k_prune(m, self.rate, self.gen, o.scope)
+            state["prune_epochs"].append(epoch)
+        if state["stopped"] is None and count_effective(m) == 0:
+            # Effective density hit 0: stop mining, prune the flags straight to the target.
+            keep_top_flags(m, kept_count(self.density, self.total), self.gen, o.scope)
+            state["stopped"] = epoch
+            state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
+        if self.monitor is not None:
+            self.monitor(epoch, m)
+
+    def columns(self, m: nn.Module) -> dict:
+        # Row e as the thesis logged it (upstream hc_iter): the accuracies of the net trained
+        # through epoch e, then epoch e's prune, then the densities after it.  The prune
+        # falls between epochs e and e+1 either way; evaluated after it, the net would show
+        # BN statistics of the unpruned net (its top-1 dips one row early, e.g. at the
+        # thesis's ResNet-20 2 % epoch 61, not 60).
+        row = self.evaluated(m)
+        self.prune_after(self.state["epoch"], m)
+        effective = model_density(m)
+        return {**row, "density": effective, "density_effective": effective,
+                "density_flag": count_flags(m) / self.total}
+
+    def facts(self) -> dict:
+        """The mining's record (``run.json``), from the model after mining."""
+        return {"prunes": len(self.state["prune_epochs"]), "prune_epochs": self.state["prune_epochs"],
+                "planned_prunes": self.prunes, "prune_rate": self.rate, "stopped_at_epoch": self.state["stopped"],
+                "flags": count_flags(self.model), "effective_mined": count_effective(self.model),
+                "total": self.total}
+
+
 # --------------------------------------------------------------------------- the method
 
 @dataclass
@@ -269,77 +352,57 @@ class GemMiner(Method):
         ``monitor(epoch, model)`` is called after each epoch's prune (for tests).
         """
         from utils.engine.train import Hooks, train
-        o = self.options
-        total = sum(p.flag.numel() for p in gem_masks(model).values())
-        prunes = num_prunes(epochs, o.period)
-        rate = prune_rate(density, prunes)
-        gen = generator(seed, "prune")
-        state = {"prune_epochs": [], "stopped": None, "frozen": None, "step": 0, "epoch": None}
-        lam = o.score_l2
-        steps_per_epoch = math.ceil(len(data.train_y) / o.batch_size)
-        # fractional periods: prune after these steps (the k-th prune after k·T epochs of training)
-        prune_steps = ({round(k * o.period * steps_per_epoch) for k in range(1, prunes + 1)}
-                       if o.period < 1 else set())
-
-        def reg(m: nn.Module) -> Tensor:
-            return lam * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
-
-        @torch.no_grad()
-        def after_step(m: nn.Module) -> None:
-            for name, p in gem_masks(m).items():
-                if state["frozen"] is not None:
-                    p.scores.copy_(state["frozen"][name])
-                else:
-                    p.scores.clamp_(0.0, 1.0)
-            state["step"] += 1
-            if state["step"] in prune_steps and state["stopped"] is None:
-                bottom_k_prune(m, rate, gen, o.scope)
-                state["prune_epochs"].append(round(state["step"] / steps_per_epoch, 4))
-
-        def after_epoch(epoch: int, m: nn.Module) -> dict:
-            state["epoch"] = epoch
-            with torch.no_grad():
-                return {"reg_loss": float(reg(m)) if lam else 0.0}
-
-        def prune_after(epoch: int, m: nn.Module) -> None:
-            if (state["stopped"] is None and o.period >= 1 and epoch % o.period == 0 and epoch != 0
-                    and len(state["prune_epochs"]) < prunes):
-                bottom_k_prune(m, rate, gen, o.scope)
-                state["prune_epochs"].append(epoch)
-            if state["stopped"] is None and count_effective(m) == 0:
-                # Effective density hit 0: stop mining, prune the flags straight to the target.
-                keep_top_flags(m, kept_count(density, total), gen, o.scope)
-                state["stopped"] = epoch
-                state["frozen"] = {n: p.scores.detach().clone() for n, p in gem_masks(m).items()}
-            if monitor is not None:
-                monitor(epoch, m)
-
-        evaluated = self._columns(data, train_cfg, lambda m: count_flags(m) / total)
-
-        def columns(m: nn.Module) -> dict:
-            # Row e as the thesis logged it (upstream hc_iter): the accuracies of the net trained
-            # through epoch e, then epoch e's prune, then the densities after it.  The prune
-            # falls between epochs e and e+1 either way; evaluated after it, the net would show
-            # BN statistics of the unpruned net (its top-1 dips one row early, e.g. at the
-            # thesis's ResNet-20 2 % epoch 61, not 60).
-            row = evaluated(m)
-            prune_after(state["epoch"], m)
-            effective = model_density(m)
-            return {**row, "density": effective, "density_effective": effective,
-                    "density_flag": count_flags(m) / total}
-
-        cfg = self.mining_config(train_cfg, epochs)
-        history = train(model, data, cfg, seed=seed,
+        mining = _Mining(self, model, data, density, train_cfg, seed=seed, epochs=epochs, monitor=monitor)
+        lam = self.options.score_l2
+        history = train(model, data, self.mining_config(train_cfg, epochs), seed=seed,
                         params=[p.scores for p in gem_masks(model).values()],
-                        hooks=Hooks(loss=reg if lam else None, after_step=after_step,
-                                    after_epoch=after_epoch, columns=columns),
+                        hooks=Hooks(loss=mining.reg if lam else None, after_step=mining.after_step,
+                                    after_epoch=mining.after_epoch, columns=mining.columns),
                         phase="mining", epoch_offset=-1, log_initial=False, progress=progress,
                         desc="gem-miner mining")
-        facts = {"prunes": len(state["prune_epochs"]), "prune_epochs": state["prune_epochs"],
-                 "planned_prunes": prunes, "prune_rate": rate,
-                 "stopped_at_epoch": state["stopped"], "flags": count_flags(model),
-                 "effective_mined": count_effective(model), "total": total}
-        return history, facts
+        return history, mining.facts()
+
+    def mine_batched(self, models: list[nn.Module], datasets: list, densities: list[float], train_cfg, *,
+                     seeds: list[int], epochs: int, progress: bool = True) -> list[tuple[pd.DataFrame, dict]]:
+        """:meth:`mine` for K FC runs in one stacked loop (:func:`utils.engine.batched.train_batched`,
+        ``scores=True``): each run mines its own scores with its own data, seed, BottomK generator
+        and stop rule, as alone (``tests/test_batched.py``). Returns (history, facts) per run."""
+        from utils.engine.batched import StackHooks, train_batched
+        minings = [_Mining(self, m, d, density, train_cfg, seed=seed, epochs=epochs)
+                   for m, d, density, seed in zip(models, datasets, densities, seeds)]
+        lam = self.options.score_l2
+
+        def reg(stack) -> Tensor:
+            # the gradient 2λs is each run's own; the value (summed in another order) is not logged
+            return lam * sum((s ** 2).sum((1, 2)) for s in stack.scores)
+
+        @torch.no_grad()
+        def after_step(stack) -> None:
+            for s in stack.scores:
+                s.clamp_(0.0, 1.0)
+            for k, mining in enumerate(minings):
+                if mining.state["frozen"] is not None:
+                    for s, frozen in zip(stack.scores, mining.state["frozen"].values()):
+                        s[k].copy_(frozen.transpose(0, 1))
+            due = [k for k, mining in enumerate(minings) if mining.count_step()]
+            if due:                                   # fractional periods: prune between steps
+                stack.write_back(models)
+                for k in due:
+                    minings[k].prune_now(models[k])
+                stack.read_flags(models)
+
+        def after_epoch(epoch: int, stack) -> list[dict]:
+            stack.write_back(models)                  # reg_loss from each model, as alone
+            return [mining.after_epoch(epoch, m) for mining, m in zip(minings, models)]
+
+        histories = train_batched(models, datasets, self.mining_config(train_cfg, epochs), seeds=seeds,
+                                  phase="mining", progress=progress, desc=f"gem-miner mining ×{len(models)}",
+                                  epoch_offset=-1, log_initial=False, train_biases=False, scores=True,
+                                  columns=[mining.columns for mining in minings],
+                                  hooks=StackHooks(loss=reg if lam else None, after_step=after_step,
+                                                   after_epoch=after_epoch,
+                                                   after_columns=lambda stack, ms: stack.read_flags(ms)))
+        return [(history, mining.facts()) for history, mining in zip(histories, minings)]
 
     @torch.no_grad()
     def round_masks(self, model: nn.Module, density: float, seed: int
@@ -409,44 +472,98 @@ class GemMiner(Method):
 
     def run(self, model: nn.Module, data, density: float, train_cfg, *, seed: int,
             progress: bool = True) -> dict[str, MethodResult]:
-        from utils.engine.data import split_validation
-        o = self.options
         density = check_density(density)
-        val_seed = None
-        if o.val_size and getattr(data, "val_x", None) is None:
-            if o.val_size >= len(data.train_y):
-                raise UserError(f"val_size {o.val_size} ≥ {len(data.train_y)} training images")
-            val_seed = stream_seed(seed, "val")
-            data = split_validation(data, o.val_size, val_seed)
-        mining_epochs = o.mining_epochs if o.mining_epochs is not None else train_cfg.epochs
-
+        data, val_seed = self._split(data, seed)
+        mining_epochs = self._mining_epochs(train_cfg)
         self.prepare(model, seed)
         mining_history, facts = self.mine(model, data, density, train_cfg, seed=seed,
                                           epochs=mining_epochs, progress=progress)
+        mined = self._round(model, density, seed)
+        nets = list(mined["nets"].values())
+        histories, batched = self.finetune_all(nets, [data] * len(nets), train_cfg, seeds=[seed] * len(nets),
+                                               epoch_offset=mining_epochs - 1, progress=progress)
+        return self._results(mined, facts, mining_history, histories, batched, data=data, density=density,
+                             val_seed=val_seed, mining_epochs=mining_epochs)
+
+    # Batched (utils.engine.batched, FC): mining stacked over the runs, then every run's finetunes
+    # (the mined net and its sanity variants) stacked together.
+    def batch_kind(self) -> str:
+        # one group shares the mining recipe (one stacked loop): runs with other options apart
+        return "gem-miner " + json.dumps(asdict(self.options), sort_keys=True)
+
+    def run_batched(self, models: list[nn.Module], data, densities: list[float], train_cfg, *, seeds: list[int],
+                    progress: bool = True) -> list[dict[str, MethodResult]]:
+        """:meth:`run` for K FC runs trained together; each result equals its run alone
+        (``tests/test_batched.py``)."""
+        densities = [check_density(d) for d in densities]
+        splits = [self._split(data, seed) for seed in seeds]
+        mining_epochs = self._mining_epochs(train_cfg)
+        for model, seed in zip(models, seeds):
+            self.prepare(model, seed)
+        mined_runs = self.mine_batched(models, [d for d, _ in splits], densities, train_cfg, seeds=seeds,
+                                       epochs=mining_epochs, progress=progress)
+        rounded = [self._round(model, density, seed) for model, density, seed in zip(models, densities, seeds)]
+        nets = [net for r in rounded for net in r["nets"].values()]
+        owners = [i for i, r in enumerate(rounded) for _ in r["nets"]]
+        histories, batched = self.finetune_all(nets, [splits[i][0] for i in owners], train_cfg,
+                                               seeds=[seeds[i] for i in owners], epoch_offset=mining_epochs - 1,
+                                               progress=progress)
+        return [self._results(r, facts, history, [h for h, o in zip(histories, owners) if o == i], batched,
+                              data=splits[i][0], density=densities[i], val_seed=splits[i][1],
+                              mining_epochs=mining_epochs)
+                for i, (r, (history, facts)) in enumerate(zip(rounded, mined_runs))]
+
+    # ---- the phases of a run ---------------------------------------------------------------
+
+    def _split(self, data, seed: int):
+        """(the run's data, the split seed): ``val_size`` training images held out for ``val_acc``,
+        drawn from the run's ``val`` stream, unless ``data`` has a validation split (seed None)."""
+        from utils.engine.data import split_validation
+        o = self.options
+        if not o.val_size or getattr(data, "val_x", None) is not None:
+            return data, None
+        if o.val_size >= len(data.train_y):
+            raise UserError(f"val_size {o.val_size} ≥ {len(data.train_y)} training images")
+        val_seed = stream_seed(seed, "val")
+        return split_validation(data, o.val_size, val_seed), val_seed
+
+    def _mining_epochs(self, train_cfg) -> int:
+        return self.options.mining_epochs if self.options.mining_epochs is not None else train_cfg.epochs
+
+    def _round(self, model: nn.Module, density: float, seed: int) -> dict:
+        """After mining: round the scores, fix the mask, build the sanity variants. Returns the nets
+        to finetune (``{stored name: (model, flag density, description)}``), their init copies and
+        what the results record."""
+        o = self.options
         mined = {n: p.scores.detach().clone() for n, p in gem_masks(model).items()}
         mask, flags, rounded = self.round_masks(model, density, seed)
-        total = facts["total"]
-        n_flags = facts["flags"]
-        flag_density = n_flags / total
-
+        total = sum(f.numel() for f in flags.values())
+        flag_density = sum(int(f.sum()) for f in flags.values()) / total
         # Freeze: plain masks; keep pruned weights (the flag analysis reads flagged-but-inactive ones).
         set_masks(model, mask, zero_pruned=False)
         base = copy.deepcopy(model)            # post-rounding: init weights + final mask
         sanity = (self._sanity_variants(base, mask, flags, rounded, seed=seed, total=total)
                   if o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds) else {})
-        # The mined net and its sanity variants finetune together (batched for the FC).
         nets = {self.name: (model, flag_density, "gem-miner finetune"),
                 **{name: (v["model"], v["flag_density"], v["desc"]) for name, v in sanity.items()}}
         inits = {name: copy.deepcopy(net) for name, (net, _, _) in nets.items()}
-        histories, batched = self.finetune_all(list(nets.values()), data, train_cfg, seed=seed,
-                                               epoch_offset=mining_epochs - 1, progress=progress)
-        histories = {name: pd.concat([mining_history, h], ignore_index=True) for name, h in zip(nets, histories)}
+        return {"nets": nets, "inits": inits, "sanity": sanity, "mask": mask, "flags": flags,
+                "rounded": rounded, "mined": mined, "flag_density": flag_density}
 
+    def _results(self, r: dict, facts: dict, mining_history: pd.DataFrame, histories: list[pd.DataFrame],
+                 batched: int, *, data, density: float, val_seed: int | None, mining_epochs: int
+                 ) -> dict[str, MethodResult]:
+        """The stored results of one run: the mined net and its sanity variants, each with the
+        mining history followed by its finetune."""
+        o = self.options
+        histories = {name: pd.concat([mining_history, h], ignore_index=True) for name, h in zip(r["nets"], histories)}
+        mask, flags, rounded, mined = r["mask"], r["flags"], r["rounded"], r["mined"]
+        total = facts["total"]
         kept = sum(int(m.sum()) for m in mask.values())
         completed = sum(int((mask[n] & ~(mined[n].to(mask[n].device) > 0.5)).sum()) for n in mask)
         info = {"mode": o.mode, "scope": o.scope, "unflag": o.unflag, "target_density": density,
                 "target_kept": kept_count(density, total), "density": kept / total, "kept": kept,
-                "density_flag": flag_density, "flags": n_flags,
+                "density_flag": r["flag_density"], "flags": facts["flags"],
                 "density_effective_mined": facts["effective_mined"] / total,
                 "completed_inactive": completed if o.mode == "target" else 0,
                 "mining_epochs": mining_epochs, "period": o.period,
@@ -456,38 +573,47 @@ class GemMiner(Method):
                 "score_l2": o.score_l2, "val_size": len(data.val_y) if data.val_y is not None else 0,
                 "val_split_seed": val_seed, "finetunes_batched": batched}
         extras = {f"flag.{n}": f.cpu() for n, f in flags.items()}
-        extras.update({f"scores.{n}": r.cpu().bool() for n, r in rounded.items()})
+        extras.update({f"scores.{n}": v.cpu().bool() for n, v in rounded.items()})
         if val_seed is not None:
             extras["val_indices"] = data.val_indices.clone()
-        results = {self.name: MethodResult(model, inits[self.name], histories[self.name], extras, support=flags,
+        model = r["nets"][self.name][0]
+        results = {self.name: MethodResult(model, r["inits"][self.name], histories[self.name], extras, support=flags,
                                            info=info)}
-        for name, v in sanity.items():
-            results[name] = MethodResult(v["model"], inits[name], histories[name], extras=v["extras"],
+        for name, v in r["sanity"].items():
+            results[name] = MethodResult(v["model"], r["inits"][name], histories[name], extras=v["extras"],
                                          support=v["support"], info={**v["info"], "finetunes_batched": batched})
         return results
 
-    def finetune_all(self, nets: list[tuple[nn.Module, float, str]], data, train_cfg, *, seed: int,
+    def finetune_all(self, nets: list[tuple[nn.Module, float, str]], data: list, train_cfg, *, seeds: list[int],
                      epoch_offset: int, progress: bool = True) -> tuple[list[pd.DataFrame], int]:
-        """Finetune ``(model, flag density, description)`` triples, each as :meth:`finetune` would.
+        """Finetune ``(model, flag density, description)`` triples, net i on ``data[i]`` with
+        ``seeds[i]``, each as :meth:`finetune` would.
 
-        FC models train together in one batched loop (:func:`utils.engine.batched.train_batched`:
-        the same result to float32 accumulation order, ``tests/test_batched.py``); others one
-        after the other.  Returns (histories, K): K models trained together, 1 when alone.
+        FC models train together in batched loops of at most :data:`FINETUNE_STACK` nets
+        (:func:`utils.engine.batched.train_batched`: the same result to float32 accumulation
+        order, ``tests/test_batched.py``); others one after the other.  Returns (histories, K):
+        the most nets trained together, 1 when alone.
         """
         from utils.engine.batched import stackable, train_batched
         models = [net for net, _, _ in nets]
         if len(models) < 2 or not stackable(models, train_cfg):
-            return [self.finetune(net, data, train_cfg, seed=seed, epoch_offset=epoch_offset, flag_density=f,
-                                  progress=progress, desc=desc) for net, f, desc in nets], 1
-        columns = [self._columns(data, train_cfg, lambda m, f=f: f) for _, f, _ in nets]
-        histories = train_batched(models, data, train_cfg, seeds=[seed] * len(models), phase="finetune",
-                                  progress=progress, desc=f"gem-miner finetune ×{len(models)}",
-                                  epoch_offset=epoch_offset, train_biases=self.options.train_biases,
-                                  columns=columns)
+            return [self.finetune(net, d, train_cfg, seed=seed, epoch_offset=epoch_offset, flag_density=f,
+                                  progress=progress, desc=desc)
+                    for (net, f, desc), d, seed in zip(nets, data, seeds)], 1
+        groups = -(-len(models) // FINETUNE_STACK)
+        size = -(-len(models) // groups)               # equal groups, none above FINETUNE_STACK
+        histories = []
+        for start in range(0, len(models), size):
+            part = slice(start, start + size)
+            columns = [self._columns(d, train_cfg, lambda m, f=f: f) for (_, f, _), d in zip(nets[part], data[part])]
+            histories += train_batched(models[part], data[part], train_cfg, seeds=seeds[part], phase="finetune",
+                                       progress=progress, desc=f"gem-miner finetune ×{len(models[part])}",
+                                       epoch_offset=epoch_offset, train_biases=self.options.train_biases,
+                                       columns=columns)
         for history in histories:
             history.loc[0, "phase"] = "rounded"
             history["reg_loss"] = 0.0
-        return histories, len(models)
+        return histories, min(size, len(models))
 
     def _sanity_variants(self, base: nn.Module, mask, flags, rounded, *, seed: int, total: int) -> dict[str, dict]:
         """The two sanity checks before their finetune: weight reinit (kaiming-normal weights, same

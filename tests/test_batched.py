@@ -1,6 +1,7 @@
 """Batched FC training (utils.engine.batched): K runs in one process give the runs trained alone."""
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
@@ -108,6 +109,23 @@ def test_stacked_batches_are_each_runs_own_batches(name):
     for k, seed in enumerate(seeds):
         alone = list(batches(x, y, 32, info, shuffle=True, generator=generator(seed, "data"), train_augment=True))
         for (xs, ys), (xa, ya) in zip(stacked, alone):
+            assert torch.equal(xs[k], xa.flatten(1)) and torch.equal(ys[k], ya)
+    if info.augment:
+        return
+    # normalised once (features) and per-run training sets give the same batches, bit for bit
+    from utils.engine.batched import normalized_features
+    own = [Dataset(info, x[k:k + 60], y[k:k + 60], x[:10], y[:10]) for k in range(3)]
+    for datasets in ([data] * 3, own):
+        plain = list(stacked_batches(datasets, 32, [generator(s, "data") for s in seeds]))
+        cached = list(stacked_batches(datasets, 32, [generator(s, "data") for s in seeds],
+                                      features=normalized_features(datasets)))
+        assert len(plain) == len(cached) == (3 if datasets[0] is data else 2)
+        for (xp, yp), (xc, yc) in zip(plain, cached):
+            assert torch.equal(xp, xc) and torch.equal(yp, yc)
+    for k, seed in enumerate(seeds):
+        alone = list(batches(own[k].train_x, own[k].train_y, 32, info, shuffle=True,
+                             generator=generator(seed, "data"), train_augment=True))
+        for (xs, ys), (xa, ya) in zip(plain, alone):
             assert torch.equal(xs[k], xa.flatten(1)) and torch.equal(ys[k], ya)
 
 
@@ -228,3 +246,74 @@ def test_plan_batches_dnw_runs_apart_from_prune_then_train_runs():
     specs = DNW_SPECS + [RunSpec("fc_mnist", "random", 0.1, s, "thesis") for s in (21, 42)]
     tasks = plan_tasks(specs, config, jobs=1, batch_runs=8)
     assert [[s.method for s in t] for t in tasks] == [["dnw"] * 3, ["random"] * 2]
+
+
+DEEPR_SPECS = [RunSpec("fc_mnist", "deepr", 0.05, 21, "thesis"), RunSpec("fc_mnist", "deepr", 0.2, 42, "thesis"),
+               RunSpec("fc_mnist", "deepr", 0.2, 63, "thesis")]
+
+
+def test_deepr_runs_batched_equal_deepr_runs_alone(real_data_dir, tmp_path):
+    """DEEPR in the stack: W = s·relu(θ) per run, each run's Langevin noise and re-activations
+    drawn from its own generator in its own order, its own budget (two densities in one group).
+    The runs are bit for bit the runs trained alone (measured on one thread), and the history
+    (connectivity, n_active) is the same."""
+    config = load_config("fc_mnist")
+    for spec in DEEPR_SPECS:
+        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=OVERRIDES,
+                progress=False)
+    execute_batch(DEEPR_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched",
+                  overrides=OVERRIDES, progress=False)
+    for spec in DEEPR_SPECS:
+        a, b = (results.load_run("fc_mnist", "deepr", spec.density, spec.seed, tmp_path / root)
+                for root in ("alone", "batched"))
+        assert b.info["compute"]["batched"] == 3
+        for name, mask in get_masks(a.model).items():
+            assert torch.equal(mask, get_masks(b.model)[name]), name
+            assert torch.equal(get_masks(a.init_model())[name], get_masks(b.init_model())[name])
+        for (key, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            torch.testing.assert_close(wb, wa, rtol=0, atol=0, msg=key)
+        assert list(b.history.columns) == list(a.history.columns)
+        assert b.history["top1"].tolist() == a.history["top1"].tolist()
+        assert b.history["n_active"].tolist() == a.history["n_active"].tolist()
+        assert b.info["info"] == a.info["info"] and b.info["info"]["nc"] == b.history["n_active"].iloc[0]
+        assert b.info["files"]["final.safetensors"] == a.info["files"]["final.safetensors"]
+    n_active = [results.load_run("fc_mnist", "deepr", s.density, s.seed, tmp_path / "batched").history["n_active"]
+                for s in DEEPR_SPECS]
+    # round(d·119,400) every epoch; the labels 5 % and 20 % are 10^-1.3 and 10^-0.695
+    assert [set(h.tolist()) for h in n_active] == [{5984}, {24099}, {24099}]
+
+
+GEM_SPECS = [RunSpec("fc_mnist", "gem-miner", 0.05, 21, "thesis"), RunSpec("fc_mnist", "gem-miner", 0.1, 42, "thesis"),
+             RunSpec("fc_mnist", "gem-miner", 0.1, 63, "thesis")]
+
+
+def test_gem_miner_runs_batched_equal_gem_miner_runs_alone(real_data_dir, tmp_path):
+    """Gem-Miner in the stack: the runs mine their scores together (each its own validation
+    split, score init, BottomK generator; one prune at epoch 2 of 3), then their nine finetunes
+    (mined net, weight reinit, mask shuffle) train in stacks of 5 and 4.  Every stored net is bit
+    for bit the one trained alone (one thread), and so are the histories but the timing."""
+    config = load_config("fc_mnist")
+    overrides = Overrides(epochs=3, train_subset=6000, test_subset=1000)
+    for spec in GEM_SPECS:
+        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=overrides,
+                progress=False)
+    execute_batch(GEM_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched", overrides=overrides,
+                  progress=False)
+    for spec in GEM_SPECS:
+        for name in ("gem-miner", "gem-miner-reinit", "gem-miner-shuffle"):
+            a, b = (results.load_run("fc_mnist", name, spec.density, spec.seed, tmp_path / root)
+                    for root in ("alone", "batched"))
+            assert b.info["compute"]["batched"] == 3
+            assert a.info["info"]["finetunes_batched"] == 3 and b.info["info"]["finetunes_batched"] == 5
+            for file in ("final.safetensors", "init.safetensors"):
+                assert b.info["files"][file] == a.info["files"][file], (name, spec, file)
+            keep = [c for c in a.history.columns if c != "seconds"]
+            assert list(b.history.columns) == list(a.history.columns)
+            pd.testing.assert_frame_equal(b.history[keep], a.history[keep], check_exact=False, rtol=1e-6)
+            exact = ["epoch", "phase", "density", "density_flag", "val_acc", "reg_loss"]
+            assert b.history[exact].equals(a.history[exact]), (name, spec)
+            assert {k: v for k, v in b.info["info"].items() if k != "finetunes_batched"} == \
+                   {k: v for k, v in a.info["info"].items() if k != "finetunes_batched"}
+        mined = results.load_run("fc_mnist", "gem-miner", spec.density, spec.seed, tmp_path / "batched")
+        assert mined.info["info"]["prunes"] == 1 and mined.info["info"]["prune_epochs"] == [2]
+        assert mined.history["phase"].tolist()[:3] == ["mining"] * 3

@@ -324,9 +324,10 @@ def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, mo
 def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = None,
                   root: str | os.PathLike | None = None, overrides: Overrides | None = None,
                   progress: bool = True, threads: int = RUN_THREADS) -> list[list[Path]]:
-    """Train prune-then-train FC runs of one experiment, profile and recipe together
-    (:func:`utils.engine.batched.train_batched`) and store each as :func:`execute` would; ``run.json``
-    records ``compute.batched = K``. Returns each run's dirs."""
+    """Train FC runs of one experiment, profile, recipe and batch kind together
+    (:func:`utils.engine.batched.train_batched`, or the method's own ``run_batched``) and store
+    each as :func:`execute` would; ``run.json`` records ``compute.batched = K``. Returns each
+    run's dirs."""
     from utils.engine.batched import train_batched
     overrides = overrides or Overrides()
     settings = [run_settings(spec, config, overrides) for spec in specs]
@@ -338,20 +339,30 @@ def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = 
         raise UserError("runs trained together must be of one batch kind (Method.batch_kind)")
     with torch_threads(threads):
         start = time.perf_counter()
-        models, inits, kwargs, entries = [], [], [], []
+        seeds = [spec.seed for spec in specs]
+        desc = f"{config['experiment']} ×{len(specs)}"
+        method = settings[0].method
+        models, kwargs, inits, entries = [], [], [], []
         for spec, setting in zip(specs, settings):
             model, model_kwargs = _fresh_model(spec, config, setting, data)
-            init, entry = setting.method.start_batched(model, setting.density, seed=spec.seed,
-                                                       data_shape=tuple(data.info.shape))
             models.append(model)
-            inits.append(init)
             kwargs.append(model_kwargs)
-            entries.append(entry)
-        options = {key: [entry[key] for entry in entries] for key in ("topk", "columns") if key in entries[0]}
-        histories = train_batched(models, data, settings[0].train, seeds=[s.seed for s in specs],
-                                  progress=progress, desc=f"{config['experiment']} ×{len(specs)}", **options)
-        outputs = [setting.method.finish_batched(model, init, history)
-                   for setting, model, init, history in zip(settings, models, inits, histories)]
+            if not hasattr(method, "run_batched"):
+                # right after the model's build, as execute: DEEPR draws its init from torch's global RNG
+                init, entry = setting.method.start_batched(model, setting.density, seed=spec.seed,
+                                                           data_shape=tuple(data.info.shape), train_cfg=setting.train)
+                inits.append(init)
+                entries.append(entry)
+        if hasattr(method, "run_batched"):       # a method that trains its group itself (Gem-Miner)
+            outputs = method.run_batched(models, data, [s.density for s in settings], settings[0].train,
+                                         seeds=seeds, progress=progress)
+        else:
+            options = {key: [entry[key] for entry in entries] for key in ("topk", "rewire", "columns")
+                       if key in entries[0]}
+            histories = train_batched(models, data, settings[0].train, seeds=seeds, progress=progress, desc=desc,
+                                      **options)
+            outputs = [setting.method.finish_batched(model, init, history, entry) for setting, model, init, history,
+                       entry in zip(settings, models, inits, histories, entries)]
         wall = (time.perf_counter() - start) / len(specs)
         return [_store(spec, config, setting, output, model_kwargs, data, overrides, root=root, wall=wall,
                        threads=threads, batched=len(specs))
@@ -401,7 +412,8 @@ BATCH_RUNS = 8
 
 def batch_key(spec: RunSpec, config: dict, overrides: Overrides | None = None) -> str | None:
     """Runs with the same key can be trained together (:func:`execute_batch`): FC runs of one
-    batch kind (:meth:`pruners.base.Method.batch_kind`: prune-then-train, DNW) under one recipe;
+    batch kind (:meth:`pruners.base.Method.batch_kind`: prune-then-train, DNW, DEEPR, Gem-Miner)
+    under one recipe;
     None for every other run."""
     settings = run_settings(spec, config, overrides)
     kind = settings.method.batch_kind()
