@@ -286,6 +286,13 @@ def test_deepr_rejects_bad_arguments_and_adjusts_budget():
         DEEPR([theta], nc=10, reset_val=-1e-12)   # 0 is accepted (tests/test_compat_deeprewire.py)
     with pytest.raises(ValueError):
         DEEPR([theta], nc=101)
+    # a reset value that rounds to 0 in the tensor's dtype would leave re-activated entries dormant
+    with pytest.raises(ValueError, match="rounds to 0 in torch.float16"):
+        DEEPR([theta.detach().half().requires_grad_()], nc=10, reset_val=1e-12)
+    from pruners.deepr import StackedDEEPR
+    with pytest.raises(ValueError, match="rounds to 0"):
+        StackedDEEPR([theta.detach().half()[None].requires_grad_()], [[10]], [torch.Generator()], lr=0.1,
+                     reset_val=1e-12)
     with pytest.raises(ValueError):
         DEEPR([theta], nc=10, scope="rows")
     DEEPR([theta], nc=7, generator=torch.Generator().manual_seed(0))
