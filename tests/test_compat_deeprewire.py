@@ -471,7 +471,7 @@ def test_convert_twice(handle_biases):
 def test_reset_val_zero_warns_once_and_keeps_the_budget(monkeypatch):
     """Mirrors deep_rewire/optim.py::DEEPR's default reset_val=0.0 (accepted with a warning;
     re-activated entries sit at the dtype's smallest positive value, so exactly nc stay active)."""
-    monkeypatch.setattr(deepr_module, "_warned_zero_reset", False)
+    monkeypatch.setattr(importlib.import_module("pruners.deepr_optim"), "_warned_zero_reset", False)
     lin = nn.Linear(30, 20, bias=False)
     (theta,), _ = convert(lin)
     with pytest.warns(UserWarning, match="reset_val=0"):

@@ -170,7 +170,7 @@ def test_mining_invariants_fc():
 def test_mining_rows_log_accuracy_before_and_densities_after_each_prune(monkeypatch):
     """Row e of the mining log is what the thesis (upstream hc_iter) logged: the test top-1 of the
     net trained through epoch e, then epoch e's prune, then the densities after it."""
-    gem_module = importlib.import_module("pruners.gem_miner")
+    gem_module = importlib.import_module("pruners.gem_mining")          # where Mining calls it
     from utils.engine.train import evaluate
     data = fake_data()
     model = gem_fc()
