@@ -147,3 +147,33 @@ def test_resnet_path_end_to_end_on_tiny_cifar(capsys, tmp_path, method):
     assert run.info["density_achieved"] == pytest.approx(10 ** -1.0, abs=1e-5)
     assert run.info["config"]["train"]["epochs"] == 1 and len(run.history) == 2
     assert results.load_probe("cifar10", root)[0].shape == (8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_run_is_reported_when_it_fails_and_the_sweep_goes_on(real_data_dir, tmp_path, capsys,
+                                                                       monkeypatch, jobs):
+    """One run crashes (here: an injected bug; the workers are forked, so they see it too): its
+    error is printed as it happens, every other run still trains and is stored, and the sweep
+    exits 2 naming the failed run (with a process pool its exception used to wait for the queue)."""
+    from utils.runs import experiment
+
+    real = experiment.execute
+
+    def crashing(spec, *args, **kwargs):
+        if spec.seed == 42 and spec.density == 0.5:
+            raise RuntimeError("injected crash")
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "execute", crashing)
+    monkeypatch.setenv("SPARSE_NUM_THREADS", "1")
+    code, out, err = run_cli(capsys, "sweep", "fc_mnist", "--methods", "random", "--densities", "10,50",
+                             "--seeds", "21,42", "--epochs", "1", "--train-subset", "2000", "--test-subset", "500",
+                             "--jobs", jobs, "--batch-runs", 1, "--data-dir", real_data_dir, "--results", tmp_path,
+                             "--quiet")
+    assert code == 2
+    assert "error: fc_mnist/random/d50/s42 failed" in err and "RuntimeError: injected crash" in err
+    assert err.strip().splitlines()[-1] == ("error: 1 task(s) failed (fc_mnist/random/d50/s42); every other run is "
+                                            "stored; rerun the same command to retry them")
+    assert sorted(results.runs(tmp_path)[["density", "seed"]].itertuples(index=False, name=None)) == \
+        [(0.1, 21), (0.1, 42), (0.5, 21)]
+    assert not list(tmp_path.rglob("*.claim"))

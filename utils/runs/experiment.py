@@ -11,7 +11,10 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -484,16 +487,34 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
         bar.set_postfix_str(task[0].label + (f" +{len(task) - 1}" if len(task) > 1 else ""))
         bar.update(len(task))
 
+    failed: list[str] = []
+
+    def outcome(task: list[RunSpec], result: Callable[[], list[RunSpec]]) -> None:
+        # A failed task is reported when it fails, and the sweep goes on: with a process pool
+        # its exception would otherwise surface only once every queued task had run (hours).
+        try:
+            done = result()
+        except Exception as exc:  # noqa: BLE001  (any failure of one task; the others still train)
+            label = task[0].label + (f" +{len(task) - 1}" if len(task) > 1 else "")
+            failed.append(label)
+            detail = "" if isinstance(exc, UserError) else "".join(traceback.format_exception(exc))
+            print(f"error: {label} failed: {type(exc).__name__}: {exc}\n{detail}", file=sys.stderr, flush=True)
+            done = []
+        finished(task, done)
+
     if jobs <= 1:
         for task in tasks:
-            finished(task, run_claimed(task, config, data_dir=data_dir, root=root, overrides=overrides,
-                                       progress=progress, threads=threads))
+            outcome(task, lambda task=task: run_claimed(task, config, data_dir=data_dir, root=root,
+                                                         overrides=overrides, progress=progress, threads=threads))
     else:
         with ProcessPoolExecutor(jobs) as pool:
             futures = {pool.submit(_worker, (t, config, data_dir, root, overrides, threads)): t for t in tasks}
             for future in as_completed(futures):
-                finished(futures[future], future.result())
+                outcome(futures[future], future.result)
     bar.close()
+    if failed:
+        raise UserError(f"{len(failed)} task(s) failed ({', '.join(failed)}); every other run is stored; "
+                        f"rerun the same command to retry them")
     skipped = len(todo) - len(trained)
     if skipped and progress:
         print(f"{skipped} run(s) left to a concurrent sweep (claimed) or stored meanwhile")
