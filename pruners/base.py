@@ -318,6 +318,10 @@ class Method:
         whose runs train alone."""
         return "fixed-mask" if type(self).run is Method.run else None
 
+    # A method whose batched run is more than one train_batched call (Gem-Miner: stacked mining,
+    # then the finetunes) defines ``run_batched(models, data, densities, train_cfg, *, seeds,
+    # progress)`` returning one ``{stored name: result}`` per run; ``execute_batch`` calls it then.
+
     def start_batched(self, model: nn.Module, density: float, *, seed: int, data_shape: tuple[int, ...],
                       train_cfg=None) -> tuple[nn.Module, dict]:
         """Prepare ``model`` for batched training as :meth:`run` would before training with

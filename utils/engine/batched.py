@@ -67,6 +67,9 @@ class StackedFC:
         weights: per layer a ``(K, in, out)`` effective weight, transposed.
         masks: per layer a ``(K, in, out)`` float mask, transposed.
         biases: per layer a ``(K, out)`` bias, or None for a layer without bias.
+        signs: DEEPR only, per layer the ``(K, in, out)`` ±1 signs; else None.
+        scores, flags: Gem-Miner mining only, per layer the ``(K, in, out)`` trained scores and
+            float flags; else None.
     """
 
     def __init__(self, models: Sequence[nn.Module], train_biases: bool = True,
