@@ -191,7 +191,7 @@ class DEEPR(torch.optim.Optimizer):
 
     # helpers
     def _rewire_tensors(self) -> list[Tensor]:
-        return [p for g in self.param_groups if g["rewire"] for p in g["params"]]
+        return _rewire_tensors(self.param_groups)
 
     def _units(self, tensors: list[Tensor]) -> list[tuple[list[Tensor], int]]:
         """(tensors, budget) pairs: one for global scope, one per tensor for layer scope."""
@@ -233,9 +233,7 @@ class DEEPR(torch.optim.Optimizer):
 
     def connectivity(self) -> float:
         """Fraction of rewireable entries that are active."""
-        tensors = self._rewire_tensors()
-        total = sum(p.numel() for p in tensors)
-        return sum(int((p > 0).sum()) for p in tensors) / max(total, 1)
+        return _connectivity(self._rewire_tensors())
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -257,6 +255,16 @@ class DEEPR(torch.optim.Optimizer):
     def _noise(self, active: Tensor, p: Tensor, std: float) -> Tensor:
         draws = _noise(p.new_empty(int(count_true(active))), std, self.generator)
         return torch.zeros_like(p).masked_scatter_(active, draws)          # in p's row-major order
+
+
+def _rewire_tensors(param_groups: Sequence[dict]) -> list[Tensor]:
+    """The tensors of the ``rewire`` groups, in order (the budget's and the draws' order)."""
+    return [p for g in param_groups if g["rewire"] for p in g["params"]]
+
+
+def _connectivity(tensors: Sequence[Tensor]) -> float:
+    """Fraction of the entries of ``tensors`` that are active (θ > 0)."""
+    return sum(int(count_true(p > 0)) for p in tensors) / max(sum(p.numel() for p in tensors), 1)
 
 
 def _plain_sgd(params: Sequence[Tensor], lr: float) -> None:
@@ -337,15 +345,17 @@ class StackedDEEPR(torch.optim.Optimizer):
         self.generators = list(generators)
         self.views = views or (lambda t: t)
         self.last_reactivated = [0] * len(generators)
-        for p in self._rewire_tensors():
-            _check_positive(reset_val if reset_val > 0 else torch.finfo(p.dtype).tiny, p)
+        # per rewireable tensor its reset value (0 → the dtype's tiny, as DEEPR), fixed for the run
+        self.resets = [reset_val if reset_val > 0 else torch.finfo(p.dtype).tiny for p in self._rewire_tensors()]
+        for p, reset in zip(self._rewire_tensors(), self.resets):
+            _check_positive(reset, p)
         for k, budget in enumerate(self.budgets):
             counts = [int(count_true(p[k] > 0)) for p in self._rewire_tensors()]
             if (sum(counts) if scope == "global" else counts) != (budget[0] if scope == "global" else budget):
                 raise RuntimeError(f"DEEPR run {k}: {counts} active connections, budgets {budget}")
 
     def _rewire_tensors(self) -> list[Tensor]:
-        return [self.views(p) for g in self.param_groups if g["rewire"] for p in g["params"]]
+        return [self.views(p) for p in _rewire_tensors(self.param_groups)]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -359,10 +369,9 @@ class StackedDEEPR(torch.optim.Optimizer):
             std = math.sqrt(2 * lr * group["temp"])
             for stacked in group["params"]:
                 langevin_step(stacked, stacked.grad, lr, group["l1"], std, self._noise)
-        stacks = [p for g in self.param_groups if g["rewire"] for p in g["params"]]
+        stacks = _rewire_tensors(self.param_groups)
         tensors = [self.views(p) for p in stacks]
-        reset = self.defaults["reset_val"]
-        resets = [reset if reset > 0 else torch.finfo(p.dtype).tiny for p in tensors]
+        resets = self.resets
         counts = torch.stack([count_true((p > 0).reshape(runs, -1), 1) for p in stacks])   # (tensors, K)
         for k in range(runs):
             if self.scope == "global":
@@ -410,9 +419,7 @@ class SoftDEEPR(torch.optim.Optimizer):
         self.last_connectivity = self.connectivity()
 
     def connectivity(self) -> float:
-        tensors = [p for g in self.param_groups if g["rewire"] for p in g["params"]]
-        total = sum(p.numel() for p in tensors)
-        return sum(int((p > 0).sum()) for p in tensors) / max(total, 1)
+        return _connectivity(_rewire_tensors(self.param_groups))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -420,9 +427,7 @@ class SoftDEEPR(torch.optim.Optimizer):
         for group in self.param_groups:
             lr = group["lr"]
             if not group["rewire"]:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-lr)
+                _plain_sgd(group["params"], lr)
                 continue
             l1, std = group["l1"], math.sqrt(2 * lr * group["temp"])
             for p in group["params"]:

@@ -123,12 +123,13 @@ class BandedTopK:
         """Each row's k-th largest value (+inf for k = 0, −inf for k = n), and whether exactly k
         entries of every row are ≥ it (no tie straddles the k-th place)."""
         rows, n = flat.shape
-        ks = torch.tensor(self.ks, device=flat.device)
-        if self.kth is None:
+        if self.kth is None:             # first call: the per-row constants, once
+            self._ks = ks = torch.tensor(self.ks, device=flat.device)
+            self._trivial = (ks <= 0) | (ks >= n)
             # NaN compares False: the first call misses in every row but the trivial ones
             self.kth = torch.where(ks <= 0, math.inf, torch.where(ks >= n, -math.inf, math.nan)).to(flat)
             self.width = flat.new_full((rows,), self.width0)
-        trivial = (ks <= 0) | (ks >= n)
+        ks, trivial = self._ks, self._trivial
         kth = self.kth
         ge_lo = flat >= (kth * (1 - self.width))[:, None]
         band = ge_lo & (flat <= (kth * (1 + self.width))[:, None])

@@ -207,6 +207,14 @@ def test_gem_miner_finetunes_batched_equal_finetunes_alone(real_data_dir, tmp_pa
             assert (raw_weight(layer)[kept] - raw_weight(start)[kept]).abs().max() > 1e-3
 
 
+def train_alone_and_batched(specs, data_dir, root, overrides=OVERRIDES):
+    """Store ``specs`` trained one by one under ``root/alone`` and together under ``root/batched``."""
+    config = load_config("fc_mnist")
+    for spec in specs:
+        execute(spec, config, data_dir=str(data_dir), root=root / "alone", overrides=overrides, progress=False)
+    execute_batch(specs, config, data_dir=str(data_dir), root=root / "batched", overrides=overrides, progress=False)
+
+
 DNW_SPECS = [RunSpec("fc_mnist", "dnw", 0.05, 21, "thesis"), RunSpec("fc_mnist", "dnw", 0.1, 42, "thesis"),
              RunSpec("fc_mnist", "dnw", 0.1, 63, "thesis")]
 
@@ -215,12 +223,7 @@ def test_dnw_runs_batched_equal_dnw_runs_alone(real_data_dir, tmp_path):
     """DNW in the stack: each run keeps its own top-k per layer in every forward (two densities in
     one group), the gradient reaches every entry; weights, the final masks and the history
     (mask_changed included) equal training alone to float32 accumulation order."""
-    config = load_config("fc_mnist")
-    for spec in DNW_SPECS:
-        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=OVERRIDES,
-                progress=False)
-    execute_batch(DNW_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched", overrides=OVERRIDES,
-                  progress=False)
+    train_alone_and_batched(DNW_SPECS, real_data_dir, tmp_path)
     for spec in DNW_SPECS:
         a, b = (results.load_run("fc_mnist", "dnw", spec.density, spec.seed, tmp_path / root)
                 for root in ("alone", "batched"))
@@ -257,12 +260,7 @@ def test_deepr_runs_batched_equal_deepr_runs_alone(real_data_dir, tmp_path):
     drawn from its own generator in its own order, its own budget (two densities in one group).
     The runs are bit for bit the runs trained alone (measured on one thread), and the history
     (connectivity, n_active) is the same."""
-    config = load_config("fc_mnist")
-    for spec in DEEPR_SPECS:
-        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=OVERRIDES,
-                progress=False)
-    execute_batch(DEEPR_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched",
-                  overrides=OVERRIDES, progress=False)
+    train_alone_and_batched(DEEPR_SPECS, real_data_dir, tmp_path)
     for spec in DEEPR_SPECS:
         a, b = (results.load_run("fc_mnist", "deepr", spec.density, spec.seed, tmp_path / root)
                 for root in ("alone", "batched"))
@@ -291,14 +289,10 @@ def test_gem_miner_runs_batched_equal_gem_miner_runs_alone(real_data_dir, tmp_pa
     """Gem-Miner in the stack: the runs mine their scores together (each its own validation
     split, score init, BottomK generator; one prune at epoch 2 of 3), then their nine finetunes
     (mined net, weight reinit, mask shuffle) train in stacks of 5 and 4.  Every stored net is bit
-    for bit the one trained alone (one thread), and so are the histories but the timing."""
-    config = load_config("fc_mnist")
-    overrides = Overrides(epochs=3, train_subset=6000, test_subset=1000)
-    for spec in GEM_SPECS:
-        execute(spec, config, data_dir=str(real_data_dir), root=tmp_path / "alone", overrides=overrides,
-                progress=False)
-    execute_batch(GEM_SPECS, config, data_dir=str(real_data_dir), root=tmp_path / "batched", overrides=overrides,
-                  progress=False)
+    for bit the one trained alone (one thread); the histories agree but for the timing and the last
+    float32 digit of the losses (a per-run mean of per-image losses against one fused mean)."""
+    train_alone_and_batched(GEM_SPECS, real_data_dir, tmp_path,
+                            Overrides(epochs=3, train_subset=6000, test_subset=1000))
     for spec in GEM_SPECS:
         for name in ("gem-miner", "gem-miner-reinit", "gem-miner-shuffle"):
             a, b = (results.load_run("fc_mnist", name, spec.density, spec.seed, tmp_path / root)

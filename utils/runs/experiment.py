@@ -344,20 +344,21 @@ def execute_batch(specs: list[RunSpec], config: dict, *, data_dir: str | None = 
         start = time.perf_counter()
         seeds = [spec.seed for spec in specs]
         desc = f"{config['experiment']} ×{len(specs)}"
-        method = settings[0].method
+        # a method that trains its group itself (Gem-Miner: stacked mining, then the finetunes)
+        own_loop = hasattr(settings[0].method, "run_batched")
         models, kwargs, inits, entries = [], [], [], []
         for spec, setting in zip(specs, settings):
             model, model_kwargs = _fresh_model(spec, config, setting, data)
             models.append(model)
             kwargs.append(model_kwargs)
-            if not hasattr(method, "run_batched"):
+            if not own_loop:
                 # right after the model's build, as execute: DEEPR draws its init from torch's global RNG
                 init, entry = setting.method.start_batched(model, setting.density, seed=spec.seed,
                                                            data_shape=tuple(data.info.shape), train_cfg=setting.train)
                 inits.append(init)
                 entries.append(entry)
-        if hasattr(method, "run_batched"):       # a method that trains its group itself (Gem-Miner)
-            outputs = method.run_batched(models, data, [s.density for s in settings], settings[0].train,
+        if own_loop:
+            outputs = settings[0].method.run_batched(models, data, [s.density for s in settings], settings[0].train,
                                          seeds=seeds, progress=progress)
         else:
             options = {key: [entry[key] for entry in entries] for key in ("topk", "rewire", "columns")
