@@ -149,6 +149,27 @@ def test_resnet_path_end_to_end_on_tiny_cifar(capsys, tmp_path, method):
     assert results.load_probe("cifar10", root)[0].shape == (8, 3, 32, 32)
 
 
+def test_jpeg_quality_trains_on_the_reencoded_copy_and_records_it(capsys, tmp_path):
+    """--jpeg-quality re-encodes train and test images before training; run.json names the copy,
+    its PSNR and the digests of the re-encoded arrays; a quality out of range is one line."""
+    from test_data import write_tiny_cifar
+    write_tiny_cifar(tmp_path / "data", n=4)
+    root = tmp_path / "res"
+    argv = ["train", "--experiment", "resnet20_cifar10", "--method", "dense", "--density", "100", "--seed", "21",
+            "--profile", "smoke", "--data-dir", tmp_path / "data", "--results", root, "--quiet"]
+    code, _, err = run_cli(capsys, *argv, "--jpeg-quality", "0")
+    assert_one_line_error(code, err, "JPEG quality must be in [1, 95], got 0")
+    assert not list(root.rglob("run.json"))
+    code, _, err = run_cli(capsys, *argv, "--jpeg-quality", "30")
+    assert code == 0, err
+    record = results.load_run("resnet20_cifar10", "dense", 1.0, 21, root).info
+    expected = D.load_cifar10(tmp_path / "data", download=False).reencoded(30)
+    assert record["config"]["overrides"] == {"jpeg_quality": 30}
+    assert record["data"] == expected.provenance()
+    assert record["data"]["copy"] == "unknown re-encoded at q30" and record["data"]["reencoding"]["quality"] == 30
+    assert record["data"]["train_sha256"] != D.load_cifar10(tmp_path / "data", download=False).digest()["train"]
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_failing_run_is_reported_when_it_fails_and_the_sweep_goes_on(real_data_dir, tmp_path, capsys,
                                                                        monkeypatch, jobs):

@@ -146,3 +146,42 @@ def test_real_mnist(real_data_dir):
     ds = D.load_mnist(real_data_dir, download=False)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert torch.bincount(ds.test_y).tolist()[0] == 980
+
+
+def _cifar_like(n: int = 6, seed: int = 0) -> D.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=32, mode="bilinear")
+    x = (255 * smooth).to(torch.uint8)
+    return D.Dataset(D.DATASETS["cifar10"], x, torch.arange(n), x.flip(0), torch.arange(n).flip(0), copy="jpeg-q75")
+
+
+def test_psnr_is_ten_log10_of_peak_squared_over_mse():
+    zeros = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    assert D.psnr(zeros, zeros + 1) == pytest.approx(48.13080360867909, abs=1e-12)    # MSE 1
+    assert D.psnr(zeros, zeros) == float("inf")
+
+
+def test_reencoded_copy_is_deterministic_named_and_recorded():
+    data = _cifar_like()
+    low, again, high = data.reencoded(20), data.reencoded(20), data.reencoded(90)
+    assert torch.equal(low.train_x, again.train_x) and torch.equal(low.test_x, again.test_x)
+    assert low.train_x.dtype == torch.uint8 and low.train_x.shape == data.train_x.shape
+    assert torch.equal(low.train_y, data.train_y) and torch.equal(low.test_y, data.test_y)
+    assert not torch.equal(low.train_x, data.train_x)
+    record = low.provenance()
+    assert record["copy"] == "jpeg-q75 re-encoded at q20"
+    assert record["reencoding"]["quality"] == 20 and record["reencoding"]["source_copy"] == "jpeg-q75"
+    assert record["reencoding"]["psnr_db"] == round(D.psnr(data.train_x, low.train_x), 3)
+    # a coarser quality loses more
+    assert high.reencoding["psnr_db"] > record["reencoding"]["psnr_db"] + 3
+    assert "reencoding" not in data.provenance()
+
+
+def test_reencoding_a_flat_image_is_lossless_and_a_bad_quality_is_refused():
+    flat = torch.full((1, 3, 32, 32), 128, dtype=torch.uint8)
+    data = D.Dataset(D.DATASETS["cifar10"], flat, torch.zeros(1), flat, torch.zeros(1))
+    assert torch.equal(data.reencoded(10).train_x, flat)                      # DC only: exact in JPEG
+    assert data.reencoded(10).reencoding["psnr_db"] == float("inf")
+    for quality in (0, 96):
+        with pytest.raises(DataError, match=r"JPEG quality must be in \[1, 95\]"):
+            data.reencoded(quality)

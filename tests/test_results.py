@@ -170,15 +170,61 @@ def test_run_precision_is_what_training_used(tmp_path, model_name, compute, expe
 def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_path):
     """The README's ours-vs-thesis section: mean ± std per cell, Δ, the > 2 pt flag, sanity variants
     left out, and the ranking per density with whether it agrees."""
-    from utils.runs.results import _thesis_sections
+    from utils.runs.report import thesis_sections
     rows = [("synflow", 0.1, 21, 80.0, 86.0), ("synflow", 0.1, 42, 82.0, 86.0), ("random", 0.1, 21, 83.0, 85.0),
             ("random", 0.1, 42, 83.0, 85.0), ("gem-miner-reinit", 0.1, 21, 99.0, 1.0)]
     pd.DataFrame([{"experiment": "resnet20_cifar10", "method": m, "density": d, "seed": s, "top1_ours": o,
                    "top1_thesis": t, "top1_thesis_here": t - 10} for m, d, s, o, t in rows]
                  ).to_csv(tmp_path / "c.csv", index=False)
-    text = "\n".join(_thesis_sections(tmp_path / "c.csv"))
+    notes = {"resnet20_cifar10": {"synflow/*": "its nets score {here} here, ours {ours_minus_here}"}}
+    text = "\n".join(thesis_sections(tmp_path / "c.csv", notes))
     assert "| synflow  | 10          | 81.00 ± 1.41 (2) | 86.00 ± 0.00 (2) | 76.00 ± 0.00 (2)   | -5.00 | yes" in text
     assert "| random   | 10          | 83.00 ± 0.00 (2) | 85.00 ± 0.00 (2) | 75.00 ± 0.00 (2)   | -2.00 |" in text
     assert "reinit" not in text
     assert "- 10 %: ours random > synflow; thesis synflow > random (differs)" in text
-    assert _thesis_sections(tmp_path / "missing.csv") == []
+    # the 5-point cell gets its sentence, placeholders filled; the 2.00-point cell needs none
+    assert ("- **synflow 10 %** (ours 81.00, thesis 86.00, Δ -5.00): its nets score 76.00 here, ours +5.00"
+            in text)
+    assert "**random" not in text
+    assert thesis_sections(tmp_path / "missing.csv") == []
+
+
+def _fake_run(path, *, top1, data, seed=21):
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"experiment": "resnet20_cifar10", "method": "dense", "seed": seed,
+                                               "data": data}))
+    pd.DataFrame({"top1": [10.0, top1]}).to_csv(path / "history.csv", index=False)
+
+
+def test_jpeg_section_sets_each_reencoded_run_beside_its_source_run(tmp_path):
+    """The JPEG experiment's table and slope: a run on a q50 re-encoding (PSNR 28 dB) 2 points below
+    the same run on the source copy implies +2.00 pt for an original as far from the source."""
+    from utils.runs.report import jpeg_effect, jpeg_section
+    assert jpeg_effect(tmp_path).empty and jpeg_section(tmp_path) == []
+    _fake_run(tmp_path / "resnet20_cifar10/dense/d100/s21", top1=85.0, data={"copy": "jpeg-q75"})
+    _fake_run(tmp_path / "jpeg_effect/q50/resnet20_cifar10/dense/d100/s21", top1=83.0,
+              data={"copy": "jpeg-q75 re-encoded at q50",
+                    "reencoding": {"quality": 50, "source_copy": "jpeg-q75", "psnr_db": 28.0}})
+    table = jpeg_effect(tmp_path)
+    assert table["copy"].tolist() == ["jpeg-q75", "jpeg-q75 re-encoded at q50"]
+    assert table["top1_change"].tolist() == [0.0, -2.0]
+    assert table["mse"].tolist() == pytest.approx([0.0, 65025 / 10 ** 2.8])
+    text = "\n".join(jpeg_section(tmp_path))
+    assert ("- resnet20_cifar10 dense s21: top-1 changes by -0.19 pt per 10 units of pixel MSE (least squares "
+            "over 2 copies). If the q75 copy is as far from the original images as its q50 re-encoding is "
+            "from it (MSE 103.1, PSNR 28.0 dB;") in text
+    assert "the original images would give about +2.00 pt." in text
+
+
+def test_gem_layer_section_is_ours_over_the_thesis_per_layer_and_target(tmp_path):
+    from utils.runs.report import gem_layer_section
+    assert gem_layer_section(tmp_path / "missing.csv") == []
+    pd.DataFrame([{"experiment": "fc_mnist", "density": d, "layer": layer, "ours": o, "thesis": t}
+                  for d, layer, o, t in [(0.5, "10 fc", 58.8, 58.0), (0.02, "10 fc", 33.2, 33.53),
+                                         (0.02, "2 layers.1", 3.66, 3.84), (0.5, "2 layers.1", 50.84, 49.89)]]
+                 ).to_csv(tmp_path / "g.csv", index=False)
+    text = "\n".join(gem_layer_section(tmp_path / "g.csv"))
+    # layers in network order (2 before 10), targets ascending
+    assert "| 2 layers.1 | 3.66 / 3.84 (-0.18)   | 50.84 / 49.89 (+0.95) |" in text
+    assert text.index("2 layers.1 |") < text.index("10 fc")
+    assert "| layer      | 2 %                   | 50 %                  |" in text

@@ -121,3 +121,33 @@ def test_fc_run_converts_to_csr_with_identical_outputs(path):
     # float32 sums in another order: within 1e-5 of the logits' scale (they reach ~50).
     scale = max(1.0, dense_out.abs().max().item())
     assert (sparse_out - dense_out).abs().max().item() <= 1e-5 * scale
+
+
+def test_every_cell_far_from_the_thesis_is_explained():
+    """results/README.md gives a sentence for every cell more than 2 points from the thesis: each one
+    has a note in results/cell_notes.yaml (and the notes are not empty: there are such cells)."""
+    import pandas as pd
+
+    from utils.runs import report
+    comparison = results.DEFAULT_ROOT / "thesis_comparison.csv"
+    if not comparison.is_file():
+        pytest.skip("no thesis comparison stored")
+    table = pd.read_csv(comparison)
+    notes = report.load_cell_notes(results.DEFAULT_ROOT / "cell_notes.yaml")
+    assert report.unexplained_cells(table, notes) == []
+    far = report.cell_table(table).query("abs(diff) > @report.EXPLAIN_ABOVE")
+    assert len(far) >= 1
+    readme = (results.DEFAULT_ROOT / "README.md").read_text()
+    for cell in far.itertuples():
+        assert f"- **{cell.method} {100 * cell.density:g} %** (ours {cell.ours:.2f}" in readme
+
+
+@pytest.mark.parametrize("path", [pytest.param(p.parent, id=str(p.parent.relative_to(results.DEFAULT_ROOT)))
+                                  for p in sorted(results.DEFAULT_ROOT.glob("jpeg_effect/q*/*/*/d*/s*/run.json"))])
+def test_jpeg_effect_runs_load_and_record_their_copy(path):
+    """The image-quality runs: verified checksums, trained on the copy their directory names."""
+    run = results.load_run_dir(path)
+    quality = int(path.parents[3].name[1:])
+    assert run.info["data"]["reencoding"]["quality"] == quality
+    assert run.info["data"]["copy"] == f"jpeg-q75 re-encoded at q{quality}"
+    assert run.info["config"]["overrides"] == {"jpeg_quality": quality}

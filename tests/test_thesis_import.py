@@ -391,3 +391,9 @@ def test_compare_thesis_cli_writes_the_table(thesis_store, tmp_path):
     syn = fc[fc["method"] == "synflow"]
     assert syn["init_identical"].all() or syn["init_identical"].sum() >= 13
     assert syn["mask_agreement"].min() > 0.99
+    # and Gem-Miner's per-layer profile beside the thesis's: 5 targets × 6 layers, 3 seeds each
+    layers = pd.read_csv(tmp_path / "thesis_gem_miner_layers.csv")
+    assert len(layers) == 30 and (layers[["ours seeds", "thesis seeds"]] == 3).all().all()
+    thesis_fc_2 = layers[(layers["density"] == 0.02) & (layers["layer"] == "6 layers.5")].iloc[0]
+    assert thesis_fc_2["thesis"] == 33.53          # the thesis's classifier keeps a third at 2 %
+    assert (layers["ours − thesis"] - (layers["ours"] - layers["thesis"])).abs().max() < 0.011

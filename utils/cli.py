@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--validation", type=int, metavar="N",
                         help="hold out the last N training images and evaluate on them instead of the "
                              "test set (for choosing a recipe; recorded in run.json)")
+    common.add_argument("--jpeg-quality", type=int, metavar="Q",
+                        help="re-encode every image as JPEG at quality Q first (the image-quality experiment)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
 
     train = sub.add_parser("train", parents=[common], help="train and store one run")
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args):
     from utils.runs.experiment import Overrides
     return Overrides(epochs=args.epochs, train_subset=args.train_subset, test_subset=args.test_subset,
-                     validation=args.validation)
+                     validation=args.validation, jpeg_quality=args.jpeg_quality)
 
 
 def _positive(value: int | None, flag: str) -> int | None:
@@ -193,15 +195,19 @@ def _dispatch(args) -> int:
 
         from utils.engine.train import torch_threads
         from utils.runs.thesis import is_imported, thesis_root
-        from utils.runs.thesis_compare import compare_with_thesis, summary
+        from utils.runs.thesis_compare import compare_with_thesis, gem_miner_layer_table, summary
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
                                         experiments=tuple(args.experiments))
+            layers = gem_miner_layer_table(args.results, args.thesis, tuple(args.experiments))
         out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
         results.write_atomic(out, table.to_csv(index=False, float_format="%.6g").encode())
+        # Gem-Miner's mined per-layer profile next to the thesis's, beside the comparison table
+        results.write_atomic(out.with_name("thesis_gem_miner_layers.csv"),
+                             layers.to_csv(index=False, float_format="%.6g").encode())
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summary(table).to_string())
         print(f"{len(table)} cells compared; written to {out}")

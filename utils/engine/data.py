@@ -95,6 +95,9 @@ class Dataset:
     #: which copy of the dataset the files are: ``"official"`` (the official files, checked by
     #: md5), a name from :data:`KNOWN_COPIES` (e.g. ``"jpeg-q75"``) or ``"unknown"``.
     copy: str = "unknown"
+    #: set by :meth:`reencoded`: ``{"quality", "source_copy", "psnr_db"}`` (PSNR of the new
+    #: training images against the source's, in dB).
+    reencoding: dict | None = None
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` / ``n_test`` images (for smoke runs)."""
@@ -109,6 +112,38 @@ class Dataset:
         return replace(self, train_x=self.train_x[:-n], train_y=self.train_y[:-n],
                        test_x=self.train_x[-n:], test_y=self.train_y[-n:],
                        val_x=None, val_y=None, val_indices=None)
+
+    def reencoded(self, quality: int) -> Dataset:
+        """Every image (training and test) re-encoded as JPEG at ``quality`` (4:2:0 chroma, as the
+        JPEG CIFAR-10 copy) and decoded again: a further-compressed copy, for measuring how much
+        image quality costs a recipe.  Deterministic (libjpeg through Pillow).
+
+        >>> data = Dataset(DATASETS["cifar10"], *(torch.full((1, 3, 32, 32), 128, dtype=torch.uint8),
+        ...                torch.zeros(1, dtype=torch.int64)) * 2, copy="jpeg-q75")
+        >>> data.reencoded(50).copy
+        'jpeg-q75 re-encoded at q50'
+        """
+        if not 1 <= quality <= 95:
+            raise DataError(f"JPEG quality must be in [1, 95], got {quality}")
+        from PIL import Image  # only this experiment needs Pillow
+
+        def jpeg(x: Tensor) -> Tensor:
+            out = torch.empty_like(x)
+            gray = x.shape[1] == 1
+            for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
+                buf = io.BytesIO()
+                Image.fromarray(img[..., 0] if gray else img).save(buf, "JPEG", quality=quality, subsampling=2)
+                decoded = np.array(Image.open(buf))  # a writable copy for torch.from_numpy
+                out[i] = torch.from_numpy(decoded[None] if gray else decoded.transpose(2, 0, 1))
+            return out
+
+        source = self.provenance()["copy"]
+        train_x = jpeg(self.train_x)
+        reencoding = {"quality": quality, "source_copy": source,
+                      "psnr_db": round(psnr(self.train_x, train_x), 3)}
+        val_x = None if self.val_x is None else jpeg(self.val_x)
+        return replace(self, train_x=train_x, test_x=jpeg(self.test_x), val_x=val_x,
+                       copy=f"{source} re-encoded at q{quality}", reencoding=reencoding)
 
     def digest(self) -> dict[str, str]:
         """sha256 (first 16 hex digits) of the training and the test arrays, images and labels:
@@ -125,16 +160,31 @@ class Dataset:
         return {"train": sha(self.train_x, self.train_y), "test": sha(self.test_x, self.test_y)}
 
     def provenance(self) -> dict:
-        """``{"dataset", "copy", "train_sha256", "test_sha256", "train_size", "test_size"}`` for
-        ``run.json``; ``copy`` falls back to :data:`KNOWN_COPIES` when the files were not
-        recognised by their checksums."""
+        """``{"dataset", "copy", "train_sha256", "test_sha256", "train_size", "test_size"}`` (and
+        ``"reencoding"`` for a :meth:`reencoded` copy) for ``run.json``; ``copy`` falls back to
+        :data:`KNOWN_COPIES` when the files were not recognised by their checksums."""
         digest = self.digest()
         copy = self.copy
         if copy == "unknown":
             copy = KNOWN_COPIES.get((self.info.name, digest["train"], digest["test"]), "unknown")
-        return {"dataset": self.info.name, "copy": copy, "train_sha256": digest["train"],
-                "test_sha256": digest["test"], "train_size": len(self.train_y),
-                "test_size": len(self.test_y)}
+        record = {"dataset": self.info.name, "copy": copy, "train_sha256": digest["train"],
+                  "test_sha256": digest["test"], "train_size": len(self.train_y),
+                  "test_size": len(self.test_y)}
+        if self.reencoding:
+            record["reencoding"] = self.reencoding
+        return record
+
+
+def psnr(reference: Tensor, images: Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of uint8 ``images`` against ``reference`` (same shape), over
+    every pixel: 10·log10(255² / MSE); ``inf`` when they are equal.
+
+    >>> psnr(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.full((1, 1, 2, 2), 255, dtype=torch.uint8))
+    0.0
+    """
+    diff = reference.to(torch.int32) - images.to(torch.int32)      # exact, a quarter of float64's memory
+    mse = diff.square().sum().item() / diff.numel()
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0 ** 2 / mse))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

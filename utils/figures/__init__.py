@@ -29,6 +29,7 @@ from .accuracy import (
                        accuracy_vs_density,
                        final_curve,
                        gem_mining,
+                       ours_vs_thesis,
                        random_fc_accuracy,
                        seed_note,
                        thesis_comparison_summary,
@@ -128,7 +129,8 @@ from .style import STYLE, MethodStyle, method_style, percent, save, style, tag
 
 __all__ = ["plots", "accuracy", "style", "accuracy_curve", "accuracy_panels", "accuracy_table",
            "accuracy_vs_density", "final_curve",
-           "gem_mining", "random_fc_accuracy", "seed_note", "thesis_comparison_summary", "thesis_mining_settings",
+           "gem_mining", "ours_vs_thesis", "random_fc_accuracy", "seed_note", "thesis_comparison_summary",
+           "thesis_mining_settings",
            "block_heatmap",
            "compare_conclusions", "conclusions", "pair_summary", "structure_vs_function", "compare_similarities",
            "correlation_figure", "correlation_matching", "pair_similarities", "probe", "probe_images",

@@ -172,6 +172,20 @@ def accuracy_table(store: Store, experiment: str, value: str = "final_top1") -> 
     return table_of(table, value)
 
 
+def ours_vs_thesis(store: Store, experiment: str):
+    """The store README's explanations for one experiment, as Markdown: ours next to the thesis
+    cell by cell (a sentence for every cell more than 2 points away, the ranking per density),
+    Gem-Miner's mined per-layer density next to the thesis's, and the JPEG experiment."""
+    from IPython.display import Markdown
+
+    from utils.runs.report import sections
+    lines = sections(store.root, (experiment,))
+    if not lines:
+        raise MissingRuns([], store.root, f"no comparison with the thesis stored for {experiment} "
+                          f"(python -m utils.cli compare-thesis)")
+    return Markdown("\n".join(lines))
+
+
 def gem_mining(store: Store, experiment: str = FC):
     """Gem-Miner mining phase per target density: test top-1, effective density, flag density."""
     ds = [d for d in DENSITIES if all(store.has(experiment, "gem-miner", d, s) for s in SEEDS)]

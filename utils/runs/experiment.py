@@ -126,11 +126,14 @@ class Overrides:
 
     ``validation``: hold out the last N training images and evaluate on them instead of the
     test set (every ``top1`` of such a run is a validation accuracy), for choosing a recipe.
+    ``jpeg_quality``: re-encode every image as JPEG at this quality first
+    (:meth:`~utils.engine.data.Dataset.reencoded`), the image-quality experiment.
     """
     epochs: int | None = None
     train_subset: int | None = None
     test_subset: int | None = None
     validation: int | None = None
+    jpeg_quality: int | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -203,6 +206,8 @@ def _cached_dataset(name: str, data_dir: str | None) -> Dataset:
 
 def prepare_data(config: dict, data_dir: str | None, overrides: Overrides) -> Dataset:
     data = _cached_dataset(config["dataset"], data_dir)
+    if overrides.jpeg_quality is not None:
+        data = data.reencoded(overrides.jpeg_quality)
     if overrides.validation:
         data = data.holdout(overrides.validation)
     if overrides.train_subset or overrides.test_subset:

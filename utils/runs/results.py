@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
 from utils.errors import RunStoreError, UserError
+from utils.runs import report
 
 FORMAT = "sparse-network-analysis/run"
 FORMAT_VERSION = 1
@@ -520,7 +521,8 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
              "achieved densities, best accuracies and wall times of every run.", ""]
     for experiment, part in table.groupby("experiment"):
         profiles = ", ".join(sorted(part["profile"].dropna().unique()))
-        lines += [f"## {experiment} (profile: {profiles})", "",
+        copies = ", ".join(sorted(part["data_copy"].dropna().unique())) or "not recorded"
+        lines += [f"## {experiment} (profile: {profiles}; trained and tested on: {copies})", "",
                   accuracy_table(part).fillna("").to_markdown(), ""]
         achieved = part.assign(density_pct=(part["density"] * 100).round(6),
                                achieved_pct=part["density_achieved"] * 100)
@@ -528,51 +530,6 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
                                      aggfunc="mean").round(2).rename(columns=lambda d: f"{d:g} %")
         lines += ["Achieved density (% remaining, mean over seeds):", "",
                   pivot.to_markdown(), ""]
-    lines += _thesis_sections(root / "thesis_comparison.csv")
+    lines += report.sections(root)
     write_atomic(root / "README.md", "\n".join(lines).encode())
     return table
-
-
-def _mean_sd(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
-        return ""
-    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f} ({len(values)})"
-
-
-def _thesis_sections(path: Path) -> list[str]:
-    """README sections from ``thesis_comparison.csv`` (``python -m utils.cli compare-thesis``): per
-    cell both stores hold, our top-1 next to the thesis's recorded one (and, for CIFAR-10, the
-    thesis's networks re-evaluated on our data copy), and the ranking of the methods per density."""
-    if not path.is_file():
-        return []
-    table = pd.read_csv(path)
-    table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]      # sanity variants: not ranked
-    lines = ["## Ours vs the thesis, cell by cell", "",
-             "From `thesis_comparison.csv` (cells both stores hold; mean ± std (seeds)). `thesis` is the "
-             "top-1 the thesis recorded; `thesis nets here` re-evaluates its networks on our data copy "
-             "(CIFAR-10: the JPEG copy). Δ = ours − thesis; `> 2 pt` marks the cells the notes explain.", ""]
-    for experiment, part in table.groupby("experiment"):
-        rows = []
-        for (method, density), cell in part.groupby(["method", "density"]):
-            diff = cell["top1_ours"].mean() - cell["top1_thesis"].mean()
-            rows.append({"method": method, "density %": f"{100 * density:g}", "ours": _mean_sd(cell["top1_ours"]),
-                         "thesis": _mean_sd(cell["top1_thesis"]),
-                         "thesis nets here": _mean_sd(cell.get("top1_thesis_here", pd.Series(dtype=float))),
-                         "Δ": f"{diff:+.2f}", "> 2 pt": "yes" if abs(diff) > 2 else ""})
-        frame = pd.DataFrame(rows)
-        if not frame["thesis nets here"].any():
-            frame = frame.drop(columns="thesis nets here")
-        lines += [f"### {experiment}", "", frame.to_markdown(index=False, disable_numparse=True), "",
-                  "Ranking per density (mean top-1, best first; only methods both stores hold):", ""]
-        for density, cell in part[part["method"] != "dense"].groupby("density"):
-            means = cell.groupby("method")[["top1_ours", "top1_thesis"]].mean()
-            if len(means) < 2:
-                continue
-            order = {who: " > ".join(means[col].sort_values(ascending=False).index)
-                     for who, col in (("ours", "top1_ours"), ("thesis", "top1_thesis"))}
-            same = "same" if order["ours"] == order["thesis"] else "differs"
-            lines.append(f"- {100 * density:g} %: ours {order['ours']}; thesis {order['thesis']} ({same})")
-        lines.append("")
-    return lines
-

@@ -166,6 +166,24 @@ def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
     return table.round(2)
 
 
+def gem_miner_layer_table(ours_root: str | os.PathLike | None = None,
+                          thesis_store: str | os.PathLike | None = None,
+                          experiments: tuple[str, ...] = tuple(THESIS_OF)) -> pd.DataFrame:
+    """:func:`gem_miner_layers` for every target of every experiment both stores hold, long format:
+    columns experiment, density (fraction), layer (``"<position> <name>"``), ours, thesis (flag
+    density, %, mean over seeds), ours seeds, thesis seeds, ``ours − thesis``."""
+    from utils.runs.thesis import LABELS
+    frames = []
+    for experiment in experiments:
+        for label in LABELS:
+            table = gem_miner_layers(label / 100, experiment, ours_root, thesis_store)
+            if {"ours", "thesis"} <= set(table.columns):
+                frames.append(table.rename_axis("layer").reset_index().assign(experiment=experiment,
+                                                                              density=label / 100))
+    columns = ["experiment", "density", "layer", "ours", "thesis", "ours seeds", "thesis seeds", "ours − thesis"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def _nearest_125(value: float) -> float:
     """The value of the 1-2-5 series (…, 0.01, 0.02, 0.05, 0.1, …) nearest to ``value`` in log scale."""
     grid = [m * 10.0 ** e for e in range(-6, 2) for m in (1, 2, 5)]

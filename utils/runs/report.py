@@ -1,0 +1,229 @@
+"""The README sections that explain the stored runs: ours next to the thesis cell by cell (with the
+reason for every cell more than 2 points away) and the image-quality (JPEG) experiment.
+
+Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``, the
+``jpeg_effect/`` runs); :func:`utils.runs.results.write_summary` puts them into ``README.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+#: a cell is explained when ours and the thesis's mean top-1 differ by more than this (points)
+EXPLAIN_ABOVE = 2.0
+
+
+def mean_sd(values: pd.Series) -> str:
+    """``"mean ± sd (n)"`` of the non-missing values (sd 0 for one value), ``""`` for none."""
+    values = values.dropna()
+    if values.empty:
+        return ""
+    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f} ({len(values)})"
+
+
+def _only(table: pd.DataFrame, experiments: tuple[str, ...] | None) -> pd.DataFrame:
+    return table if experiments is None or table.empty else table[table["experiment"].isin(experiments)]
+
+
+def sections(root: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
+    """Every explanatory section of the store at ``root`` (optionally of some experiments only):
+    ours vs the thesis with the notes, Gem-Miner's per-layer profile, the JPEG experiment."""
+    root = Path(root)
+    return (thesis_sections(root / "thesis_comparison.csv", load_cell_notes(root / "cell_notes.yaml"), experiments)
+            + gem_layer_section(root / "thesis_gem_miner_layers.csv", experiments)
+            + jpeg_section(root, experiments))
+
+
+def load_cell_notes(path: str | Path) -> dict[str, dict[str, str]]:
+    """``{experiment: {key: sentence}}`` from a YAML file (``{}`` if there is none); a key is
+    ``"<method>/<density %>"``, ``"<method>/*"`` or ``"*"`` (see :func:`cell_note`)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    notes = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(notes, dict) or not all(isinstance(v, dict) for v in notes.values()):
+        raise ValueError(f"{path}: expected {{experiment: {{'<method>/<density %>': sentence}}}}")
+    return notes
+
+
+def cell_note(notes: dict, experiment: str, method: str, density: float) -> str | None:
+    """The sentence that explains one cell: the most specific of ``"<method>/<density %>"``,
+    ``"<method>/*"`` and ``"*"`` under ``experiment``, else ``None``.
+
+    >>> notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "*": "c"}}
+    >>> [cell_note(notes, "fc", m, d) for m, d in [("synflow", 0.1), ("synflow", 0.5), ("random", 0.1)]]
+    ['a', 'b', 'c']
+    """
+    part = notes.get(experiment) or {}
+    for key in (f"{method}/{100 * density:g}", f"{method}/*", "*"):
+        if key in part:
+            return part[key]
+    return None
+
+
+def cell_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, method, density) of ``thesis_comparison.csv``: means over seeds of
+    ours, the thesis's recorded top-1 and (CIFAR-10) the thesis's networks on our copy, and Δ."""
+    table = comparison[~comparison["method"].str.contains(r"-(?:reinit|shuffle)$")]   # sanity variants
+    if "top1_thesis_here" not in table:
+        table = table.assign(top1_thesis_here=float("nan"))
+    cells = table.groupby(["experiment", "method", "density"]).agg(
+        ours=("top1_ours", "mean"), thesis=("top1_thesis", "mean"), here=("top1_thesis_here", "mean"))
+    return cells.assign(diff=cells["ours"] - cells["thesis"]).reset_index()
+
+
+def unexplained_cells(comparison: pd.DataFrame, notes: dict) -> list[str]:
+    """The cells more than :data:`EXPLAIN_ABOVE` points from the thesis that no note explains."""
+    cells = cell_table(comparison)
+    far = cells[cells["diff"].abs() > EXPLAIN_ABOVE]
+    return [f"{c.experiment}/{c.method}/{100 * c.density:g}" for c in far.itertuples()
+            if cell_note(notes, c.experiment, c.method, c.density) is None]
+
+
+def _explanation(cell, notes: dict) -> str:
+    values = {"ours": f"{cell.ours:.2f}", "thesis": f"{cell.thesis:.2f}", "diff": f"{cell.diff:+.2f}",
+              "here": f"{cell.here:.2f}", "ours_minus_here": f"{cell.ours - cell.here:+.2f}"}
+    note = cell_note(notes, cell.experiment, cell.method, cell.density)
+    text = "no explanation recorded yet" if note is None else " ".join(note.split()).format(**values)
+    return (f"- **{cell.method} {100 * cell.density:g} %** (ours {values['ours']}, thesis {values['thesis']}, "
+            f"Δ {values['diff']}): {text}")
+
+
+def thesis_sections(path: str | Path, notes: dict | None = None,
+                    experiments: tuple[str, ...] | None = None) -> list[str]:
+    """README sections from ``thesis_comparison.csv`` (``python -m utils.cli compare-thesis``): per
+    cell both stores hold, our top-1 next to the thesis's recorded one (and, for CIFAR-10, the
+    thesis's networks re-evaluated on our data copy), a sentence from ``notes`` for every cell more
+    than 2 points away, and the ranking of the methods per density.  ``[]`` without the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    notes = notes or {}
+    table = _only(pd.read_csv(path), experiments)
+    table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]      # sanity variants: not ranked
+    if table.empty:
+        return []
+    lines = ["## Ours vs the thesis, cell by cell", "",
+             "From `thesis_comparison.csv` (cells both stores hold; mean ± std (seeds)). `thesis` is the "
+             "top-1 the thesis recorded; `thesis nets here` re-evaluates its networks on our data copy "
+             "(CIFAR-10: the JPEG copy). Δ = ours − thesis; every cell more than 2 points away is explained "
+             "below its table (`cell_notes.yaml`).", ""]
+    cells = cell_table(table)
+    for experiment, part in table.groupby("experiment"):
+        rows = []
+        for (method, density), cell in part.groupby(["method", "density"]):
+            diff = cell["top1_ours"].mean() - cell["top1_thesis"].mean()
+            rows.append({"method": method, "density %": f"{100 * density:g}", "ours": mean_sd(cell["top1_ours"]),
+                         "thesis": mean_sd(cell["top1_thesis"]),
+                         "thesis nets here": mean_sd(cell.get("top1_thesis_here", pd.Series(dtype=float))),
+                         "Δ": f"{diff:+.2f}", "> 2 pt": "yes" if abs(diff) > EXPLAIN_ABOVE else ""})
+        frame = pd.DataFrame(rows)
+        if not frame["thesis nets here"].any():
+            frame = frame.drop(columns="thesis nets here")
+        lines += [f"### {experiment}", "", frame.to_markdown(index=False, disable_numparse=True), ""]
+        far = cells[(cells["experiment"] == experiment) & (cells["diff"].abs() > EXPLAIN_ABOVE)]
+        if len(far):
+            lines += ["Cells more than 2 points from the thesis:", ""]
+            lines += [_explanation(cell, notes) for cell in far.itertuples()] + [""]
+        lines += ["Ranking per density (mean top-1, best first; only methods both stores hold):", ""]
+        for density, cell in part[part["method"] != "dense"].groupby("density"):
+            means = cell.groupby("method")[["top1_ours", "top1_thesis"]].mean()
+            if len(means) < 2:
+                continue
+            order = {who: " > ".join(means[col].sort_values(ascending=False).index)
+                     for who, col in (("ours", "top1_ours"), ("thesis", "top1_thesis"))}
+            same = "same" if order["ours"] == order["thesis"] else "differs"
+            lines.append(f"- {100 * density:g} %: ours {order['ours']}; thesis {order['thesis']} ({same})")
+        lines.append("")
+    return lines
+
+
+def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
+    """README section from ``thesis_gem_miner_layers.csv`` (written by ``compare-thesis``): Gem-Miner's
+    mined flag density per layer, ours / the thesis's (mean over seeds), one column per target.
+    ``[]`` without the CSV or rows."""
+    path = Path(path)
+    table = _only(pd.read_csv(path), experiments) if path.is_file() else pd.DataFrame()
+    if table.empty:
+        return []
+    lines = ["## Gem-Miner's mined density per layer, ours / the thesis's", "",
+             "Flag density (% of each layer's weights) after mining, mean over the seeds both stores hold, "
+             "as `ours / thesis (ours − thesis)`; layers in network order. Both mine with global scope "
+             "(BottomK over all prunable weights), so the profile is a result of the mining, not a "
+             "constraint (`thesis_gem_miner_layers.csv`).", ""]
+    for experiment, part in table.groupby("experiment", sort=True):
+        cells = part.assign(target=[f"{100 * d:g} %" for d in part["density"]],
+                            text=[f"{o:.2f} / {t:.2f} ({o - t:+.2f})" for o, t in zip(part["ours"], part["thesis"])])
+        wide = cells.pivot(index="layer", columns="target", values="text")
+        wide = wide.loc[sorted(wide.index, key=lambda name: int(name.split()[0])),
+                        sorted(wide.columns, key=lambda c: float(c.split()[0]))]
+        lines += [f"### {experiment}", "", wide.rename_axis(None, axis=1).to_markdown(), ""]
+    return lines
+
+
+def _final_top1(run_dir: Path) -> float:
+    return float(pd.read_csv(run_dir / "history.csv")["top1"].iloc[-1])
+
+
+def jpeg_effect(root: str | Path) -> pd.DataFrame:
+    """The image-quality experiment: every run under ``<root>/jpeg_effect/q<Q>/`` (trained with
+    ``--jpeg-quality Q``) and the same run of the main store ``<root>`` on the source copy.
+
+    Columns: experiment, method, seed, copy, quality (``NaN`` for the source copy), psnr_db and
+    mse (the training images against the source copy's: ``inf`` and 0 for the source), top1,
+    top1_change (against the source copy).
+    """
+    root = Path(root)
+    columns = ["experiment", "method", "seed", "copy", "quality", "psnr_db", "mse", "top1", "top1_change"]
+    rows, sources = [], {}
+    for record_file in sorted(root.glob("jpeg_effect/q*/*/*/d*/s*/run.json")):
+        record = json.loads(record_file.read_text())
+        key = (record["experiment"], record["method"], record["seed"])
+        reencoding = record["data"]["reencoding"]
+        rows.append({"copy": record["data"]["copy"], "quality": reencoding["quality"],
+                     "psnr_db": reencoding["psnr_db"], "top1": _final_top1(record_file.parent), "key": key})
+        source = root / record_file.parent.relative_to(record_file.parents[4])
+        if (source / "run.json").is_file():
+            sources[key] = {"copy": reencoding["source_copy"], "quality": math.nan, "psnr_db": math.inf,
+                            "top1": _final_top1(source), "key": key}
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(rows + list(sources.values()))
+    table[["experiment", "method", "seed"]] = pd.DataFrame(table["key"].tolist(), index=table.index,
+                                                           columns=["experiment", "method", "seed"])
+    table["mse"] = 255.0 ** 2 / 10 ** (table["psnr_db"].astype(float) / 10)
+    source_top1 = {key: row["top1"] for key, row in sources.items()}
+    table["top1_change"] = [row.top1 - source_top1.get(row.key, math.nan) for row in table.itertuples()]
+    return table.sort_values(["experiment", "method", "seed", "mse"], ignore_index=True)[columns]
+
+
+def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
+    """README section of :func:`jpeg_effect`: the table, the least-squares slope of top-1 against
+    the pixel MSE, and what the slope implies for the original images (``[]`` without runs)."""
+    table = _only(jpeg_effect(root), experiments)
+    if table.empty:
+        return []
+    lines = ["## Image quality: what the JPEG copy costs", "",
+             "The stored CIFAR-10 runs were trained and tested on the JPEG (quality 75) copy. To estimate what "
+             "that costs, the same run was retrained on further-compressed copies "
+             "(`python -m utils.cli train ... --jpeg-quality Q --results results/jpeg_effect/qQ`: every training "
+             "and test image re-encoded at quality Q). PSNR and MSE are the training images' pixel distance "
+             "from the source copy.", "",
+             table.drop(columns="experiment").to_markdown(index=False, floatfmt=".2f"), ""]
+    for (experiment, method, seed), part in table.groupby(["experiment", "method", "seed"]):
+        if part["quality"].isna().sum() != 1 or len(part) < 2:
+            continue
+        slope = float(np.polyfit(part["mse"], part["top1"], 1)[0])
+        first = part[part["quality"].notna()].iloc[0]          # the finest re-encoding (least MSE)
+        lines.append(f"- {experiment} {method} s{seed}: top-1 changes by {10 * slope:+.2f} pt per 10 units of "
+                     f"pixel MSE (least squares over {len(part)} copies). If the q75 copy is as far from the "
+                     f"original images as its q{int(first.quality)} re-encoding is from it (MSE "
+                     f"{first.mse:.1f}, PSNR {first.psnr_db:.1f} dB; a rough upper estimate, since quality 75 "
+                     f"quantises more finely), the original images would give about "
+                     f"{-slope * first.mse:+.2f} pt.")
+    return lines + [""]
