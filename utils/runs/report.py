@@ -1,8 +1,10 @@
 """The README sections that explain the stored runs: ours next to the thesis cell by cell (with the
-reason for every cell more than 2 points away) and the image-quality (JPEG) experiment.
+reason for every cell more than 2 points away), Gem-Miner's mined per-layer density next to the
+thesis's, and the image-quality (JPEG) experiment.
 
-Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``, the
-``jpeg_effect/`` runs); :func:`utils.runs.results.write_summary` puts them into ``README.md``.
+Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``,
+``thesis_gem_miner_layers.csv``, the ``jpeg_effect/`` runs);
+:func:`utils.runs.results.write_summary` puts them into ``README.md``.
 """
 from __future__ import annotations
 
