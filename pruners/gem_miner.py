@@ -176,7 +176,7 @@ class GemMiner(Method):
         history = train(model, data, self.mining_config(train_cfg, epochs), seed=seed,
                         params=[p.scores for p in gem_masks(model).values()],
                         hooks=Hooks(loss=mining.reg if lam else None, after_step=mining.after_step,
-                                    after_epoch=mining.after_epoch, columns=mining.columns),
+                                    after_epoch=mining.after_epoch, columns=mining.columns, state=mining),
                         phase="mining", epoch_offset=-1, log_initial=False, progress=progress,
                         desc="gem-miner mining")
         return history, mining.facts()
@@ -257,7 +257,7 @@ class GemMiner(Method):
             p.requires_grad_(True)
         columns = self._columns(data, train_cfg, lambda m: flag_density)
         history = train(model, data, train_cfg, seed=seed, params=params,
-                        hooks=Hooks(columns=columns), phase="finetune", epoch_offset=epoch_offset,
+                        hooks=Hooks(columns=columns, stateless=True), phase="finetune", epoch_offset=epoch_offset,
                         log_initial=True, progress=progress, desc=desc)
         history.loc[0, "phase"] = "rounded"
         history["reg_loss"] = 0.0

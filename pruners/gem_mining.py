@@ -153,6 +153,15 @@ class Mining:
                             if o.period < 1 else set())
         self.evaluated = method._columns(data, train_cfg, lambda m: count_flags(m) / self.total)
 
+    def state_dict(self) -> dict:
+        """What the mining keeps between epochs (for :mod:`utils.engine.checkpoint`): the prune
+        record and the BottomK generator."""
+        return {"state": self.state, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.state = dict(saved["state"])
+        self.gen.set_state(saved["gen"])
+
     def reg(self, m: nn.Module) -> Tensor:
         return self.options.score_l2 * sum((p.scores ** 2).sum() for p in gem_masks(m).values())
 

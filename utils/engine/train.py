@@ -227,11 +227,58 @@ class Hooks:
         after_epoch: called with ``(epoch, model)`` after each epoch, before evaluation;
             may return a dict of extra history columns.
         columns: ``columns(model) -> dict`` of extra history columns for every row.
+        state: what the hooks keep between calls, as an object with ``state_dict()`` and
+            ``load_state_dict()``, so a killed :func:`train` can resume
+            (:mod:`utils.engine.checkpoint`).
+        stateless: the hooks keep nothing between calls (they are functions of the model).
+            A :func:`train` with hooks resumes only when they give ``state`` or say ``stateless``.
     """
     loss: Callable[[nn.Module], Tensor] | None = None
     after_step: Callable[[nn.Module], None] | None = None
     after_epoch: Callable[[int, nn.Module], dict | None] | None = None
     columns: Callable[[nn.Module], dict] | None = None
+    state: object | None = None
+    stateless: bool = False
+
+    @property
+    def resumable(self) -> bool:
+        return self.stateless or self.state is not None
+
+
+def _checkpoint_slot(model: nn.Module, cfg: TrainConfig, seed: int, phase: str, epoch_offset: int,
+                     log_initial: bool, hooks: Hooks, *, custom_optimizer: bool):
+    """This call's checkpoint file, or None: outside a checkpoint scope, or when the call keeps
+    state no checkpoint holds (a caller's optimizer, e.g. DEEPR's noise generator; hooks that
+    neither give their state nor declare none)."""
+    from utils.engine.checkpoint import current
+    scope = current()
+    if scope is None:
+        return None
+    settings = {"train": cfg.to_dict(), "seed": seed, "phase": phase, "epoch_offset": epoch_offset,
+                "log_initial": log_initial}
+    slot = scope.slot(phase, settings, model)      # counted either way: call k stays call k on a rerun
+    hooked = any(h is not None for h in (hooks.loss, hooks.after_step, hooks.after_epoch, hooks.columns))
+    return None if custom_optimizer or (hooked and not hooks.resumable) else slot
+
+
+def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torch.Generator, hooks: Hooks,
+             scheduler_steps_per_epoch: int) -> tuple[int, list[dict]]:
+    """Put a checkpoint's state back; returns (epochs done, history rows so far)."""
+    import warnings
+    done = int(saved["epochs_done"])
+    model.load_state_dict(saved["model"])
+    if scheduler is not None:
+        # the schedule is a function of the steps taken: replay them, then the optimizer's own lr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # "scheduler.step() before optimizer.step()"
+            for _ in range(done * scheduler_steps_per_epoch):
+                scheduler.step()
+    optimizer.load_state_dict(saved["optimizer"])
+    data_gen.set_state(saved["data_gen"])
+    torch.set_rng_state(saved["global_rng"])
+    if hooks.state is not None:
+        hooks.state.load_state_dict(saved["hooks"])
+    return done, list(saved["rows"])
 
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
@@ -252,6 +299,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         epoch_offset: first epoch number (to continue a history).
         log_initial: add row 0, the evaluation before training.
 
+    Inside :func:`utils.engine.checkpoint.resume_from` the state is saved while training, and a
+    rerun of the same run continues from it (default optimizer and resumable hooks only).
+
     Returns:
         DataFrame with one row per epoch: ``epoch, phase, train_loss, test_loss, top1,
         top5, density, seconds`` (+ hook columns).  Accuracies in %, density a fraction.
@@ -264,6 +314,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    optimizer_given = optimizer is not None
     if optimizer is None:
         optimizer = make_optimizer(params if params is not None else
                                    (p for p in model.parameters() if p.requires_grad), cfg)
@@ -272,6 +323,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     per_step = cfg.schedule in PER_STEP_SCHEDULES
     data_gen = generator(seed, "data")
     rows: list[dict] = []
+    slot = _checkpoint_slot(model, cfg, seed, phase, epoch_offset, log_initial, hooks,
+                            custom_optimizer=optimizer_given)
+    done = 0
+    if slot is not None and (saved := slot.load()) is not None:
+        done, rows = _restore(saved, model, optimizer, scheduler, data_gen, hooks,
+                              steps_per_epoch if per_step else 1)
 
     def log(epoch: int, train_loss: float, seconds: float, extra: dict | None = None) -> None:
         test = evaluate(model, data.test_x, data.test_y, data, cfg.eval_batch_size, device, bf16,
@@ -282,9 +339,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         row.update(extra or {})
         rows.append(row)
 
-    if log_initial:
+    if log_initial and not done:
         log(epoch_offset, math.nan, 0.0)
-    bar = tqdm(range(cfg.epochs), desc=desc or phase, disable=not progress, leave=False)
+    bar = tqdm(range(done, cfg.epochs), desc=desc or phase, disable=not progress, leave=False,
+               initial=done, total=cfg.epochs)
     for epoch in bar:
         start = time.perf_counter()
         model.train()
@@ -311,6 +369,11 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         train_loss = loss_sum.item() / max(seen, 1)
         log(epoch_offset + epoch + 1, train_loss, time.perf_counter() - start, extra)
         bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{rows[-1]['top1']:.2f}")
+        if slot is not None and slot.due(final=epoch + 1 == cfg.epochs):
+            slot.save({"epochs_done": epoch + 1, "rows": rows, "model": model.state_dict(),
+                       "optimizer": optimizer.state_dict(), "data_gen": data_gen.get_state(),
+                       "global_rng": torch.get_rng_state(),
+                       "hooks": hooks.state.state_dict() if hooks.state is not None else {}})
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return pd.DataFrame(rows)

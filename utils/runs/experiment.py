@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from models import build_model
 from pruners import get_method
 from pruners.base import check_density
+from utils.engine.checkpoint import resume_from
 from utils.engine.data import Dataset, load_dataset, probe_images
 from utils.engine.seeding import seed_init
 from utils.engine.train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
@@ -283,9 +285,24 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     ensure_probe(config, data_dir, Path(root or results.DEFAULT_ROOT))
     model, model_kwargs = _fresh_model(spec, config, settings, data)
     start = time.perf_counter()
-    outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed, progress=progress)
-    return _store(spec, config, settings, outputs, model_kwargs, data, overrides, root=root,
-                  wall=time.perf_counter() - start, threads=threads)
+    # a killed run resumes from its last checkpoint (utils.engine.checkpoint); the key holds the
+    # data and the overrides, so a validation or re-encoded run never resumes from another
+    saves = checkpoint_dir(spec, root)
+    with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
+                                     "threads": threads}):
+        outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed,
+                                      progress=progress)
+    paths = _store(spec, config, settings, outputs, model_kwargs, data, overrides, root=root,
+                   wall=time.perf_counter() - start, threads=threads)
+    shutil.rmtree(saves, ignore_errors=True)
+    return paths
+
+
+def checkpoint_dir(spec: RunSpec, root: str | os.PathLike | None = None) -> Path:
+    """Where a run keeps its checkpoints while it trains: ``.s<seed>.ckpt`` beside its run directory
+    (git-ignored; removed once the run is stored)."""
+    path = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
+    return path.parent / f".{path.name}.ckpt"
 
 
 def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Dataset) -> tuple[torch.nn.Module, dict]:

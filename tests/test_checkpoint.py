@@ -1,0 +1,142 @@
+"""A killed run resumes from its checkpoints and stores exactly what an uninterrupted run stores."""
+import hashlib
+
+import pandas as pd
+import pytest
+import torch
+
+from utils.engine import checkpoint
+from utils.engine.train import Hooks, TrainConfig, train
+from utils.runs import experiment, results
+
+
+class Killed(Exception):
+    """Stands for the process being killed right after a checkpoint write."""
+
+
+def kill_after_saves(monkeypatch, n: int) -> None:
+    """Save every epoch, and raise :class:`Killed` right after the ``n``-th save."""
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    real_save, count = checkpoint.Slot.save, {"saves": 0}
+
+    def save(slot, state):
+        real_save(slot, state)
+        count["saves"] += 1
+        if count["saves"] == n:
+            raise Killed(slot.path.name)
+    monkeypatch.setattr(checkpoint.Slot, "save", save)
+
+
+def stored(root, spec) -> dict:
+    """Every stored run of ``spec`` (the method's and its variants'): file hashes of the weights
+    and the history without its timing column."""
+    out = {}
+    for path in sorted((root / spec.experiment).glob(f"*/d*/s{spec.seed}")):
+        weights = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                   for f in sorted(path.glob("*.safetensors"))}
+        history = pd.read_csv(path / "history.csv").drop(columns="seconds")
+        out[path.relative_to(root).as_posix()] = (weights, history)
+    return out
+
+
+def assert_same_runs(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert a[name][0] == b[name][0], name
+        pd.testing.assert_frame_equal(a[name][1], b[name][1], check_exact=True, obj=name)
+
+
+def run_killed_then_resumed(monkeypatch, tmp_path, spec, config, overrides, *, data_dir, kill_at: int):
+    """(uninterrupted, killed at save ``kill_at`` then rerun) stores, and the file the kill hit."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    kwargs = dict(config=config, data_dir=data_dir, overrides=overrides, progress=False, threads=1)
+    experiment.execute(spec, root=whole, **kwargs)
+    with monkeypatch.context() as patch:
+        kill_after_saves(patch, kill_at)
+        with pytest.raises(Killed) as killed:
+            experiment.execute(spec, root=resumed, **kwargs)
+    saves = experiment.checkpoint_dir(spec, resumed)
+    assert (saves / str(killed.value)).is_file()
+    loaded = []
+    real_load = checkpoint.Slot.load
+    monkeypatch.setattr(checkpoint.Slot, "load", lambda slot: loaded.append(r := real_load(slot)) or r)
+    experiment.execute(spec, root=resumed, **kwargs)
+    assert not saves.exists()                       # removed once the run is stored
+    return stored(whole, spec), stored(resumed, spec), loaded
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch, tmp_path, kill_at):
+    """SynFlow-pruned ResNet-20 (bf16, channels_last, per-epoch multistep lr), 3 epochs on tiny
+    CIFAR: killed after epoch 1 or 2, the rerun stores byte-identical weights and history."""
+    from test_data import write_tiny_cifar
+    write_tiny_cifar(tmp_path / "data", n=16)
+    config = experiment.load_config("resnet20_cifar10")
+    spec = experiment.RunSpec("resnet20_cifar10", "synflow", 0.1, 21, "smoke", None)
+    smoke = config["profiles"]["smoke"]
+    config["profiles"]["smoke"] = {**smoke, "train": {**smoke["train"], "schedule": "multistep",
+                                                      "milestones": [1, 2], "gamma": 0.5}}
+    whole, resumed, loaded = run_killed_then_resumed(monkeypatch, tmp_path, spec, config,
+                                                     experiment.Overrides(epochs=3), data_dir=tmp_path / "data",
+                                                     kill_at=kill_at)
+    assert_same_runs(whole, resumed)
+    assert loaded[0]["epochs_done"] == kill_at      # it resumed, not retrained
+
+
+@pytest.mark.parametrize("kill_at,restored", [(2, [2]), (5, [3, 2]), (6, [3, 2, 1])])
+def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, tmp_path, kill_at, restored):
+    """ResNet-20 Gem-Miner on tiny CIFAR, 3 mining epochs (a prune each) then 2 epochs for each of
+    the three finetunes (mined net, weight reinit, mask shuffle; saves 4-5, 6-7, 8-9): killed in the
+    mining (the BottomK generator and prune record come back with it), right after the first
+    finetune, or inside the second: every stored net is byte-identical to an uninterrupted run's,
+    and the rerun restored what was done instead of retraining it."""
+    from test_data import write_tiny_cifar
+    write_tiny_cifar(tmp_path / "data", n=16)
+    config = experiment.load_config("resnet20_cifar10")
+    cpu = config["profiles"]["cpu"]
+    options = {**cpu["methods"]["gem-miner"]["options"], "mining_epochs": 3, "val_size": 4, "batch_size": 8}
+    config["profiles"]["cpu"] = {**cpu, "train": {**cpu["train"], "batch_size": 8, "milestones": [1]},
+                                 "methods": {**cpu["methods"], "gem-miner": {"options": options}}}
+    spec = experiment.RunSpec("resnet20_cifar10", "gem-miner", 0.1, 21, "cpu", 2)
+    whole, resumed, loaded = run_killed_then_resumed(monkeypatch, tmp_path, spec, config,
+                                                     experiment.Overrides(epochs=2), data_dir=tmp_path / "data",
+                                                     kill_at=kill_at)
+    assert_same_runs(whole, resumed)
+    assert len(whole) == 3
+    assert [state["epochs_done"] for state in loaded if state is not None] == restored
+
+
+def test_a_checkpoint_of_other_settings_data_or_start_is_not_resumed(tmp_path):
+    """The key holds the call's settings, the scope's context and the model it starts from."""
+    model = torch.nn.Linear(3, 2)
+    with checkpoint.resume_from(tmp_path, context={"data": "a"}) as scope:
+        slot = scope.slot("train", {"lr": 0.1}, model)
+        slot.save({"epochs_done": 1})
+        assert slot.load()["epochs_done"] == 1 and slot.path.name == "call1-train.pt"
+    same = checkpoint.Checkpoints(tmp_path, context={"data": "a"}).slot("train", {"lr": 0.1}, model)
+    assert same.load()["epochs_done"] == 1
+    for other in (checkpoint.Checkpoints(tmp_path, context={"data": "b"}).slot("train", {"lr": 0.1}, model),
+                  checkpoint.Checkpoints(tmp_path, context={"data": "a"}).slot("train", {"lr": 0.2}, model)):
+        assert other.load() is None
+    with torch.no_grad():
+        model.weight.add_(1)
+    assert checkpoint.Checkpoints(tmp_path, context={"data": "a"}).slot("train", {"lr": 0.1}, model).load() is None
+    slot.path.write_bytes(b"torn")                   # a torn file trains afresh
+    assert same.load() is None
+
+
+def test_train_checkpoints_only_what_it_can_restore(tmp_path):
+    """A caller's optimizer or hooks that keep undeclared state: no checkpoint (the call still
+    counts, so later calls keep their file names); stateless hooks: checkpointed."""
+    from utils.engine.data import DATASETS, Dataset
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    data = Dataset(DATASETS["mnist"], x, torch.arange(8) % 10, x, torch.arange(8) % 10)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with checkpoint.resume_from(tmp_path, every_s=0):
+        train(model, data, cfg, seed=1, progress=False,
+              optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        train(model, data, cfg, seed=1, progress=False, hooks=Hooks(after_epoch=lambda e, m: None))
+        train(model, data, cfg, seed=1, progress=False, hooks=Hooks(columns=lambda m: {}, stateless=True))
+        train(model, data, cfg, seed=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call3-train.pt", "call4-train.pt"]

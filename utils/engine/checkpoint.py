@@ -1,0 +1,128 @@
+"""Resume a killed run where it stopped: :func:`utils.engine.train.train` saves its state while it
+trains, and a rerun of the same run continues from the last save with the same numbers.
+
+A run opens a scope (:func:`resume_from`) around its method's ``run``; inside it, the k-th call of
+``train`` owns the file ``call<k>-<phase>.pt`` in the scope's directory.  The file holds the model,
+the optimizer, the batch-order generator, the global RNG, the history so far and the hooks' state,
+under a key made of the call's settings and a digest of the model *as the call started*: a rerun
+reaches the same call with the same model (runs are deterministic), finds the key, and goes on
+from the saved epoch; a finished call is restored without training.  Anything else (a changed
+setting or code, another start) has another key and trains from the start.
+
+Checkpoints are ``torch.save`` files of tensors and plain values, read with
+``torch.load(weights_only=True)``.  Writes are atomic (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: least seconds between two saves of one ``train`` call (its last epoch is always saved)
+SAVE_EVERY_S = 30.0
+#: the checkpoint scope of the run being trained (None: no checkpoints)
+_SCOPE: ContextVar[Checkpoints | None] = ContextVar("checkpoint_scope", default=None)
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of every tensor of ``model.state_dict()``, names and bytes, in order."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class Checkpoints:
+    """The checkpoint files of one run (see the module docstring).
+
+    Args:
+        directory: where the files live (created on the first save).
+        every_s: least seconds between two saves of one call (default :data:`SAVE_EVERY_S`); a
+            call's last epoch is always saved.
+        context: what else the run's result depends on (e.g. the digests of its data), part of
+            every key.
+    """
+
+    def __init__(self, directory: str | os.PathLike, every_s: float | None = None, context: dict | None = None):
+        self.directory = Path(directory)
+        self.every_s = SAVE_EVERY_S if every_s is None else every_s
+        self.context = context or {}
+        self.calls = 0
+
+    def slot(self, phase: str, settings: dict, model: nn.Module) -> Slot:
+        """The file of the next ``train`` call, keyed by its settings and the model it starts from."""
+        self.calls += 1
+        key = hashlib.sha256(json.dumps({"settings": settings, "context": self.context,
+                                         "start": state_digest(model)},
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        safe_phase = "".join(c if c.isalnum() else "-" for c in phase)
+        return Slot(self.directory / f"call{self.calls}-{safe_phase}.pt", key, self.every_s)
+
+
+class Slot:
+    """One ``train`` call's checkpoint file."""
+
+    def __init__(self, path: Path, key: str, every_s: float):
+        self.path, self.key, self.every_s = path, key, every_s
+        self._last_save = time.monotonic()
+
+    def load(self) -> dict | None:
+        """The saved state if the file exists and has this call's key, else None."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:          # a file from another version or torn by a crash: train afresh
+            return None
+        return state if isinstance(state, dict) and state.get("key") == self.key else None
+
+    def due(self, final: bool) -> bool:
+        return final or time.monotonic() - self._last_save >= self.every_s
+
+    def save(self, state: dict) -> None:
+        """Write ``state`` (with the key) atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({**state, "key": self.key}, f)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._last_save = time.monotonic()
+
+
+def current() -> Checkpoints | None:
+    """The checkpoints of the run being trained, or None outside :func:`resume_from`."""
+    return _SCOPE.get()
+
+
+@contextmanager
+def resume_from(directory: str | os.PathLike, every_s: float | None = None,
+                context: dict | None = None) -> Iterator[Checkpoints]:
+    """Let every ``train`` call inside save to and resume from ``directory`` (``context``: see
+    :class:`Checkpoints`).
+
+    >>> import tempfile
+    >>> with resume_from(tempfile.mkdtemp()) as ckpt:
+    ...     current() is ckpt
+    True
+    >>> current() is None
+    True
+    """
+    token = _SCOPE.set(Checkpoints(directory, every_s, context))
+    try:
+        yield _SCOPE.get()
+    finally:
+        _SCOPE.reset(token)
