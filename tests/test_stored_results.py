@@ -151,3 +151,18 @@ def test_jpeg_effect_runs_load_and_record_their_copy(path):
     assert run.info["data"]["reencoding"]["quality"] == quality
     assert run.info["data"]["copy"] == f"jpeg-q75 re-encoded at q{quality}"
     assert run.info["config"]["overrides"] == {"jpeg_quality": quality}
+
+
+def test_notebook_shows_each_experiments_explanations_alone(tmp_path, capsys):
+    """plot_acc's `F.show(F.ours_vs_thesis, store, experiment)`: the README's sections of that
+    experiment only, as Markdown; without a comparison, one `skipped` line."""
+    from utils import figures as F
+    if not (results.DEFAULT_ROOT / "thesis_comparison.csv").is_file():
+        pytest.skip("no thesis comparison stored")
+    text = F.show(F.ours_vs_thesis, F.Store(results.DEFAULT_ROOT), F.RESNET).data
+    assert "### resnet20_cifar10" in text and "### fc_mnist" not in text
+    assert "Cells more than 2 points from the thesis:" in text
+    fc = F.show(F.ours_vs_thesis, F.Store(results.DEFAULT_ROOT), F.FC).data
+    assert "### fc_mnist" in fc and "| 6 layers.5 |" in fc and "resnet20" not in fc
+    assert F.show(F.ours_vs_thesis, F.Store(tmp_path), F.FC) is None
+    assert capsys.readouterr().out.startswith("skipped ours_vs_thesis: ")
