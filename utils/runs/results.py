@@ -530,6 +530,12 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
                                      aggfunc="mean").round(2).rename(columns=lambda d: f"{d:g} %")
         lines += ["Achieved density (% remaining, mean over seeds):", "",
                   pivot.to_markdown(), ""]
+        minutes = part.assign(density_pct=(part["density"] * 100).round(6), minutes=part["wall_time_s"] / 60)
+        pivot = minutes.pivot_table(index="method", columns="density_pct", values="minutes",
+                                    aggfunc="mean").round(1).rename(columns=lambda d: f"{d:g} %")
+        lines += ["Training time per run (minutes of wall time, mean over seeds; a run trained in a batch of K "
+                  "counts its batch's time / K; with the machine's other work at the time):", "",
+                  pivot.to_markdown(), ""]
     lines += report.sections(root)
     write_atomic(root / "README.md", "\n".join(lines).encode())
     return table
