@@ -199,7 +199,7 @@ class DeepRMethod(Method):
         optimizer = DEEPR(_groups(*rewire["params"]), nc=budgets[0] if self.options.scope == "global" else budgets,
                           lr=train_cfg.lr, generator=rewire["generator"], **rewire["options"])
         history = train(model, data, train_cfg, seed=seed, optimizer=optimizer,
-                        hooks=Hooks(columns=entry["columns"]), progress=progress, desc=self.name)
+                        hooks=Hooks(columns=entry["columns"], stateless=True), progress=progress, desc=self.name)
         return self.finish_batched(model, init_model, history, entry)
 
     # Batched (utils.engine.batched): θ stacked, W = s·relu(θ), each run rewired as its own DEEPR.

@@ -189,6 +189,25 @@ class DEEPR(torch.optim.Optimizer):
         self._adjust_initial(tensors)
         self._check(tensors)
 
+    #: :func:`utils.engine.train.train` may checkpoint and resume a run with this optimizer: its
+    #: state dict holds the generator and the last re-activation count too
+    resumable = True
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["rewiring"] = {"generator": None if self.generator is None else self.generator.get_state(),
+                             "last_reactivated": self.last_reactivated}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        rewiring = state_dict.pop("rewiring", None)
+        super().load_state_dict(state_dict)
+        if rewiring is not None:
+            if rewiring["generator"] is not None:
+                self.generator.set_state(rewiring["generator"])
+            self.last_reactivated = rewiring["last_reactivated"]
+
     # helpers
     def _rewire_tensors(self) -> list[Tensor]:
         return _rewire_tensors(self.param_groups)

@@ -7,7 +7,7 @@ import torch
 
 from utils.engine import checkpoint
 from utils.engine.train import Hooks, TrainConfig, train
-from utils.runs import experiment, results
+from utils.runs import experiment
 
 
 class Killed(Exception):
@@ -65,14 +65,15 @@ def run_killed_then_resumed(monkeypatch, tmp_path, spec, config, overrides, *, d
     return stored(whole, spec), stored(resumed, spec), loaded
 
 
-@pytest.mark.parametrize("kill_at", [1, 2])
-def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch, tmp_path, kill_at):
+@pytest.mark.parametrize("method,kill_at", [("synflow", 1), ("synflow", 2), ("deepr", 2)])
+def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch, tmp_path, method, kill_at):
     """SynFlow-pruned ResNet-20 (bf16, channels_last, per-epoch multistep lr), 3 epochs on tiny
-    CIFAR: killed after epoch 1 or 2, the rerun stores byte-identical weights and history."""
+    CIFAR: killed after epoch 1 or 2, the rerun stores byte-identical weights and history; DEEPR
+    too (its optimizer's state dict carries its noise and re-activation generator)."""
     from test_data import write_tiny_cifar
     write_tiny_cifar(tmp_path / "data", n=16)
     config = experiment.load_config("resnet20_cifar10")
-    spec = experiment.RunSpec("resnet20_cifar10", "synflow", 0.1, 21, "smoke", None)
+    spec = experiment.RunSpec("resnet20_cifar10", method, 0.1, 21, "smoke", None)
     smoke = config["profiles"]["smoke"]
     config["profiles"]["smoke"] = {**smoke, "train": {**smoke["train"], "schedule": "multistep",
                                                       "milestones": [1, 2], "gamma": 0.5}}

@@ -246,10 +246,11 @@ class Hooks:
 
 
 def _checkpoint_slot(model: nn.Module, cfg: TrainConfig, seed: int, phase: str, epoch_offset: int,
-                     log_initial: bool, hooks: Hooks, *, custom_optimizer: bool):
+                     log_initial: bool, hooks: Hooks, optimizer, *, custom_optimizer: bool):
     """This call's checkpoint file, or None: outside a checkpoint scope, or when the call keeps
-    state no checkpoint holds (a caller's optimizer, e.g. DEEPR's noise generator; hooks that
-    neither give their state nor declare none)."""
+    state no checkpoint holds (a caller's optimizer whose state dict leaves some out, e.g. a
+    noise generator, unless it says ``resumable``; hooks that neither give their state nor
+    declare none)."""
     from utils.engine.checkpoint import current
     scope = current()
     if scope is None:
@@ -258,7 +259,8 @@ def _checkpoint_slot(model: nn.Module, cfg: TrainConfig, seed: int, phase: str, 
                 "log_initial": log_initial}
     slot = scope.slot(phase, settings, model)      # counted either way: call k stays call k on a rerun
     hooked = any(h is not None for h in (hooks.loss, hooks.after_step, hooks.after_epoch, hooks.columns))
-    return None if custom_optimizer or (hooked and not hooks.resumable) else slot
+    opaque = custom_optimizer and not getattr(optimizer, "resumable", False)
+    return None if opaque or (hooked and not hooks.resumable) else slot
 
 
 def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torch.Generator, hooks: Hooks,
@@ -323,7 +325,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     per_step = cfg.schedule in PER_STEP_SCHEDULES
     data_gen = generator(seed, "data")
     rows: list[dict] = []
-    slot = _checkpoint_slot(model, cfg, seed, phase, epoch_offset, log_initial, hooks,
+    slot = _checkpoint_slot(model, cfg, seed, phase, epoch_offset, log_initial, hooks, optimizer,
                             custom_optimizer=optimizer_given)
     done = 0
     if slot is not None and (saved := slot.load()) is not None:
