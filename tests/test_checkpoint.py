@@ -7,7 +7,7 @@ import torch
 
 from utils.engine import checkpoint
 from utils.engine.train import Hooks, TrainConfig, train
-from utils.runs import experiment
+from utils.runs import experiment, results
 
 
 class Killed(Exception):
@@ -82,6 +82,11 @@ def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch
                                                      kill_at=kill_at)
     assert_same_runs(whole, resumed)
     assert loaded[0]["epochs_done"] == kill_at      # it resumed, not retrained
+    def record(root):
+        return results.read_record(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root))
+    # run.json says what was restored; the uninterrupted run has nothing to say
+    assert [(r["call"], r["epochs"]) for r in record(tmp_path / "resumed")["compute"]["resumed"]] == [(1, kill_at)]
+    assert "resumed" not in record(tmp_path / "whole")["compute"]
 
 
 @pytest.mark.parametrize("kill_at,restored", [(2, [2]), (5, [3, 2]), (6, [3, 2, 1])])

@@ -58,6 +58,9 @@ class Checkpoints:
         self.every_s = SAVE_EVERY_S if every_s is None else every_s
         self.context = context or {}
         self.calls = 0
+        #: what the calls so far restored instead of training: ``{"call", "file", "epochs", "seconds"}``
+        #: (``seconds``: the training time those epochs took before the kill, from their history)
+        self.restored: list[dict] = []
 
     def slot(self, phase: str, settings: dict, model: nn.Module) -> Slot:
         """The file of the next ``train`` call, keyed by its settings and the model it starts from."""
@@ -66,25 +69,32 @@ class Checkpoints:
                                          "start": state_digest(model)},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         safe_phase = "".join(c if c.isalnum() else "-" for c in phase)
-        return Slot(self.directory / f"call{self.calls}-{safe_phase}.pt", key, self.every_s)
+        return Slot(self.directory / f"call{self.calls}-{safe_phase}.pt", key, self.every_s, self)
 
 
 class Slot:
     """One ``train`` call's checkpoint file."""
 
-    def __init__(self, path: Path, key: str, every_s: float):
-        self.path, self.key, self.every_s = path, key, every_s
+    def __init__(self, path: Path, key: str, every_s: float, owner: Checkpoints | None = None):
+        self.path, self.key, self.every_s, self.owner = path, key, every_s, owner
         self._last_save = time.monotonic()
 
     def load(self) -> dict | None:
-        """The saved state if the file exists and has this call's key, else None."""
+        """The saved state if the file exists and has this call's key, else None (noted in the
+        owner's ``restored``)."""
         if not self.path.is_file():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:          # a file from another version or torn by a crash: train afresh
             return None
-        return state if isinstance(state, dict) and state.get("key") == self.key else None
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            return None
+        if self.owner is not None:
+            seconds = sum(float(row.get("seconds", 0.0)) for row in state.get("rows", []))
+            self.owner.restored.append({"call": self.owner.calls, "file": self.path.name,
+                                        "epochs": int(state.get("epochs_done", 0)), "seconds": seconds})
+        return state
 
     def due(self, final: bool) -> bool:
         return final or time.monotonic() - self._last_save >= self.every_s

@@ -289,11 +289,13 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     # data and the overrides, so a validation or re-encoded run never resumes from another
     saves = checkpoint_dir(spec, root)
     with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
-                                     "threads": threads}):
+                                     "threads": threads}) as scope:
         outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed,
                                       progress=progress)
+    # a resumed run's time includes the epochs trained before the kill (their logged seconds)
+    wall = time.perf_counter() - start + sum(r["seconds"] for r in scope.restored)
     paths = _store(spec, config, settings, outputs, model_kwargs, data, overrides, root=root,
-                   wall=time.perf_counter() - start, threads=threads)
+                   wall=wall, threads=threads, resumed=scope.restored)
     shutil.rmtree(saves, ignore_errors=True)
     return paths
 
@@ -313,7 +315,8 @@ def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Datas
 
 
 def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, model_kwargs: dict, data: Dataset,
-           overrides: Overrides, *, root, wall: float, threads: int, batched: int = 1) -> list[Path]:
+           overrides: Overrides, *, root, wall: float, threads: int, batched: int = 1,
+           resumed: list[dict] | None = None) -> list[Path]:
     """Write a run's outputs (the method's run and its variants) to the store."""
     root = Path(root or results.DEFAULT_ROOT)
     model = outputs[spec.method].model
@@ -324,6 +327,8 @@ def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, mo
                "channels_last": use_channels_last(model, settings.train, device)}
     if batched > 1:
         compute["batched"] = batched     # trained with batched - 1 other runs in one process
+    if resumed:
+        compute["resumed"] = resumed     # killed, then continued from these checkpoints
     written = []
     # The primary run is written last, so its presence means every variant is stored.
     for name in sorted(outputs, key=lambda n: n == spec.method):
