@@ -15,9 +15,9 @@ Checkpoints are ``torch.save`` files of tensors and plain values, read with
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from utils.files import write_atomic
 
 #: least seconds between two saves of one ``train`` call (its last epoch is always saved)
 SAVE_EVERY_S = 30.0
@@ -101,15 +103,9 @@ class Slot:
 
     def save(self, state: dict) -> None:
         """Write ``state`` (with the key) atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({**state, "key": self.key}, f)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        torch.save({**state, "key": self.key}, buffer)
+        write_atomic(self.path, buffer.getvalue())
         self._last_save = time.monotonic()
 
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
 from utils.errors import RunStoreError, UserError
+from utils.files import write_atomic  # noqa: F401  (results.write_atomic: used across the package)
 from utils.runs import report
 
 FORMAT = "sparse-network-analysis/run"
@@ -204,19 +205,6 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module | None,
