@@ -46,8 +46,11 @@ def assert_same_runs(a: dict, b: dict) -> None:
         pd.testing.assert_frame_equal(a[name][1], b[name][1], check_exact=True, obj=name)
 
 
-def run_killed_then_resumed(monkeypatch, tmp_path, spec, config, overrides, *, data_dir, kill_at: int):
-    """(uninterrupted, killed at save ``kill_at`` then rerun) stores, and the file the kill hit."""
+def run_killed_then_resumed(monkeypatch, tmp_path, spec, config, overrides, *, data_dir, kill_at: int,
+                            progress: list | None = None):
+    """(uninterrupted, killed at save ``kill_at`` then rerun) stores and the states the rerun
+    loaded; ``progress`` gets what :func:`checkpoint.progress` said after the kill."""
+    progress = [] if progress is None else progress
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     kwargs = dict(config=config, data_dir=data_dir, overrides=overrides, progress=False, threads=1)
     experiment.execute(spec, root=whole, **kwargs)
@@ -57,6 +60,7 @@ def run_killed_then_resumed(monkeypatch, tmp_path, spec, config, overrides, *, d
             experiment.execute(spec, root=resumed, **kwargs)
     saves = experiment.checkpoint_dir(spec, resumed)
     assert (saves / str(killed.value)).is_file()
+    progress.append(checkpoint.progress(saves))
     loaded = []
     real_load = checkpoint.Slot.load
     monkeypatch.setattr(checkpoint.Slot, "load", lambda slot: loaded.append(r := real_load(slot)) or r)
@@ -89,8 +93,9 @@ def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch
     assert "resumed" not in record(tmp_path / "whole")["compute"]
 
 
-@pytest.mark.parametrize("kill_at,restored", [(2, [2]), (5, [3, 2]), (6, [3, 2, 1])])
-def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, tmp_path, kill_at, restored):
+@pytest.mark.parametrize("kill_at,restored,said", [(2, [2], "mining 2/3"), (5, [3, 2], "mining 3/3, finetune 2/2"),
+                                                  (6, [3, 2, 1], "mining 3/3, finetune 2/2, finetune 1/2")])
+def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, tmp_path, kill_at, restored, said):
     """ResNet-20 Gem-Miner on tiny CIFAR, 3 mining epochs (a prune each) then 2 epochs for each of
     the three finetunes (mined net, weight reinit, mask shuffle; saves 4-5, 6-7, 8-9): killed in the
     mining (the BottomK generator and prune record come back with it), right after the first
@@ -104,9 +109,11 @@ def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, 
     config["profiles"]["cpu"] = {**cpu, "train": {**cpu["train"], "batch_size": 8, "milestones": [1]},
                                  "methods": {**cpu["methods"], "gem-miner": {"options": options}}}
     spec = experiment.RunSpec("resnet20_cifar10", "gem-miner", 0.1, 21, "cpu", 2)
+    progress = []
     whole, resumed, loaded = run_killed_then_resumed(monkeypatch, tmp_path, spec, config,
                                                      experiment.Overrides(epochs=2), data_dir=tmp_path / "data",
-                                                     kill_at=kill_at)
+                                                     kill_at=kill_at, progress=progress)
+    assert progress == [said]                       # what `sweep --dry-run` shows for the run
     assert_same_runs(whole, resumed)
     assert len(whole) == 3
     assert [state["epochs_done"] for state in loaded if state is not None] == restored
@@ -146,3 +153,14 @@ def test_train_checkpoints_only_what_it_can_restore(tmp_path):
         train(model, data, cfg, seed=1, progress=False, hooks=Hooks(columns=lambda m: {}, stateless=True))
         train(model, data, cfg, seed=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call3-train.pt", "call4-train.pt"]
+
+
+def test_sweep_dry_run_shows_what_a_killed_run_kept(tmp_path, capsys):
+    from utils.cli import main
+    spec = experiment.RunSpec("fc_mnist", "synflow", 0.1, 21, "thesis", None)
+    slot = checkpoint.Slot(experiment.checkpoint_dir(spec, tmp_path) / "call1-train.pt", "k", 0.0)
+    slot.save({"epochs_done": 3, "epochs_total": 25})
+    assert main(["sweep", "fc_mnist", "--results", str(tmp_path), "--dry-run", "--methods", "synflow",
+                 "--densities", "10", "--seeds", "21,42"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["todo  fc_mnist/synflow/d10/s21  (checkpoint: train 3/25)", "todo  fc_mnist/synflow/d10/s42"]

@@ -157,9 +157,17 @@ def _dispatch(args) -> int:
         if args.dry_run:
             from pathlib import Path
             root = Path(args.results or results.DEFAULT_ROOT)
-            from utils.runs.experiment import stored_state
+            from utils.engine.checkpoint import progress
+            from utils.runs.claims import is_claimed
+            from utils.runs.experiment import checkpoint_dir, stored_state
             for spec in specs:
-                print(f"{stored_state(spec, root):<6}{spec.label}")
+                state, note = stored_state(spec, root), ""
+                if state != "done":
+                    run_dir = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
+                    state = "busy" if is_claimed(run_dir) else state
+                    saved = progress(checkpoint_dir(spec, root))
+                    note = f"  (checkpoint: {saved})" if saved else ""
+                print(f"{state:<6}{spec.label}{note}")
             return 0
         if args.launcher == "submitit":
             from utils.runs.launch import launch_sweep

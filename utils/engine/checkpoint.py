@@ -109,6 +109,22 @@ class Slot:
         self._last_save = time.monotonic()
 
 
+def progress(directory: str | os.PathLike) -> str | None:
+    """What a run's checkpoints hold, e.g. ``"mining 30/30, finetune 12/30"`` (None without any):
+    for ``sweep --dry-run``."""
+    directory = Path(directory)
+    files = sorted(directory.glob("call*.pt"), key=lambda f: int(f.name[4:].split("-")[0]))
+    parts = []
+    for file in files:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception:
+            continue
+        phase = file.stem.split("-", 1)[1]
+        parts.append(f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}")
+    return ", ".join(parts) or None
+
+
 def current() -> Checkpoints | None:
     """The checkpoints of the run being trained, or None outside :func:`resume_from`."""
     return _SCOPE.get()

@@ -372,8 +372,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         log(epoch_offset + epoch + 1, train_loss, time.perf_counter() - start, extra)
         bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{rows[-1]['top1']:.2f}")
         if slot is not None and slot.due(final=epoch + 1 == cfg.epochs):
-            slot.save({"epochs_done": epoch + 1, "rows": rows, "model": model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "data_gen": data_gen.get_state(),
+            slot.save({"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "rows": rows,
+                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "data_gen": data_gen.get_state(),
                        "global_rng": torch.get_rng_state(),
                        "hooks": hooks.state.state_dict() if hooks.state is not None else {}})
     if channels_last:
