@@ -214,6 +214,11 @@ def test_jpeg_section_sets_each_reencoded_run_beside_its_source_run(tmp_path):
             "over 2 copies). If the q75 copy is as far from the original images as its q50 re-encoding is "
             "from it (MSE 103.1, PSNR 28.0 dB;") in text
     assert "the original images would give about +2.00 pt." in text
+    assert "| dense    | 21     | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 83.00       | -2.00         |" in text
+    # with more seeds of the cell on the source copy, their spread is given next to the change
+    _fake_run(tmp_path / "resnet20_cifar10/dense/d100/s42", top1=85.4, data={"copy": "jpeg-q75"}, seed=42)
+    assert ("over 2 copies) (sd over the 2 seeds of this cell on the source copy: 0.28 pt)."
+            in "\n".join(jpeg_section(tmp_path)))
 
 
 def test_gem_layer_section_is_ours_over_the_thesis_per_layer_and_target(tmp_path):

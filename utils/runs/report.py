@@ -176,16 +176,17 @@ def jpeg_effect(root: str | Path) -> pd.DataFrame:
     """The image-quality experiment: every run under ``<root>/jpeg_effect/q<Q>/`` (trained with
     ``--jpeg-quality Q``) and the same run of the main store ``<root>`` on the source copy.
 
-    Columns: experiment, method, seed, copy, quality (``NaN`` for the source copy), psnr_db and
-    mse (the training images against the source copy's: ``inf`` and 0 for the source), top1,
-    top1_change (against the source copy).
+    Columns: experiment, method, seed, cell (``<experiment>/<method>/d<density>``), copy, quality
+    (``NaN`` for the source copy), psnr_db and mse (the training images against the source copy's:
+    ``inf`` and 0 for the source), top1, top1_change (against the source copy).
     """
     root = Path(root)
-    columns = ["experiment", "method", "seed", "copy", "quality", "psnr_db", "mse", "top1", "top1_change"]
+    columns = ["experiment", "method", "seed", "cell", "copy", "quality", "psnr_db", "mse", "top1", "top1_change"]
     rows, sources = [], {}
     for record_file in sorted(root.glob("jpeg_effect/q*/*/*/d*/s*/run.json")):
         record = json.loads(record_file.read_text())
-        key = (record["experiment"], record["method"], record["seed"])
+        cell = record_file.parent.parent.relative_to(record_file.parents[4]).as_posix()
+        key = (record["experiment"], record["method"], record["seed"], cell)
         reencoding = record["data"]["reencoding"]
         rows.append({"copy": record["data"]["copy"], "quality": reencoding["quality"],
                      "psnr_db": reencoding["psnr_db"], "top1": _final_top1(record_file.parent), "key": key})
@@ -196,8 +197,8 @@ def jpeg_effect(root: str | Path) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows + list(sources.values()))
-    table[["experiment", "method", "seed"]] = pd.DataFrame(table["key"].tolist(), index=table.index,
-                                                           columns=["experiment", "method", "seed"])
+    table[["experiment", "method", "seed", "cell"]] = pd.DataFrame(
+        table["key"].tolist(), index=table.index, columns=["experiment", "method", "seed", "cell"])
     table["mse"] = 255.0 ** 2 / 10 ** (table["psnr_db"].astype(float) / 10)
     source_top1 = {key: row["top1"] for key, row in sources.items()}
     table["top1_change"] = [row.top1 - source_top1.get(row.key, math.nan) for row in table.itertuples()]
@@ -216,16 +217,28 @@ def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -
              "(`python -m utils.cli train ... --jpeg-quality Q --results results/jpeg_effect/qQ`: every training "
              "and test image re-encoded at quality Q). PSNR and MSE are the training images' pixel distance "
              "from the source copy.", "",
-             table.drop(columns="experiment").to_markdown(index=False, floatfmt=".2f"), ""]
-    for (experiment, method, seed), part in table.groupby(["experiment", "method", "seed"]):
+             _jpeg_display(table).to_markdown(index=False, disable_numparse=True), ""]
+    for (experiment, method, seed, cell), part in table.groupby(["experiment", "method", "seed", "cell"]):
         if part["quality"].isna().sum() != 1 or len(part) < 2:
             continue
         slope = float(np.polyfit(part["mse"], part["top1"], 1)[0])
         first = part[part["quality"].notna()].iloc[0]          # the finest re-encoding (least MSE)
+        seeds = [_final_top1(d.parent) for d in sorted((root / cell).glob("s*/run.json"))]
+        spread = (f" (sd over the {len(seeds)} seeds of this cell on the source copy: "
+                  f"{np.std(seeds, ddof=1):.2f} pt)") if len(seeds) > 1 else ""
         lines.append(f"- {experiment} {method} s{seed}: top-1 changes by {10 * slope:+.2f} pt per 10 units of "
-                     f"pixel MSE (least squares over {len(part)} copies). If the q75 copy is as far from the "
-                     f"original images as its q{int(first.quality)} re-encoding is from it (MSE "
+                     f"pixel MSE (least squares over {len(part)} copies){spread}. If the q75 copy is as far "
+                     f"from the original images as its q{int(first.quality)} re-encoding is from it (MSE "
                      f"{first.mse:.1f}, PSNR {first.psnr_db:.1f} dB; a rough upper estimate, since quality 75 "
                      f"quantises more finely), the original images would give about "
                      f"{-slope * first.mse:+.2f} pt.")
     return lines + [""]
+
+
+def _jpeg_display(table: pd.DataFrame) -> pd.DataFrame:
+    source = table["quality"].isna()
+    return pd.DataFrame({
+        "method": table["method"], "seed": table["seed"].astype(str), "copy": table["copy"],
+        "PSNR (dB)": ["source" if s else f"{p:.2f}" for s, p in zip(source, table["psnr_db"])],
+        "MSE": [f"{m:.1f}" for m in table["mse"]], "top-1 (%)": [f"{t:.2f}" for t in table["top1"]],
+        "change (pt)": [f"{c:+.2f}" for c in table["top1_change"]]})
