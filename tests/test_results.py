@@ -210,14 +210,15 @@ def test_jpeg_section_sets_each_reencoded_run_beside_its_source_run(tmp_path):
     assert table["top1_change"].tolist() == [0.0, -2.0]
     assert table["mse"].tolist() == pytest.approx([0.0, 65025 / 10 ** 2.8])
     text = "\n".join(jpeg_section(tmp_path))
-    assert ("- resnet20_cifar10 dense s21: top-1 changes by -0.19 pt per 10 units of pixel MSE (least squares "
-            "over 2 copies). If the q75 copy is as far from the original images as its q50 re-encoding is "
-            "from it (MSE 103.1, PSNR 28.0 dB;") in text
-    assert "the original images would give about +2.00 pt." in text
-    assert "| dense    | 21     | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 83.00       | -2.00         |" in text
+    assert ("- resnet20_cifar10 dense s21: top-1 change per re-encoding: q50 (MSE 103.1, PSNR 28.0 dB) "
+            "-2.00 pt; "
+            "least squares over the 2 copies: -0.19 pt per 10 units of pixel MSE.") in text
+    assert "the original images would give about +2.00 pt (that step alone) to +2.00 pt (the fit)." in text
+    row = "| dense    | 21     | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 83.00       | -2.00         |"
+    assert row in text
     # with more seeds of the cell on the source copy, their spread is given next to the change
     _fake_run(tmp_path / "resnet20_cifar10/dense/d100/s42", top1=85.4, data={"copy": "jpeg-q75"}, seed=42)
-    assert ("over 2 copies) (sd over the 2 seeds of this cell on the source copy: 0.28 pt)."
+    assert ("-2.00 pt (sd over the 2 seeds of this cell on the source copy: 0.28 pt); least squares"
             in "\n".join(jpeg_section(tmp_path)))
 
 

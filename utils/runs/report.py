@@ -226,12 +226,14 @@ def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -
         seeds = [_final_top1(d.parent) for d in sorted((root / cell).glob("s*/run.json"))]
         spread = (f" (sd over the {len(seeds)} seeds of this cell on the source copy: "
                   f"{np.std(seeds, ddof=1):.2f} pt)") if len(seeds) > 1 else ""
-        lines.append(f"- {experiment} {method} s{seed}: top-1 changes by {10 * slope:+.2f} pt per 10 units of "
-                     f"pixel MSE (least squares over {len(part)} copies){spread}. If the q75 copy is as far "
-                     f"from the original images as its q{int(first.quality)} re-encoding is from it (MSE "
-                     f"{first.mse:.1f}, PSNR {first.psnr_db:.1f} dB; a rough upper estimate, since quality 75 "
-                     f"quantises more finely), the original images would give about "
-                     f"{-slope * first.mse:+.2f} pt.")
+        steps = ", ".join(f"q{int(r.quality)} (MSE {r.mse:.1f}, PSNR {r.psnr_db:.1f} dB) {r.top1_change:+.2f} pt"
+                          for r in part[part["quality"].notna()].itertuples())
+        lines.append(f"- {experiment} {method} s{seed}: top-1 change per re-encoding: {steps}{spread}; least "
+                     f"squares over the {len(part)} copies: {10 * slope:+.2f} pt per 10 units of pixel MSE. If the "
+                     f"q75 copy is as far from the original images as its q{int(first.quality)} re-encoding is "
+                     f"from it (a rough upper estimate, since quality 75 quantises more finely), the original "
+                     f"images would give about {-first.top1_change:+.2f} pt (that step alone) to "
+                     f"{-slope * first.mse:+.2f} pt (the fit).")
     return lines + [""]
 
 
