@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -257,12 +257,7 @@ class DEEPR(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = _closure_loss(closure)
-        for group in self.param_groups:
-            lr = group["lr"]
-            if not group["rewire"]:
-                _plain_sgd(group["params"], lr)
-                continue
-            std = math.sqrt(2 * lr * group["temp"])
+        for group, lr, std in _rewiring_groups(self.param_groups):
             for p in group["params"]:
                 langevin_step(p, p.grad, lr, group["l1"], std, self._noise)
         tensors = self._rewire_tensors()
@@ -291,6 +286,17 @@ def _plain_sgd(params: Sequence[Tensor], lr: float) -> None:
     for p in params:
         if p.grad is not None:
             p.add_(p.grad, alpha=-lr)
+
+
+def _rewiring_groups(param_groups: list[dict]) -> Iterator[tuple[dict, float, float]]:
+    """(group, lr, Langevin noise std √(2·lr·temp)) of each group that rewires; the other groups
+    get their plain SGD step here, as they come."""
+    for group in param_groups:
+        lr = group["lr"]
+        if not group["rewire"]:
+            _plain_sgd(group["params"], lr)
+            continue
+        yield group, lr, math.sqrt(2 * lr * group["temp"])
 
 
 @torch.no_grad()
@@ -380,12 +386,7 @@ class StackedDEEPR(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = _closure_loss(closure)
         runs = len(self.generators)
-        for group in self.param_groups:
-            lr = group["lr"]
-            if not group["rewire"]:
-                _plain_sgd(group["params"], lr)
-                continue
-            std = math.sqrt(2 * lr * group["temp"])
+        for group, lr, std in _rewiring_groups(self.param_groups):
             for stacked in group["params"]:
                 langevin_step(stacked, stacked.grad, lr, group["l1"], std, self._noise)
         stacks = _rewire_tensors(self.param_groups)
@@ -443,12 +444,8 @@ class SoftDEEPR(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = _closure_loss(closure)
-        for group in self.param_groups:
-            lr = group["lr"]
-            if not group["rewire"]:
-                _plain_sgd(group["params"], lr)
-                continue
-            l1, std = group["l1"], math.sqrt(2 * lr * group["temp"])
+        for group, lr, std in _rewiring_groups(self.param_groups):
+            l1 = group["l1"]
             for p in group["params"]:
                 active = p > 0
                 grad = p.grad if p.grad is not None else torch.zeros_like(p)

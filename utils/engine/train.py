@@ -255,12 +255,14 @@ def _checkpoint_slot(model: nn.Module, cfg: TrainConfig, seed: int, phase: str, 
     scope = current()
     if scope is None:
         return None
-    settings = {"train": cfg.to_dict(), "seed": seed, "phase": phase, "epoch_offset": epoch_offset,
-                "log_initial": log_initial}
-    slot = scope.slot(phase, settings, model)      # counted either way: call k stays call k on a rerun
     hooked = any(h is not None for h in (hooks.loss, hooks.after_step, hooks.after_epoch, hooks.columns))
     opaque = custom_optimizer and not getattr(optimizer, "resumable", False)
-    return None if opaque or (hooked and not hooks.resumable) else slot
+    if opaque or (hooked and not hooks.resumable):
+        scope.calls += 1                           # counted either way: call k stays call k on a rerun
+        return None
+    settings = {"train": cfg.to_dict(), "seed": seed, "phase": phase, "epoch_offset": epoch_offset,
+                "log_initial": log_initial}
+    return scope.slot(phase, settings, model)
 
 
 def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torch.Generator, hooks: Hooks,
