@@ -77,9 +77,7 @@ def select_global(scores: dict[str, Tensor], n_keep: int, allowed: dict[str, Ten
     flat = torch.where(ok, flat, torch.tensor(-math.inf, dtype=torch.float64))
     flat = torch.nan_to_num(flat, nan=-math.inf)
     perm = torch.randperm(flat.numel(), generator=generator)
-    order = perm[torch.argsort(flat[perm], descending=True, stable=True)]
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[order[:n_keep]] = True
+    keep = _top_k_ties_by_perm(flat, n_keep, perm)
     # Disallowed entries may tie at -inf with allowed ones only if n_keep exceeds #allowed, which the cap prevents.
     out, start = {}, 0
     for n in names:
@@ -87,6 +85,26 @@ def select_global(scores: dict[str, Tensor], n_keep: int, allowed: dict[str, Ten
         out[n] = keep[start:start + k].view(scores[n].shape).to(scores[n].device)
         start += k
     return out
+
+
+def _top_k_ties_by_perm(flat: Tensor, k: int, perm: Tensor) -> Tensor:
+    """Bool mask of the ``k`` largest entries of 1-D ``flat``; ties at the k-th value go to the
+    entries that come first in ``perm`` (a permutation of the indices).
+
+    The same set as the first ``k`` of a stable descending argsort of ``flat[perm]``
+    (tests/test_pruners_base.py compares both), found with one selection (``kthvalue``) and a
+    pass over the tied entries instead of a full sort: the sort dominated SynFlow's 1,000
+    scorings on ResNet-20's 270,896 weights.
+    """
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k <= 0:
+        return keep
+    kth = torch.kthvalue(flat, flat.numel() - k + 1).values  # the k-th largest value
+    keep = flat > kth
+    need = k - int(keep.sum())
+    tied = perm[(flat == kth)[perm]]  # the tied entries in perm order
+    keep[tied[:need]] = True
+    return keep
 
 
 def layer_sizes(model: nn.Module) -> dict[str, int]:

@@ -106,6 +106,29 @@ def test_select_global_nan_scores_rank_last():
     assert masks["a"].tolist() == [False, True, True, False, True]
 
 
+def argsort_selection(flat, k, perm):
+    """The reference rule: the first k of a stable descending argsort of flat[perm]."""
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[perm[torch.argsort(flat[perm], descending=True, stable=True)][:k]] = True
+    return keep
+
+
+@pytest.mark.parametrize("levels", [2, 7, 10_000])  # few values (ties everywhere) to nearly distinct
+@pytest.mark.parametrize("k", [0, 1, 999, 2_500, 4_999, 5_000])
+def test_select_global_equals_the_stable_argsort_rule(levels, k):
+    """select_global's selection is the stable-argsort rule entry for entry, ties and -inf included,
+    and draws the same tie-break stream (the generators end in the same state)."""
+    values = torch.randint(levels, (5_000,), generator=torch.Generator().manual_seed(levels)).double()
+    values[::97] = -math.inf
+    gen_a, gen_b = generator(3, "prune"), generator(3, "prune")
+    got = select_global({"a": values[:3_000].view(30, 100), "b": values[3_000:]}, k, generator=gen_a)
+    perm = torch.randperm(5_000, generator=gen_b)
+    expected = argsort_selection(values, k, perm)
+    assert torch.equal(torch.cat([got["a"].reshape(-1), got["b"]]), expected)
+    assert int(expected.sum()) == k
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
+
+
 def test_select_global_unknown_scope():
     with pytest.raises(UserError):
         select_global(tied_scores(), 10, scope="unit")

@@ -296,23 +296,38 @@ def test_fc_per_layer_densities_plain_seed_init(label):
     assert np.abs(mean - np.array(FC_TABLE[label])).max() <= 2.5, np.round(mean, 2)
 
 
-@pytest.mark.slow
+def thesis_resnet_layer_densities(store, label, seed):
+    """Per-layer densities (percent) of the thesis's own SynFlow ResNet-20 network."""
+    from utils.runs import results
+    run = results.load_run("thesis_resnet20_cifar10", "synflow", int(label) / 100, seed, root=store)
+    return np.array([100 * v for v in layer_densities(run.model).values()])
+
+
 @pytest.mark.parametrize("label", list(RESNET_TABLE))
-def test_resnet_per_layer_densities_match_thesis(label):
-    """Thesis schedule 10×100 on ResNet-20 option B, thesis init, mean of seeds 21/42/63
-    (≈1–3 min per seed on one core; the 10% mean lands within 0.4 pp of the table)."""
-    got = []
-    for seed in (21, 42, 63):
-        thesis_init(seed, 50_000)
-        net = resnet20()
-        SynFlow(levels=10, iterations=100).prune(net, THESIS[label], seed=seed, data_shape=(3, 32, 32))
-        got.append([100 * v for v in layer_densities(net).values()])
-        if label == "2":
-            counts = layer_counts(net)
-            assert counts[9] <= 10 and counts[16] <= 5  # the 1x1 shortcuts of blocks.3 / blocks.6 nearly vanish
-    mean = np.mean(got, axis=0)
+def test_thesis_resnet_networks_average_to_the_published_table(thesis_store, label):
+    """The §8.1 ResNet-20 table is the mean of the thesis's three SynFlow networks (to its rounding),
+    so matching those networks seed by seed (below) reproduces the table."""
+    mean = np.mean([thesis_resnet_layer_densities(thesis_store, label, seed) for seed in (21, 42, 63)], axis=0)
     ref = np.array([float(x) for x in RESNET_TABLE[label].split()])
-    assert np.abs(mean - ref).max() <= 2.0, np.round(mean, 1)
+    assert np.abs(mean - ref).max() <= 0.1, np.round(mean, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("label", "seed"), [("2", 21), ("10", 42), ("50", 63)])
+def test_resnet_per_layer_densities_match_the_thesis_network_of_the_same_seed(thesis_store, label, seed):
+    """Thesis schedule 10×100 on ResNet-20 option B with the thesis init: every layer's density is
+    the thesis's own network's within 1.5 pp (measured max 0.91 / 0.32 / 0.23 pp at 2 / 10 / 50 %;
+    score ties and float64 summation order move a few weights).  One seed per density, each ≈1 min
+    on one core: a single seed sits up to 3.1 pp from the table's three-seed mean, so it is
+    compared with its own thesis network, not with the table."""
+    thesis_init(seed, 50_000)
+    net = resnet20()
+    SynFlow(levels=10, iterations=100).prune(net, THESIS[label], seed=seed, data_shape=(3, 32, 32))
+    ours = np.array([100 * v for v in layer_densities(net).values()])
+    assert np.abs(ours - thesis_resnet_layer_densities(thesis_store, label, seed)).max() <= 1.5, np.round(ours, 2)
+    if label == "2":
+        counts = layer_counts(net)
+        assert counts[9] <= 10 and counts[16] <= 5  # the 1x1 shortcuts of blocks.3 / blocks.6 nearly vanish
 
 
 # ---------------------------------------------------------------- Method interface
