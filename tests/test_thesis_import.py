@@ -67,6 +67,25 @@ def test_bad_source_is_one_clear_error(tmp_path):
         open_source(bad)
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_an_archive_extracts_with_a_progress_bar_only_when_asked(tmp_path, capsys, progress):
+    """``import-thesis --quiet`` shows no bar, the extraction's included; the clone prefix is found."""
+    tree = tmp_path / "tree" / "sparse_network_analysis" / "All_Results" / "FC"
+    tree.mkdir(parents=True)
+    (tree / "note.txt").write_text("x")
+    archive = tmp_path / "repo.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "sparse_network_analysis", arcname="sparse_network_analysis")
+    source = open_source(archive, progress=progress)
+    try:
+        assert (source.root / "All_Results" / "FC" / "note.txt").read_text() == "x"
+        assert source.root.name == "sparse_network_analysis"
+    finally:
+        source.cleanup()
+    assert not source.root.exists()
+    assert ("extract repo.tar.gz" in capsys.readouterr().err) is progress
+
+
 def test_a_file_that_differs_from_the_pinned_commit_is_refused(tmp_path):
     """Import checks every file it reads against the pinned commit's sha256."""
     if not THESIS_ARCHIVE.is_file():

@@ -499,7 +499,7 @@ def import_thesis(source: str | os.PathLike | None = None, root: str | os.PathLi
             commit, or the download failed (the message says what to fetch by hand).
     """
     root = Path(root or thesis_root())
-    src = open_source(source, download_dir)
+    src = open_source(source, download_dir, progress)
     try:
         known = manifest()
         runs = discover(src.root)

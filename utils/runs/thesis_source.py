@@ -106,19 +106,19 @@ def _results_dir(tree: Path) -> Path | None:
     return None
 
 
-def _extract(archive: Path, dest: Path) -> Path:
+def _extract(archive: Path, dest: Path, progress: bool = True) -> Path:
     """Extract the parts of the repository the import reads (All_Results, Figures, Configs)."""
     wanted = re.compile(r"(^|/)(All_Results|Figures|Configs)/")
     name = archive.name
     if name.endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.namelist() if wanted.search(m)]
-            for member in tqdm(members, desc=f"extract {name}", unit="file"):
+            for member in tqdm(members, desc=f"extract {name}", unit="file", disable=not progress):
                 z.extract(member, dest)
     elif name.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")):
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.isfile() and wanted.search(m.name)]
-            for member in tqdm(members, desc=f"extract {name}", unit="file"):
+            for member in tqdm(members, desc=f"extract {name}", unit="file", disable=not progress):
                 tar.extract(member, dest, filter="data")
     else:
         raise UserError(f"{archive}: not a clone, .zip, .tar.gz or .tar.xz of {REPOSITORY}")
@@ -152,7 +152,8 @@ class Source:
             shutil.rmtree(self.temporary, ignore_errors=True)
 
 
-def open_source(source: str | os.PathLike | None, download_dir: str | os.PathLike | None = None) -> Source:
+def open_source(source: str | os.PathLike | None, download_dir: str | os.PathLike | None = None,
+                progress: bool = True) -> Source:
     """A clone (directory), an archive (.tar.xz/.tar.gz/.zip) or ``None``: download the pinned
     commit's archive into ``download_dir`` (default ``data/``) first."""
     if source is None:
@@ -167,7 +168,7 @@ def open_source(source: str | os.PathLike | None, download_dir: str | os.PathLik
         return Source(root)
     tmp = Path(tempfile.mkdtemp(prefix="thesis-import-"))
     try:
-        return Source(_extract(path, tmp), tmp)
+        return Source(_extract(path, tmp, progress), tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
