@@ -119,6 +119,30 @@ def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, 
     assert [state["epochs_done"] for state in loaded if state is not None] == restored
 
 
+def test_a_checkpoint_carried_to_a_cpu_without_native_bf16_trains_afresh(monkeypatch, tmp_path):
+    """Checkpoints travel with the store (a sweep continued on another machine): one written in
+    bf16 autocast is not finished in fp32 on a CPU without native bf16, where the rerun trains
+    from the start and records fp32."""
+    from test_data import write_tiny_cifar
+
+    import utils.engine.train as engine
+    write_tiny_cifar(tmp_path / "data", n=16)
+    spec = experiment.RunSpec("resnet20_cifar10", "synflow", 0.1, 21, "smoke", None)
+    kwargs = dict(config=experiment.load_config("resnet20_cifar10"), data_dir=tmp_path / "data",
+                  overrides=experiment.Overrides(epochs=2), progress=False, threads=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+        kill_after_saves(patch, 1)
+        with pytest.raises(Killed):
+            experiment.execute(spec, root=tmp_path, **kwargs)
+    assert checkpoint.progress(experiment.checkpoint_dir(spec, tmp_path)) == "train 1/2"
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    experiment.execute(spec, root=tmp_path, **kwargs)
+    compute = results.read_record(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed,
+                                                  tmp_path))["compute"]
+    assert compute["bf16"] is False and "resumed" not in compute
+
+
 def test_a_checkpoint_of_other_settings_data_or_start_is_not_resumed(tmp_path):
     """The key holds the call's settings, the scope's context and the model it starts from."""
     model = torch.nn.Linear(3, 2)

@@ -287,9 +287,11 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     start = time.perf_counter()
     # a killed run resumes from its last checkpoint (utils.engine.checkpoint); the key holds the
     # data and the overrides, so a validation or re-encoded run never resumes from another
+    # and the precision this machine trains in, so a checkpoint carried to a CPU without native
+    # bf16 (or to CUDA) trains afresh instead of finishing in another precision
     saves = checkpoint_dir(spec, root)
     with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
-                                     "threads": threads}) as scope:
+                                     "compute": compute_record(model, settings.train, threads)}) as scope:
         outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed,
                                       progress=progress)
     # a resumed run's time includes the epochs trained before the kill (their logged seconds)
@@ -314,17 +316,22 @@ def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Datas
     return build_model(config["model"], **model_kwargs), model_kwargs
 
 
+def compute_record(model: torch.nn.Module, train_cfg: TrainConfig, threads: int) -> dict:
+    """Where and in what precision ``model`` trains here: device, threads, bf16, channels_last.
+    The defaults depend on the hardware (native bf16 or not), so the record keeps what ran."""
+    device = pick_device(train_cfg.device)
+    return {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
+            "channels_last": use_channels_last(model, train_cfg, device)}
+
+
 def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, model_kwargs: dict, data: Dataset,
            overrides: Overrides, *, root, wall: float, threads: int, batched: int = 1,
            resumed: list[dict] | None = None) -> list[Path]:
     """Write a run's outputs (the method's run and its variants) to the store."""
     root = Path(root or results.DEFAULT_ROOT)
     model = outputs[spec.method].model
-    device = pick_device(settings.train.device)
-    # The defaults depend on the hardware (native bf16 or not), so the record keeps what ran.
     recipe = recipe_record(spec.profile, profile_of(config, spec.profile)[1], settings)
-    compute = {"device": device.type, "threads": threads, "bf16": use_bf16(model, settings.train, device),
-               "channels_last": use_channels_last(model, settings.train, device)}
+    compute = compute_record(model, settings.train, threads)
     if batched > 1:
         compute["batched"] = batched     # trained with batched - 1 other runs in one process
     if resumed:
