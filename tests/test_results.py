@@ -1,6 +1,7 @@
 """Runs store: round trip, checksums, tampering, versions, atomic writes."""
 import copy
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -138,6 +139,44 @@ def test_runs_table_and_summary(tmp_path):
     assert table[["method", "density", "seed"]].values.tolist() == [["random", 0.2, 21]]
     assert table["final_top1"].iloc[0] == 90.0
     assert (tmp_path / "summary.csv").is_file() and "90.00 ± 0.00 (1)" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("curve,expected", [
+    ([10, 50, 60, 70, 80, 81], 1.0),                    # 5 epochs: back 1
+    ([10] + list(range(50, 60)), 2.0),                  # 10 epochs: back 2 (59 − 57)
+    ([None, 40.0, 41.0], 1.0),                          # no initial evaluation logged
+    ([10, 50], float("nan")),                           # one epoch: nothing to compare
+])
+def test_gain_last_fifth(curve, expected):
+    history = pd.DataFrame({"train_loss": [math.nan] + [1.0] * (len(curve) - 1),
+                            "top1": [math.nan if v is None else v for v in curve]})
+    if curve[0] is None:
+        history["train_loss"] = 1.0
+        history = history.iloc[1:]
+    got = results.gain_last_fifth(history)
+    assert got == expected or (math.isnan(expected) and math.isnan(got))
+
+
+def test_summary_reports_convergence_per_cell(tmp_path):
+    """The README's convergence table: the last fifth's gain per method × density, mean over seeds."""
+    stored(tmp_path)
+    table = results.write_summary(tmp_path)
+    assert table["gain_last_fifth"].isna().all()          # one epoch: no last fifth to measure
+    history = pd.DataFrame({"epoch": range(11), "phase": "train", "train_loss": [math.nan] + [0.5] * 10,
+                            "top1": [10.0] + [60 + 0.5 * e for e in range(10)]})
+    model = models.build_model("fc")
+    for seed, shift in ((42, 0.0), (63, 1.0)):
+        results.save_run(results.run_dir("exp", "random", 0.2, seed, tmp_path), model=model, init_model=model,
+                         history=history.assign(top1=history["top1"] + shift * (history["epoch"] == 10)),
+                         model_spec={"name": "fc", "kwargs": {}},
+                         record={"experiment": "exp", "method": "random", "density_target": 0.2, "seed": seed,
+                                 "profile": "p"})
+    table = results.write_summary(tmp_path)
+    assert table.set_index("seed")["gain_last_fifth"].to_dict() == pytest.approx({21: math.nan, 42: 1.0, 63: 2.0},
+                                                                                nan_ok=True)
+    readme = (tmp_path / "README.md").read_text()
+    section = readme.split("Convergence:")[1].split("Training time")[0]
+    assert "| random   |    1.5 |" in section            # mean of seed 21's NaN (left out), 1.0 and 2.0
 
 
 def test_missing_run_is_a_clear_error(tmp_path):

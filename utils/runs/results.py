@@ -433,12 +433,25 @@ def load_run(experiment: str, method: str, density: float, seed: int,
     return load_run_dir(path)
 
 
+def gain_last_fifth(history: pd.DataFrame) -> float:
+    """Top-1 gained over the last fifth of a training phase's epochs (points): the last epoch's
+    top-1 minus the top-1 ⌊E/5⌋ epochs before it (at least one epoch); NaN for fewer epochs.
+    Issue 20's convergence measure (below 0.3 = converged).
+
+    Example: ``gain_last_fifth(pd.DataFrame({"train_loss": [None, 1, 1, 1, 1, 1],
+    "top1": [10, 50, 60, 70, 80, 81]}))`` is 1.0 (5 epochs: the last one's gain)."""
+    curve = history.loc[history["train_loss"].notna(), "top1"].to_numpy(dtype=float)
+    back = max(1, len(curve) // 5)
+    return float(curve[-1] - curve[-1 - back]) if len(curve) > back else math.nan
+
+
 def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Everything stored under ``root``: one row per run, read from ``run.json`` and ``history.csv``.
 
     Columns: experiment, method, density (the grid label as a fraction, as in the path), seed,
     density_target (the fraction pruned to), density_achieved,
-    final_top1, best_top1, wall_time_s, profile, recipe_version, data_copy (which copy of the
+    final_top1, best_top1, epochs (of the last phase), gain_last_fifth (:func:`gain_last_fifth` of the
+    last phase's test curve), wall_time_s, profile, recipe_version, data_copy (which copy of the
     dataset it trained on), path.  Checksums are not verified here
     (use :func:`load_run` or :func:`read_record`).
     """
@@ -455,13 +468,15 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             "density_achieved": record["density_achieved"],
             "final_top1": float(history["top1"].iloc[-1]), "best_top1": float(final_phase["top1"].max()),
             "epochs": int(final_phase["train_loss"].notna().sum()),
+            "gain_last_fifth": gain_last_fifth(final_phase),
             "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
             "recipe_version": (record.get("recipe") or {}).get("version"),
             "data_copy": (record.get("data") or {}).get("copy"),
             "path": str(file.parent.relative_to(root)),
         })
     columns = ["experiment", "method", "density", "seed", "density_target", "density_achieved", "final_top1",
-               "best_top1", "epochs", "wall_time_s", "profile", "recipe_version", "data_copy", "path"]
+               "best_top1", "epochs", "gain_last_fifth", "wall_time_s", "profile", "recipe_version", "data_copy",
+               "path"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -497,6 +512,13 @@ def accuracy_table(table: pd.DataFrame, value: str = "final_top1") -> pd.DataFra
     return pivot.rename(columns=lambda d: f"{d:g} %")
 
 
+def _mean_by_cell(table: pd.DataFrame, values: pd.Series, digits: int) -> str:
+    """Markdown table of ``values`` (one per row of ``table``) averaged per method × density."""
+    cells = table.assign(density_pct=(table["density"] * 100).round(6), value=values)
+    pivot = cells.pivot_table(index="method", columns="density_pct", values="value", aggfunc="mean", dropna=False)
+    return pivot.round(digits).rename(columns=lambda d: f"{d:g} %").to_markdown()
+
+
 def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Rewrite ``summary.csv`` and the tables of ``README.md`` under ``root``. Returns the summary."""
     root = Path(root or DEFAULT_ROOT)
@@ -512,18 +534,14 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
         copies = ", ".join(sorted(part["data_copy"].dropna().unique())) or "not recorded"
         lines += [f"## {experiment} (profile: {profiles}; trained and tested on: {copies})", "",
                   accuracy_table(part).fillna("").to_markdown(), ""]
-        achieved = part.assign(density_pct=(part["density"] * 100).round(6),
-                               achieved_pct=part["density_achieved"] * 100)
-        pivot = achieved.pivot_table(index="method", columns="density_pct", values="achieved_pct",
-                                     aggfunc="mean").round(2).rename(columns=lambda d: f"{d:g} %")
         lines += ["Achieved density (% remaining, mean over seeds):", "",
-                  pivot.to_markdown(), ""]
-        minutes = part.assign(density_pct=(part["density"] * 100).round(6), minutes=part["wall_time_s"] / 60)
-        pivot = minutes.pivot_table(index="method", columns="density_pct", values="minutes",
-                                    aggfunc="mean").round(1).rename(columns=lambda d: f"{d:g} %")
-        lines += ["Training time per run (minutes of wall time, mean over seeds; a run trained in a batch of K "
+                  _mean_by_cell(part, part["density_achieved"] * 100, 2), "",
+                  "Convergence: test top-1 gained over the last fifth of the final phase's epochs (points, "
+                  "mean over seeds; the recipes were chosen on validation data, this only reports):", "",
+                  _mean_by_cell(part, part["gain_last_fifth"], 2), "",
+                  "Training time per run (minutes of wall time, mean over seeds; a run trained in a batch of K "
                   "counts its batch's time / K; with the machine's other work at the time):", "",
-                  pivot.to_markdown(), ""]
+                  _mean_by_cell(part, part["wall_time_s"] / 60, 1), ""]
     lines += report.sections(root)
     write_atomic(root / "README.md", "\n".join(lines).encode())
     return table
