@@ -96,9 +96,8 @@ def _top_k_ties_by_perm(flat: Tensor, k: int, perm: Tensor) -> Tensor:
     pass over the tied entries instead of a full sort: the sort dominated SynFlow's 1,000
     scorings on ResNet-20's 270,896 weights.
     """
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
     if k <= 0:
-        return keep
+        return torch.zeros(flat.numel(), dtype=torch.bool)
     kth = torch.kthvalue(flat, flat.numel() - k + 1).values  # the k-th largest value
     keep = flat > kth
     need = k - int(keep.sum())

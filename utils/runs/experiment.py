@@ -286,9 +286,9 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     model, model_kwargs = _fresh_model(spec, config, settings, data)
     start = time.perf_counter()
     # a killed run resumes from its last checkpoint (utils.engine.checkpoint); the key holds the
-    # data and the overrides, so a validation or re-encoded run never resumes from another
-    # and the precision this machine trains in, so a checkpoint carried to a CPU without native
-    # bf16 (or to CUDA) trains afresh instead of finishing in another precision
+    # data and the overrides, so a validation or re-encoded run never resumes from another, and
+    # the device and precision, so a checkpoint carried to a CPU without native bf16 (or to CUDA)
+    # trains afresh instead of finishing in another precision
     saves = checkpoint_dir(spec, root)
     with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
                                      "compute": compute_record(model, settings.train, threads)}) as scope:
