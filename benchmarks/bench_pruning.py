@@ -6,7 +6,8 @@
 1. **SynFlow**, ResNet-20 (option B), density 2 %: ``synflow_prune`` with 1 level × N
    iterations (N = 100; quick 10), i.e. N float64 forward/backward scorings plus N global
    exact-k selections.  Reports the total, the time per scoring and the implied time of the
-   thesis/cpu schedule 10 × 100 (= 10 × the 100-iteration time).
+   thesis/cpu schedule 10 × 100 (= 10 × the 100-iteration time); then the exact-k selection
+   alone against the stable argsort it replaced (``--synflow-only`` stops here).
 2. **Gem-Miner**: one mining epoch (scores trained through the STE mask, batch 128, SGD
    0.9 cosine, one BottomK prune after the epoch) vs one ordinary training epoch of the
    dense model with the engine (same batch 128, and batch 64 = the SynFlow/random
@@ -43,6 +44,33 @@ def bench_synflow(iterations: int, density: float = 0.02, seed: int = 21) -> dic
     total = time.perf_counter() - start
     return {"iterations": iterations, "seconds": total, "ms_per_scoring": 1e3 * total / iterations,
             "est_10x100_s": total / iterations * 1000, "density": log[-1]["density"]}
+
+
+def bench_selection(repeats: int = 20, density: float = 0.1) -> dict:
+    """The exact-k selection on ResNet-20's 270,896 scores: ``select_global`` (one ``kthvalue``
+    and the tied entries) against the full stable argsort it replaced (the same masks), ms per call."""
+    import torch
+
+    from models import prunable_layers, resnet20
+    from pruners.base import _top_k_ties_by_perm, kept_count
+    torch.manual_seed(21)
+    flat = torch.cat([m.weight.detach().double().abs().reshape(-1) for m in prunable_layers(resnet20()).values()])
+    k, perm = kept_count(density, flat.numel()), torch.randperm(flat.numel())
+
+    def argsort_rule():
+        keep = torch.zeros(flat.numel(), dtype=torch.bool)
+        keep[perm[torch.argsort(flat[perm], descending=True, stable=True)][:k]] = True
+        return keep
+
+    def timed(fn) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return 1e3 * (time.perf_counter() - start) / repeats
+    assert torch.equal(argsort_rule(), _top_k_ties_by_perm(flat, k, perm))
+    sort_ms, select_ms = timed(argsort_rule), timed(lambda: _top_k_ties_by_perm(flat, k, perm))
+    return {"weights": flat.numel(), "argsort_ms": sort_ms, "select_ms": select_ms, "ratio": sort_ms / select_ms}
 
 
 def _epoch_seconds(history, repeats: int) -> float:
@@ -90,6 +118,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed epochs (default 2; quick 1)")
     p.add_argument("--models", nargs="+", default=["resnet20", "fc"], choices=["resnet20", "fc"])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--synflow-only", action="store_true", help="only the SynFlow scoring and the exact-k selection")
     args = p.parse_args(argv)
 
     import pandas as pd
@@ -103,6 +132,11 @@ def main(argv=None):
     print(f"\nSynFlow, ResNet-20, 1 level x {s['iterations']} iterations to {100 * s['density']:.3f} %: "
           f"{s['seconds']:.1f} s ({s['ms_per_scoring']:.0f} ms per scoring); "
           f"10 x 100 schedule ≈ {s['est_10x100_s']:.0f} s", flush=True)
+    sel = bench_selection()
+    print(f"exact-k selection of {sel['weights']:,} scores: stable argsort {sel['argsort_ms']:.1f} ms, "
+          f"kthvalue + ties {sel['select_ms']:.1f} ms ({sel['ratio']:.1f}x)", flush=True)
+    if args.synflow_only:
+        return s, None
 
     rows = []
     for name in args.models:
