@@ -58,6 +58,28 @@ def test_missing_and_truncated_data(capsys, tmp_path, monkeypatch):
     assert not list((tmp_path / "res").rglob("run.json"))
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_sweep_without_its_dataset_is_one_data_error_before_any_task(capsys, tmp_path, monkeypatch, jobs):
+    """Offline with no MNIST on disk: one line naming the missing file (not a failed task per run)."""
+    monkeypatch.setattr(D, "_download", lambda url, dest: (_ for _ in ()).throw(OSError("offline")))
+    code, out, err = run_cli(capsys, "sweep", "fc_mnist", "--methods", "random", "--densities", "10,50",
+                             "--seeds", "21", "--jobs", jobs, "--data-dir", tmp_path, "--results", tmp_path / "res")
+    assert_one_line_error(code, err, "train-images-idx3-ubyte.gz is missing and could not be downloaded")
+    assert "task(s) failed" not in err and not list((tmp_path / "res").rglob("run.json"))
+
+
+def test_train_grid_without_its_dataset_says_so_and_trains_nothing(capsys, tmp_path, monkeypatch):
+    """The train_grid notebook's call: offline it prints one line and returns, so `make figures` runs on."""
+    from utils import api
+    from utils.runs import experiment
+    monkeypatch.setattr(D, "_download", lambda url, dest: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setenv("SPARSE_DATA_DIR", str(tmp_path))
+    config = experiment.load_config("fc_mnist")
+    specs = experiment.grid(config, "smoke", ["random", "synflow"], [50], [21])
+    assert api.train_grid(config, specs, tmp_path / "res", epochs=1, max_runs=2) == []
+    assert capsys.readouterr().out.startswith("no dataset available, nothing trained: mnist: ")
+
+
 def test_unknown_sweep_config(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", tmp_path / "missing.yaml")
     assert_one_line_error(code, err, "does not exist")

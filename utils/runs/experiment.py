@@ -511,6 +511,9 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
         return []
     for spec in todo:
         run_settings(spec, config, overrides)
+    # the dataset is read (or downloaded) here, before any task: missing data is one DataError
+    # for the sweep, not a failed task per run; forked workers reuse the loaded arrays
+    ensure_probe(config, data_dir, root)
     tasks = plan_tasks(todo, config, overrides, jobs=jobs, batch_runs=batch_runs)
     bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
     trained: list[RunSpec] = []
