@@ -416,3 +416,20 @@ def test_compare_thesis_cli_writes_the_table(thesis_store, tmp_path):
     thesis_fc_2 = layers[(layers["density"] == 0.02) & (layers["layer"] == "6 layers.5")].iloc[0]
     assert thesis_fc_2["thesis"] == 33.53          # the thesis's classifier keeps a third at 2 %
     assert (layers["ours − thesis"] - (layers["ours"] - layers["thesis"])).abs().max() < 0.011
+
+
+@pytest.mark.parametrize("density,label,expected", [(0.04998, 10, 5), (0.0297, 10, None), (0.1, 10, None),
+                                                    (0.0199, 2, None), (0.0201, 5, 2)])
+def test_mislabelled_as_names_the_target_a_run_really_has(density, label, expected):
+    from utils.runs.thesis import mislabelled_as
+    assert mislabelled_as(density, label) == expected
+
+
+def test_gem_miner_layers_leave_out_a_mislabelled_thesis_run(thesis_store):
+    """The thesis's Resnet20/10/gem_10_42 is mined to 5 %: the 10 % per-layer mean is s21 and s63's."""
+    from utils.runs.thesis_compare import gem_miner_layers, layer_profile
+    table = gem_miner_layers(0.1, "resnet20_cifar10", thesis_store=thesis_store)
+    assert (table["thesis seeds"] == 2).all()
+    first = [layer_profile(load_run("thesis_resnet20_cifar10", "gem-miner", 0.1, seed, thesis_store))["conv1"]
+             for seed in (21, 63)]
+    assert table.loc["1 conv1", "thesis"] == round(sum(first) / 2, 2) == 15.16

@@ -284,6 +284,15 @@ def _nearest_label(density: float) -> float:
     return min(LABELS, key=lambda label: abs(math.log(density * 100 / label)))
 
 
+def mislabelled_as(density: float, label: float) -> float | None:
+    """The grid label (percent) whose runs a thesis run of achieved ``density`` (fraction) really
+    is, when that is not its folder's ``label`` (within 2 % of another label: a mislabelled run,
+    e.g. Resnet20/10/gem_10_42 at 4.998 %); ``None`` otherwise.  Example:
+    ``mislabelled_as(0.04998, 10) == 5`` and ``mislabelled_as(0.0297, 10) is None``."""
+    nearest = _nearest_label(density)
+    return nearest if nearest != label and abs(density * 100 - nearest) / nearest < 0.02 else None
+
+
 def _standard_levels(arch: str) -> tuple[int, int]:
     return (10, 1) if arch == "FC" else (10, 100)
 
@@ -429,8 +438,8 @@ def import_gem_miner(run: ThesisRun, repo: Path, known: dict[str, str]) -> dict:
         tables[f"history_{check}.csv"] = gem_history(frame, mining_epochs)
     achieved, flagged = _density(final.masks), _density(final.flags)
     target = run.label / 100
-    nearest = _nearest_label(achieved)
-    if nearest != run.label and abs(achieved * 100 - nearest) / nearest < 0.02:
+    nearest = mislabelled_as(achieved, run.label)
+    if nearest is not None:
         anomalies.append(f"its density {100 * achieved:.3f} % is that of the {nearest:g} % runs, not its "
                          f"folder's {run.label:g} % (a mislabelled run)")
     elif achieved < 0.9 * target:

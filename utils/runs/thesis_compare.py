@@ -148,14 +148,19 @@ def gem_miner_layers(density: float, experiment: str = "resnet20_cifar10",
                      ours_root: str | os.PathLike | None = None, thesis_store: str | os.PathLike | None = None,
                      seeds: tuple[int, ...] = (21, 42, 63)) -> pd.DataFrame:
     """Gem-Miner's mined per-layer flag density (%), ours next to the thesis's, mean over the seeds
-    both stores hold: the per-layer profile global BottomK produced (a result, not a constraint)."""
+    each store holds: the per-layer profile global BottomK produced (a result, not a constraint).
+    A thesis run mined to another target's density (:func:`utils.runs.thesis.mislabelled_as`) is
+    left out: its profile is that other target's."""
     from utils.figures.store import Store  # the figures' cached, recipe-aware store (imported on use)
+    from utils.runs.thesis import mislabelled_as
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
     rows = {}
     for label, store in (("ours", Store(ours_root)), ("thesis", Store(thesis_store, source="thesis"))):
         # runs not stored, or stored under an older recipe, are left out of the mean
-        profiles = [layer_profile(store.run(experiment, "gem-miner", density, seed)) for seed in seeds
-                    if store.has(experiment, "gem-miner", density, seed)]
+        runs = [store.run(experiment, "gem-miner", density, seed) for seed in seeds
+                if store.has(experiment, "gem-miner", density, seed)]
+        profiles = [layer_profile(run) for run in runs
+                    if mislabelled_as(run.info["density_achieved"], round(density * 100, 6)) is None]
         if profiles:
             rows[label] = pd.DataFrame(profiles).mean()
             rows[f"{label} seeds"] = pd.Series(len(profiles), index=rows[label].index)
