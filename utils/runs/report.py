@@ -154,7 +154,7 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
     if table.empty:
         return []
     lines = ["## Gem-Miner's mined density per layer, ours / the thesis's", "",
-             "Flag density (% of each layer's weights) after mining, mean over the seeds both stores hold, "
+             "Flag density (% of each layer's weights) after mining, mean over the seeds each store holds, "
              "as `ours / thesis (ours − thesis)`; layers in network order. Both mine with global scope "
              "(BottomK over all prunable weights), so the profile is a result of the mining, not a "
              "constraint (`thesis_gem_miner_layers.csv`). A thesis run mined to another target's density (a "
