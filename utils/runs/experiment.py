@@ -513,7 +513,7 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
         run_settings(spec, config, overrides)
     # the dataset is read (or downloaded) here, before any task: missing data is one DataError
     # for the sweep, not a failed task per run; forked workers reuse the loaded arrays
-    ensure_probe(config, data_dir, root)
+    _cached_dataset(config["dataset"], data_dir)
     tasks = plan_tasks(todo, config, overrides, jobs=jobs, batch_runs=batch_runs)
     bar = tqdm(total=len(todo), desc=f"sweep {config['experiment']}", disable=not progress)
     trained: list[RunSpec] = []
