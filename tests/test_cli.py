@@ -21,6 +21,29 @@ def assert_one_line_error(code, err, pattern):
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], err
 
 
+COMMANDS = ["train", "sweep", "runs", "verify", "import-thesis", "compare-thesis", "summary"]
+
+
+def test_the_command_list_is_every_subcommand():
+    import argparse
+
+    from utils.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(capsys, command):
+    # argparse %-formats help strings: a bare "%" in one crashes --help with a TypeError
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m utils.cli {command}")
+    if command == "train":
+        assert "% of weights remaining, in (0, 100]" in out
+
+
 TRAIN = ["train", "--experiment", "fc_mnist", "--method", "random", "--density", "50", "--seed", "21"]
 
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="train and store one run")
     train.add_argument("--experiment", required=True, help="config name, e.g. fc_mnist, resnet20_cifar10")
     train.add_argument("--method", required=True, help="e.g. random, synflow, gem-miner, deepr, dnw")
-    train.add_argument("--density", required=True, help="% of weights remaining, in (0, 100]")
+    train.add_argument("--density", required=True, help="%% of weights remaining, in (0, 100]")
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--force", action="store_true", help="retrain even if the run is stored")
     train.add_argument("--threads", type=int, default=None,
