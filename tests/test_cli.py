@@ -55,6 +55,10 @@ TRAIN = ["train", "--experiment", "fc_mnist", "--method", "random", "--density",
     ({"--density": "100.5"}, "density must be in (0, 100]"),
     ({"--density": "abc"}, "density must be a number"),
     ({"--profile": "nope"}, "unknown profile 'nope'"),
+    ({"--epochs": "0"}, "epochs must be at least 1, got 0"),
+    ({"--train-subset": "-5"}, "train subset must be at least 1, got -5"),
+    ({"--test-subset": "0"}, "test subset must be at least 1, got 0"),
+    ({"--validation": "0"}, "validation must be at least 1, got 0"),
 ])
 def test_bad_train_arguments(capsys, tmp_path, change, pattern):
     argv = list(TRAIN)
@@ -106,6 +110,67 @@ def test_train_grid_without_its_dataset_says_so_and_trains_nothing(capsys, tmp_p
 def test_unknown_sweep_config(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", tmp_path / "missing.yaml")
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_bad_values_fail_before_an_already_stored_run_is_reported(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("utils.runs.experiment.is_done", lambda spec, root: True)
+    code, _, err = run_cli(capsys, *TRAIN, "--epochs", "-3", "--results", tmp_path / "res")
+    assert_one_line_error(code, err, "epochs must be at least 1, got -3")
+
+
+@pytest.mark.parametrize("filters,pattern", [
+    (["--densities", "0"], "fc_mnist has no density 0 %; its grid has: 2 %, 5 %, 7 %, 10 %, 20 %, 50 %, 100 %"),
+    (["--densities", "2,3"], "fc_mnist has no density 3 %"),
+    (["--methods", "random,nope"], "fc_mnist has no method nope; its grid has: deepr, dense, dnw, gem-miner,"),
+    (["--seeds", "21,1"], "fc_mnist has no seed 1; its grid has: 21, 42, 63"),
+    (["--epochs", "0"], "epochs must be at least 1, got 0"),
+])
+def test_sweep_filters_outside_the_grid_are_errors_not_empty_sweeps(capsys, tmp_path, filters, pattern):
+    code, out, err = run_cli(capsys, "sweep", "fc_mnist", *filters, "--dry-run", "--results", tmp_path / "res")
+    assert_one_line_error(code, err, pattern)
+    assert out == ""
+
+
+def test_sweep_filters_inside_the_grid(capsys, tmp_path):
+    # random-fc's only density is 7 %, in the grid through extra_runs
+    code, out, _ = run_cli(capsys, "sweep", "fc_mnist", "--methods", "random-fc", "--densities", "7",
+                           "--seeds", "42", "--dry-run", "--results", tmp_path / "res")
+    assert code == 0 and out == "todo  fc_mnist/random-fc/d7/s42\n"
+
+
+@pytest.mark.parametrize("command", ["summary", "verify", "runs"])
+def test_store_commands_need_an_existing_store(capsys, tmp_path, command):
+    code, _, err = run_cli(capsys, command, "--results", tmp_path / "missing")
+    assert_one_line_error(code, err, f"no runs store at {tmp_path / 'missing'}")
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("command", ["summary", "verify", "runs"])
+def test_store_commands_default_to_the_repository_store(capsys, tmp_path, monkeypatch, command):
+    monkeypatch.setattr("utils.runs.results.DEFAULT_ROOT", tmp_path / "default")
+    code, _, err = run_cli(capsys, command)
+    assert_one_line_error(code, err, f"no runs store at {tmp_path / 'default'}")
+
+
+def test_runs_of_an_empty_store(capsys, tmp_path):
+    assert run_cli(capsys, "runs", "--results", tmp_path) == (0, f"no stored runs under {tmp_path}\n", "")
+
+
+def test_compare_thesis_without_our_runs_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("utils.runs.thesis.is_imported", lambda root: True)
+    code, _, err = run_cli(capsys, "compare-thesis", "--results", tmp_path, "--thesis", tmp_path / "t")
+    assert_one_line_error(code, err, f"no stored runs under {tmp_path} to compare with the thesis's")
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(capsys, "compare-thesis", "--results", tmp_path / "missing", "--thesis", tmp_path / "t")
+    assert_one_line_error(code, err, f"no runs store at {tmp_path / 'missing'}")
+
+
+def test_summary_of_a_directory_without_runs_writes_nothing(capsys, tmp_path):
+    (tmp_path / "README.md").write_text("a user's own file")
+    code, _, err = run_cli(capsys, "summary", "--results", tmp_path)
+    assert_one_line_error(code, err, "no stored runs under")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+    assert (tmp_path / "README.md").read_text() == "a user's own file"
 
 
 @pytest.mark.parametrize("flag", ["--jobs", "--threads"])

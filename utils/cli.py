@@ -101,6 +101,18 @@ def _positive(value: int | None, flag: str) -> int | None:
     return value
 
 
+def _existing_store(args):
+    """The ``--results`` root of a command that reads a store: it must exist (a mistyped path
+    is an error, not an empty store, and ``summary`` must not create one)."""
+    from pathlib import Path
+
+    from utils.runs.results import DEFAULT_ROOT
+    root = Path(args.results or DEFAULT_ROOT)
+    if not root.is_dir():
+        raise UserError(f"no runs store at {root}")
+    return root
+
+
 def _threads(args) -> int:
     from utils.runs.experiment import RUN_THREADS
     return _positive(args.threads, "--threads") or RUN_THREADS
@@ -138,13 +150,13 @@ def _dispatch(args) -> int:
         get_method(args.method)  # fail fast on an unknown method
         spec = RunSpec(config["experiment"], args.method, percent_to_fraction(args.density), args.seed, profile,
                        values.get("version"))
+        overrides, threads = _overrides(args), _threads(args)   # bad values fail before anything else
         root = results.DEFAULT_ROOT if args.results is None else args.results
         if not args.force and is_done(spec, __import__("pathlib").Path(root)):
             print(f"already stored: {spec.label} (use --force to retrain)")
             return 0
         paths = execute(spec, config, data_dir=args.data_dir, root=args.results,
-                        overrides=_overrides(args), progress=not args.quiet, force=args.force,
-                        threads=_threads(args))
+                        overrides=overrides, progress=not args.quiet, force=args.force, threads=threads)
         results.write_summary(args.results)
         for path in paths:
             run = results.load_run_dir(path)
@@ -154,6 +166,7 @@ def _dispatch(args) -> int:
     if args.command == "sweep":
         config = load_config(args.config)
         specs = grid(config, args.profile, args.methods, args.densities, args.seeds)
+        overrides = _overrides(args)
         if args.dry_run:
             from pathlib import Path
             root = Path(args.results or results.DEFAULT_ROOT)
@@ -171,8 +184,8 @@ def _dispatch(args) -> int:
             return 0
         if args.launcher == "submitit":
             from utils.runs.launch import launch_sweep
-            return launch_sweep(args, config, specs, args.results, _overrides(args))
-        done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=_overrides(args),
+            return launch_sweep(args, config, specs, args.results, overrides)
+        done = sweep(config, specs, data_dir=args.data_dir, root=args.results, overrides=overrides,
                      jobs=_positive(args.jobs, "--jobs"), threads=_threads(args), max_runs=args.max_runs,
                      batch_runs=_positive(args.batch_runs, "--batch-runs") or BATCH_RUNS, progress=not args.quiet)
         print(f"{len(done)} run(s) trained; {len(specs) - len(done)} already stored, claimed by a concurrent "
@@ -180,12 +193,15 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "runs":
         import pandas as pd
+        table = results.runs(root := _existing_store(args))
+        if table.empty:
+            print(f"no stored runs under {root}")
+            return 0
         with pd.option_context("display.max_rows", None, "display.width", 200):
-            print(results.runs(args.results).drop(columns="path").to_string(index=False))
+            print(table.drop(columns="path").to_string(index=False))
         return 0
     if args.command == "verify":
-        from pathlib import Path
-        root = Path(args.results or results.DEFAULT_ROOT)
+        root = _existing_store(args)
         paths = sorted(p.parent for p in root.glob("*/*/d*/s*/run.json"))
         for path in paths:
             results.load_run_dir(path)
@@ -207,6 +223,8 @@ def _dispatch(args) -> int:
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")
+        if results.runs(_existing_store(args)).empty:
+            raise UserError(f"no stored runs under {_existing_store(args)} to compare with the thesis's")
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
                                         experiments=tuple(args.experiments))
@@ -221,7 +239,11 @@ def _dispatch(args) -> int:
         print(f"{len(table)} cells compared; written to {out}")
         return 0
     if args.command == "summary":
-        table = results.write_summary(args.results)
+        root = _existing_store(args)
+        if results.runs(root).empty:
+            # writing would replace a README.md in a directory that is not a store
+            raise UserError(f"no stored runs under {root}: nothing to summarise")
+        table = results.write_summary(root)
         print(f"summary of {len(table)} runs written")
         return 0
     raise AssertionError(args.command)

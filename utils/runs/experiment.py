@@ -137,6 +137,13 @@ class Overrides:
     validation: int | None = None
     jpeg_quality: int | None = None
 
+    def __post_init__(self):
+        # 0 would otherwise read as "not given" where the code tests truthiness
+        for name in ("epochs", "train_subset", "test_subset", "validation"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
@@ -188,7 +195,20 @@ def grid(config: dict, profile: str | None = None, methods: list[str] | None = N
                     continue
                 specs.append(RunSpec(config["experiment"], entry["method"], percent_to_fraction(d),
                                      int(s), profile_name, version))
+    _check_subset("method", methods, {e["method"] for e in entries}, config)
+    _check_subset("density", densities, {float(d) for e in entries for d in e["densities"]}, config)
+    _check_subset("seed", seeds, {int(s) for e in entries for s in e["seeds"]}, config)
     return sorted(specs, key=lambda spec: _priority(config, spec))
+
+
+def _check_subset(kind: str, asked: list | None, present: set, config: dict) -> None:
+    """A sweep filter naming something the config's grid lacks is a mistake, not an empty sweep."""
+    cast = float if kind == "density" else (int if kind == "seed" else str)
+    missing = [x for x in asked or [] if cast(x) not in present]
+    if missing:
+        show = (lambda x: f"{float(x):g} %") if kind == "density" else str
+        choices = ", ".join(show(x) for x in sorted(present))
+        raise UserError(f"{config['experiment']} has no {kind} {show(missing[0])}; its grid has: {choices}")
 
 
 def _priority(config: dict, spec: RunSpec) -> tuple[int, int]:
