@@ -184,6 +184,27 @@ def test_missing_run_is_a_clear_error(tmp_path):
         results.load_run("exp", "random", 0.05, 21, tmp_path)
 
 
+@pytest.mark.parametrize("key,says", [
+    (("exp", "random", 0.05, 21), "; stored for exp/random: densities 20 %, seeds 21"),
+    (("exp", "random", 0.2, 42), "; stored for exp/random: densities 20 %, seeds 21"),
+    (("exp", "synflow", 0.2, 21), "; stored methods of exp: random"),
+    (("other", "random", 0.2, 21), "; stored experiments: exp"),
+])
+def test_a_missing_run_says_what_is_stored_beside_it(tmp_path, key, says):
+    stored(tmp_path)
+    (tmp_path / "probe").mkdir()                       # a data directory, not an experiment
+    with pytest.raises(RunStoreError) as error:
+        results.load_run(*key, root=tmp_path)
+    assert str(error.value).endswith(f"under {tmp_path}{says}")
+
+
+@pytest.mark.parametrize("density", [0, -0.1, 5, 100])
+def test_load_run_takes_densities_as_fractions(tmp_path, density):
+    with pytest.raises(RunStoreError) as error:
+        results.load_run("exp", "random", density, 21, tmp_path)
+    assert str(error.value) == f"density is a fraction in (0, 1] (0.05 for the 5 % runs), got {density}"
+
+
 def test_clean_partial_removes_half_written_dirs(tmp_path):
     half = tmp_path / "exp" / "random" / "d20" / ".s21.tmp-abc"
     half.mkdir(parents=True)

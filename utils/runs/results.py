@@ -423,14 +423,36 @@ def load_run(experiment: str, method: str, density: float, seed: int,
         :class:`Run` with the trained model (eval mode), its history, the ``run.json``
         record and the directory.
     """
+    if not 0 < density <= 1:
+        raise RunStoreError(f"density is a fraction in (0, 1] (0.05 for the 5 % runs), got {density}")
     path = run_dir(experiment, method, density, seed, root)
     if not is_complete(path):
-        hint = ""
-        if experiment.startswith("thesis_") and root is None:
+        store = Path(root or default_root(experiment))
+        if experiment.startswith("thesis_") and root is None and not (store / experiment).is_dir():
             hint = " (import the thesis's networks first: python -m utils.cli import-thesis)"
+        else:
+            hint = _stored_beside(store, experiment, method)
         raise RunStoreError(f"no stored run {experiment}/{method}/d{density_label(density)}/s{seed} "
-                            f"under {Path(root or default_root(experiment))}{hint}")
+                            f"under {store}{hint}")
     return load_run_dir(path)
+
+
+def _stored_beside(store: Path, experiment: str, method: str) -> str:
+    """What the store holds at the first level where a missing run's key parts out: its experiments,
+    the experiment's methods, or the method's densities (%) and seeds, for the error message."""
+    def names(path: Path) -> list[str]:
+        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if path.is_dir() else []
+    if not (store / experiment).is_dir():
+        experiments = [n for n in names(store) if next((store / n).glob("*/d*/s*/run.json"), None)]
+        return f"; stored experiments: {', '.join(experiments) or 'none'}"
+    if not (store / experiment / method).is_dir():
+        return f"; stored methods of {experiment}: {', '.join(names(store / experiment)) or 'none'}"
+    cells = [p.parent for p in (store / experiment / method).glob("d*/s*/run.json")]
+    densities = sorted({float(c.parent.name[1:]) for c in cells})
+    seeds = sorted({int(c.name[1:]) for c in cells})
+    return (f"; stored for {experiment}/{method}: densities {', '.join(f'{d:g}' for d in densities)} %, "
+            f"seeds {', '.join(map(str, seeds))}") if cells else f"; nothing stored for {experiment}/{method}"
 
 
 def gain_last_fifth(history: pd.DataFrame) -> float:
