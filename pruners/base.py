@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from models.masks import get_masks, prunable_layers, set_masks
-from utils.errors import UserError
+from utils.errors import UserError, check_density
 
 
 def kept_count(density: float, total: int) -> int:
@@ -167,13 +167,6 @@ def exponential_schedule(density: float, levels: int, iterations: int = 1) -> li
 def linear_schedule(density: float, steps: int) -> list[float]:
     """Densities falling linearly from 1 to ``density`` in ``steps`` steps."""
     return [1 - (1 - density) * k / steps for k in range(1, steps + 1)]
-
-
-def check_density(density: float) -> float:
-    """Validate a density fraction in (0, 1]."""
-    if not (isinstance(density, (int, float)) and 0 < density <= 1):
-        raise UserError(f"density must be in (0, 1] as a fraction (the CLI takes percent in (0, 100]), got {density}")
-    return float(density)
 
 
 @dataclass

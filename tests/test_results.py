@@ -9,7 +9,7 @@ import torch
 
 import models
 from pruners.random import Random
-from utils.errors import RunStoreError
+from utils.errors import RunStoreError, UserError
 from utils.runs import results
 
 HISTORY = pd.DataFrame({"epoch": [0, 1], "phase": ["train", "train"], "train_loss": [float("nan"), 0.5],
@@ -200,9 +200,10 @@ def test_a_missing_run_says_what_is_stored_beside_it(tmp_path, key, says):
 
 @pytest.mark.parametrize("density", [0, -0.1, 5, 100])
 def test_load_run_takes_densities_as_fractions(tmp_path, density):
-    with pytest.raises(RunStoreError) as error:
+    with pytest.raises(UserError) as error:
         results.load_run("exp", "random", density, 21, tmp_path)
-    assert str(error.value) == f"density is a fraction in (0, 1] (0.05 for the 5 % runs), got {density}"
+    assert str(error.value) == ("density must be in (0, 1] as a fraction (the CLI takes percent in (0, 100]), "
+                                f"got {density}")
 
 
 def test_clean_partial_removes_half_written_dirs(tmp_path):

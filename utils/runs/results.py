@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
-from utils.errors import RunStoreError, UserError
+from utils.errors import RunStoreError, UserError, check_density
 from utils.files import write_atomic  # noqa: F401  (results.write_atomic: used across the package)
 from utils.runs import report
 
@@ -423,8 +423,7 @@ def load_run(experiment: str, method: str, density: float, seed: int,
         :class:`Run` with the trained model (eval mode), its history, the ``run.json``
         record and the directory.
     """
-    if not 0 < density <= 1:
-        raise RunStoreError(f"density is a fraction in (0, 1] (0.05 for the 5 % runs), got {density}")
+    check_density(density)
     path = run_dir(experiment, method, density, seed, root)
     if not is_complete(path):
         store = Path(root or default_root(experiment))
