@@ -187,4 +187,5 @@ def test_sweep_dry_run_shows_what_a_killed_run_kept(tmp_path, capsys):
     assert main(["sweep", "fc_mnist", "--results", str(tmp_path), "--dry-run", "--methods", "synflow",
                  "--densities", "10", "--seeds", "21,42"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["todo  fc_mnist/synflow/d10/s21  (checkpoint: train 3/25)", "todo  fc_mnist/synflow/d10/s42"]
+    assert out[:2] == ["todo  fc_mnist/synflow/d10/s21  (checkpoint: train 3/25)", "todo  fc_mnist/synflow/d10/s42"]
+    assert out[2].startswith("left: 2 run(s); 0 of them") and out[2].endswith("synflow ×2")

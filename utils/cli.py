@@ -135,6 +135,7 @@ def _dispatch(args) -> int:
     from utils.runs.experiment import (
         BATCH_RUNS,
         RunSpec,
+        default_jobs,
         execute,
         grid,
         is_done,
@@ -169,18 +170,14 @@ def _dispatch(args) -> int:
         overrides = _overrides(args)
         if args.dry_run:
             from pathlib import Path
+
+            from utils.runs.status import estimate_remaining, sweep_status
             root = Path(args.results or results.DEFAULT_ROOT)
-            from utils.engine.checkpoint import progress
-            from utils.runs.claims import is_claimed
-            from utils.runs.experiment import checkpoint_dir, stored_state
-            for spec in specs:
-                state, note = stored_state(spec, root), ""
-                if state != "done":
-                    run_dir = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
-                    state = "busy" if is_claimed(run_dir) else state
-                    saved = progress(checkpoint_dir(spec, root))
-                    note = f"  (checkpoint: {saved})" if saved else ""
-                print(f"{state:<6}{spec.label}{note}")
+            states = sweep_status(specs, root)
+            for state in states:
+                print(state.line())
+            jobs = _positive(args.jobs, "--jobs") or default_jobs(_threads(args))
+            print(estimate_remaining(states, config, results.runs(root)).line(jobs))
             return 0
         if args.launcher == "submitit":
             from utils.runs.launch import launch_sweep

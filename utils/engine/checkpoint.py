@@ -109,20 +109,28 @@ class Slot:
         self._last_save = time.monotonic()
 
 
-def progress(directory: str | os.PathLike) -> str | None:
-    """What a run's checkpoints hold, e.g. ``"mining 30/30, finetune 12/30"`` (None without any):
-    for ``sweep --dry-run``."""
-    directory = Path(directory)
-    files = sorted(directory.glob("call*.pt"), key=lambda f: int(f.name[4:].split("-")[0]))
-    parts = []
+def _saved(directory: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(phase, saved state) of each readable ``call<k>-<phase>.pt`` in ``directory``, in call order."""
+    files = sorted(Path(directory).glob("call*.pt"), key=lambda f: int(f.name[4:].split("-")[0]))
     for file in files:
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception:
             continue
-        phase = file.stem.split("-", 1)[1]
-        parts.append(f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}")
+        yield file.stem.split("-", 1)[1], state
+
+
+def progress(directory: str | os.PathLike) -> str | None:
+    """What a run's checkpoints hold, e.g. ``"mining 30/30, finetune 12/30"`` (None without any):
+    for ``sweep --dry-run``."""
+    parts = [f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}"
+             for phase, state in _saved(directory)]
     return ", ".join(parts) or None
+
+
+def trained_seconds(directory: str | os.PathLike) -> float:
+    """Seconds of training a run's checkpoints hold (the ``seconds`` of their history rows)."""
+    return float(sum(row.get("seconds") or 0.0 for _, state in _saved(directory) for row in state.get("rows", [])))
 
 
 def current() -> Checkpoints | None:

@@ -1,0 +1,83 @@
+"""What a sweep has left: run states and the time estimate of ``sweep --dry-run``."""
+import pandas as pd
+import pytest
+
+from utils.engine import checkpoint
+from utils.runs import experiment
+from utils.runs.status import Estimate, RunState, estimate_remaining, run_kind, sweep_status
+
+RESNET = experiment.load_config("resnet20_cifar10")
+
+
+def spec(method, density, seed):
+    return experiment.RunSpec("resnet20_cifar10", method, density, seed, "cpu", 2)
+
+
+def stored_rows(*rows, version=2.0):
+    """``results.runs``-like rows: (method, density, seed, wall_time_s)."""
+    return pd.DataFrame([{"experiment": "resnet20_cifar10", "method": m, "density": d, "seed": s,
+                          "wall_time_s": w, "profile": "cpu", "recipe_version": version} for m, d, s, w in rows])
+
+
+def test_run_kind_separates_gem_miners_sanity_seed():
+    assert run_kind(RESNET, "gem-miner", 0.1, 21, "cpu") == ("gem-miner", True)
+    assert run_kind(RESNET, "gem-miner", 0.1, 42, "cpu") == ("gem-miner", False)
+    assert run_kind(RESNET, "synflow", 0.1, 21, "cpu") == ("synflow", False)
+
+
+def test_the_estimate_is_the_median_of_the_stored_runs_of_each_kind_minus_the_checkpoints():
+    stored = stored_rows(("synflow", 0.1, 21, 100.0), ("synflow", 0.1, 42, 300.0), ("synflow", 0.1, 63, 9000.0),
+                         ("gem-miner", 0.1, 42, 5000.0), ("random", 0.1, 21, None))
+    states = [RunState(spec("synflow", 0.5, 21), "todo"),                   # median 300
+              RunState(spec("synflow", 0.5, 42), "busy", "train 3/30", 120.0),   # 300 - 120
+              RunState(spec("synflow", 0.5, 63), "todo", "train 29/30", 400.0),  # more than the median: 0
+              RunState(spec("synflow", 0.1, 21), "done"),                   # not counted
+              RunState(spec("gem-miner", 0.5, 63), "stale"),                # 5000 (kind without sanity)
+              RunState(spec("gem-miner", 0.5, 21), "todo"),                 # sanity seed: no stored run of its kind
+              RunState(spec("random", 0.5, 42), "todo"),                    # its stored run has no time
+              RunState(spec("deepr", 0.5, 21), "todo")]
+    estimate = estimate_remaining(states, RESNET, stored)
+    assert estimate == Estimate(left=7, estimated=4, seconds=300.0 + 180.0 + 0.0 + 5000.0,
+                                unknown={"gem-miner": 1, "random": 1, "deepr": 1})
+    assert estimate.line(jobs=2) == (
+        "left: 7 run(s); 4 of them about 1.5 h of run time (about 0.8 h with 2 at a time), from the stored "
+        "runs' median times; not estimated (no stored run of their kind yet): deepr ×1, gem-miner ×1, random ×1")
+
+
+def test_runs_of_another_recipe_version_do_not_count():
+    states = [RunState(spec("synflow", 0.5, 21), "todo")]
+    assert estimate_remaining(states, RESNET, stored_rows(("synflow", 0.1, 21, 100.0), version=1.0)) == \
+        Estimate(1, 0, 0.0, {"synflow": 1})
+    assert estimate_remaining(states, RESNET, pd.DataFrame()).line(1).startswith("left: 1 run(s); 0 of them")
+
+
+def test_nothing_left():
+    assert estimate_remaining([RunState(spec("synflow", 0.5, 21), "done")], RESNET, pd.DataFrame()).line(2) == \
+        "left: nothing, every run is stored"
+
+
+@pytest.mark.parametrize("saved,expected_s,expected_text", [
+    ([], 0.0, None),
+    ([("call1-mining.pt", 30, 30, [1.5, 2.0, 2.5]), ("call2-finetune.pt", 5, 30, [4.0])], 10.0,
+     "mining 30/30, finetune 5/30"),
+])
+def test_sweep_status_reads_claims_and_checkpoints(tmp_path, saved, expected_s, expected_text):
+    run = spec("gem-miner", 0.1, 63)
+    for name, done, total, seconds in saved:
+        rows = [{"epoch": i, "seconds": s} for i, s in enumerate(seconds)]
+        checkpoint.Slot(experiment.checkpoint_dir(run, tmp_path) / name, "k", 0.0).save(
+            {"epochs_done": done, "epochs_total": total, "rows": rows})
+    [state] = sweep_status([run], tmp_path)
+    assert state == RunState(run, "todo", expected_text, expected_s)
+    assert state.line() == "todo  resnet20_cifar10/gem-miner/d10/s63" + (
+        f"  (checkpoint: {expected_text})" if expected_text else "")
+
+
+def test_a_run_claimed_by_a_live_sweep_is_busy(tmp_path):
+    from utils.runs import results
+    from utils.runs.claims import claim_run
+    run = spec("synflow", 0.5, 21)
+    with claim_run(results.run_dir(run.experiment, run.method, run.density, run.seed, tmp_path)) as mine:
+        assert mine
+        assert sweep_status([run], tmp_path) == [RunState(run, "busy")]
+    assert sweep_status([run], tmp_path) == [RunState(run, "todo")]
