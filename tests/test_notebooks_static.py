@@ -158,3 +158,11 @@ def test_skipped_figures_are_read_from_the_outputs():
                     nbformat.v4.new_output("stream", name="stdout", text=["skipped gem-kernel-10: x\n", "skipped\n"])]
     nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_markdown_cell("skipped not_code")])
     assert skipped_figures(nb) == ["resnet_acc", "gem-kernel-10"]
+
+
+@pytest.mark.parametrize("name", ["nope.ipynb", "README.md", "notebooks"])
+def test_the_runner_refuses_what_is_not_a_notebook(capsys, name):
+    from utils.figures.notebooks import main
+    assert main([name]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {name}: no such notebook (a .ipynb path, relative to {ROOT} or absolute)"]

@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="notebook paths (default: all, then the per-density runs)")
     args = parser.parse_args(argv)
     names = args.names or (FAST if args.fast else NOTEBOOKS)
+    for name in args.names:
+        if not (ROOT / name).is_file() or not name.endswith(".ipynb"):
+            print(f"error: {name}: no such notebook (a .ipynb path, relative to {ROOT} or absolute)", file=sys.stderr)
+            return 2
     start, began, skipped, runs = time.perf_counter(), time.time(), [], 0
     try:
         for i, name in enumerate(names, 1):
