@@ -218,10 +218,11 @@ def gem_mining(store: Store, experiment: str = FC):
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         handles, labels = axes[0].get_legend_handles_labels()
+        note = store.recipe_note(experiment)
+        fig.suptitle(f"{ARCH[experiment]}: Gem-Miner mining phase, mean over seeds" + (f"\n{note}" if note else ""))
         fig.legend(handles, labels, title="target density (dotted lines)", frameon=False, ncol=len(ds),
-                   loc="upper center", bbox_to_anchor=(0.5, 0.93))
-        fig.suptitle(f"{ARCH[experiment]}: Gem-Miner mining phase, mean over seeds")
-        fig.tight_layout(rect=(0, 0, 1, 0.86))
+                   loc="upper center", bbox_to_anchor=(0.5, 0.87 if note else 0.93))
+        fig.tight_layout(rect=(0, 0, 1, 0.78 if note else 0.86))
     return fig
 
 
