@@ -199,7 +199,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "verify":
         root = _existing_store(args)
-        paths = sorted(p.parent for p in root.glob("*/*/d*/s*/run.json"))
+        paths = [file.parent for file in results.run_files(root)]
         for path in paths:
             results.load_run_dir(path)
         print(f"{len(paths)} stored run(s) verified under {root}")
@@ -220,8 +220,8 @@ def _dispatch(args) -> int:
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")
-        if results.runs(_existing_store(args)).empty:
-            raise UserError(f"no stored runs under {_existing_store(args)} to compare with the thesis's")
+        if not results.run_files(root := _existing_store(args)):
+            raise UserError(f"no stored runs under {root} to compare with the thesis's")
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
                                         experiments=tuple(args.experiments))
@@ -237,7 +237,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "summary":
         root = _existing_store(args)
-        if results.runs(root).empty:
+        if not results.run_files(root):
             # writing would replace a README.md in a directory that is not a store
             raise UserError(f"no stored runs under {root}: nothing to summarise")
         table = results.write_summary(root)

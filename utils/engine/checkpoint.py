@@ -123,14 +123,17 @@ def _saved(directory: str | os.PathLike) -> Iterator[tuple[str, dict]]:
 def progress(directory: str | os.PathLike) -> str | None:
     """What a run's checkpoints hold, e.g. ``"mining 30/30, finetune 12/30"`` (None without any):
     for ``sweep --dry-run``."""
-    parts = [f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}"
-             for phase, state in _saved(directory)]
-    return ", ".join(parts) or None
+    return held(directory)[0]
 
 
-def trained_seconds(directory: str | os.PathLike) -> float:
-    """Seconds of training a run's checkpoints hold (the ``seconds`` of their history rows)."""
-    return float(sum(row.get("seconds") or 0.0 for _, state in _saved(directory) for row in state.get("rows", [])))
+def held(directory: str | os.PathLike) -> tuple[str | None, float]:
+    """(:func:`progress`'s text, seconds of training) of a run's checkpoints, each file read once;
+    the seconds are those of the saved history rows."""
+    parts, seconds = [], 0.0
+    for phase, state in _saved(directory):
+        parts.append(f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}")
+        seconds += sum(row.get("seconds") or 0.0 for row in state.get("rows", []))
+    return ", ".join(parts) or None, float(seconds)
 
 
 def current() -> Checkpoints | None:

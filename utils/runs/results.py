@@ -466,6 +466,11 @@ def gain_last_fifth(history: pd.DataFrame) -> float:
     return float(curve[-1] - curve[-1 - back]) if len(curve) > back else math.nan
 
 
+def run_files(root: str | os.PathLike | None = None) -> list[Path]:
+    """The ``run.json`` of every run stored under ``root`` (``<experiment>/<method>/d*/s*``), sorted."""
+    return sorted(Path(root or DEFAULT_ROOT).glob("*/*/d*/s*/run.json"))
+
+
 def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Everything stored under ``root``: one row per run, read from ``run.json`` and ``history.csv``.
 
@@ -478,7 +483,7 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """
     root = Path(root or DEFAULT_ROOT)
     rows = []
-    for file in sorted(root.glob("*/*/d*/s*/run.json")):
+    for file in run_files(root):
         record = read_record(file.parent, verify=False)
         history = pd.read_csv(file.parent / "history.csv")
         final_phase = history[history["phase"] == history["phase"].iloc[-1]]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.engine.checkpoint import progress, trained_seconds
+from utils.engine.checkpoint import held
 from utils.runs import results
 from utils.runs.claims import is_claimed
 from utils.runs.experiment import RunSpec, checkpoint_dir, method_settings, profile_of, stored_state
@@ -48,8 +48,7 @@ def sweep_status(specs: list[RunSpec], root: Path) -> list[RunState]:
             states.append(RunState(spec, state))
             continue
         run_dir = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
-        saves = checkpoint_dir(spec, root)
-        states.append(RunState(spec, "busy" if is_claimed(run_dir) else state, progress(saves), trained_seconds(saves)))
+        states.append(RunState(spec, "busy" if is_claimed(run_dir) else state, *held(checkpoint_dir(spec, root))))
     return states
 
 
