@@ -1,5 +1,6 @@
 """A killed run resumes from its checkpoints and stores exactly what an uninterrupted run stores."""
 import hashlib
+import math
 
 import pandas as pd
 import pytest
@@ -149,7 +150,7 @@ def test_a_checkpoint_of_other_settings_data_or_start_is_not_resumed(tmp_path):
     with checkpoint.resume_from(tmp_path, context={"data": "a"}) as scope:
         slot = scope.slot("train", {"lr": 0.1}, model)
         slot.save({"epochs_done": 1})
-        assert slot.load()["epochs_done"] == 1 and slot.path.name == "call1-train.pt"
+        assert slot.load()["epochs_done"] == 1 and slot.path.name == "call1-train.safetensors"
     same = checkpoint.Checkpoints(tmp_path, context={"data": "a"}).slot("train", {"lr": 0.1}, model)
     assert same.load()["epochs_done"] == 1
     for other in (checkpoint.Checkpoints(tmp_path, context={"data": "b"}).slot("train", {"lr": 0.1}, model),
@@ -176,16 +177,79 @@ def test_train_checkpoints_only_what_it_can_restore(tmp_path):
         train(model, data, cfg, seed=1, progress=False, hooks=Hooks(after_epoch=lambda e, m: None))
         train(model, data, cfg, seed=1, progress=False, hooks=Hooks(columns=lambda m: {}, stateless=True))
         train(model, data, cfg, seed=1, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["call3-train.pt", "call4-train.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call3-train.safetensors", "call4-train.safetensors"]
 
 
 def test_sweep_dry_run_shows_what_a_killed_run_kept(tmp_path, capsys):
     from utils.cli import main
     spec = experiment.RunSpec("fc_mnist", "synflow", 0.1, 21, "thesis", None)
-    slot = checkpoint.Slot(experiment.checkpoint_dir(spec, tmp_path) / "call1-train.pt", "k", 0.0)
+    slot = checkpoint.Slot(experiment.checkpoint_dir(spec, tmp_path) / "call1-train.safetensors", "k", 0.0)
     slot.save({"epochs_done": 3, "epochs_total": 25})
     assert main(["sweep", "fc_mnist", "--results", str(tmp_path), "--dry-run", "--methods", "synflow",
                  "--densities", "10", "--seeds", "21,42"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == ["todo  fc_mnist/synflow/d10/s21  (checkpoint: train 3/25)", "todo  fc_mnist/synflow/d10/s42"]
     assert out[2].startswith("left: 2 run(s); 0 of them") and out[2].endswith("synflow ×2")
+
+
+def _same(a, b) -> bool:
+    """Equal values of equal types (any dict for a dict: a state dict is an OrderedDict), tensors
+    by dtype and bytes, NaN equal to NaN."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and a != a:
+        return isinstance(b, float) and b != b
+    return type(a) is type(b) and a == b
+
+
+def test_a_train_state_packs_to_safetensors_and_back_unchanged():
+    """What ``train`` saves (model, SGD with momentum, generators, history with NaN) and the odd
+    shapes of plain values (int keys, tuples, a "$"-key, bf16, bool, 0-dim): equal after the round trip,
+    and the bytes are a safetensors file (no pickle), its tensors readable by any safetensors reader."""
+    import safetensors.torch
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    model(torch.randn(2, 3, 5, 5)).sum().backward()
+    optimizer.step()
+    gen = torch.Generator().manual_seed(3)
+    state = {"epochs_done": 2, "rows": [{"epoch": 0, "train_loss": math.nan, "top1": 10.0, "phase": "train"}],
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_gen": gen.get_state(),
+             "global_rng": torch.get_rng_state(),
+             "hooks": {"state": {"prune_epochs": [0.5, 1.0], "stopped": None}, 7: (True, "x"), "$odd": 1,
+                       "flags": torch.tensor([True, False]), "half": torch.ones(2, dtype=torch.bfloat16),
+                       "scalar": torch.tensor(2.5), "inf": -math.inf}}
+    data = checkpoint.pack(state)
+    assert _same(checkpoint.unpack(data), state)
+    momentum = len(list(model.parameters()))
+    assert len(safetensors.torch.load(data)) == len(model.state_dict()) + momentum + 2 + 3   # generators, hooks
+
+
+@pytest.mark.parametrize("value", [object(), {1.5: 2}.keys(), pd.DataFrame()])
+def test_pack_refuses_what_is_not_a_tensor_or_plain_value(value):
+    with pytest.raises(TypeError, match="tensors and plain values"):
+        checkpoint.pack({"x": value})
+
+
+def test_unpack_refuses_foreign_bytes():
+    import safetensors.torch
+    for data, said in ((b"torn", "not a checkpoint: "), (safetensors.torch.save({"w": torch.ones(1)}), "of format")):
+        with pytest.raises(ValueError, match=said):
+            checkpoint.unpack(data)
+
+
+def test_a_checkpoint_of_the_earlier_torch_save_format_resumes_and_is_rewritten(tmp_path):
+    """A run killed under the earlier format (``call<k>-<phase>.pt``) resumes from it; loading
+    rewrites it as safetensors and removes the pickle, so the store's checkpoints can be committed."""
+    model = torch.nn.Linear(3, 2)
+    slot = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.1}, model)
+    state = {"epochs_done": 4, "model": model.state_dict(), "rows": [{"top1": 1.0}]}
+    torch.save({**state, "key": slot.key}, tmp_path / "call1-train.pt")
+    assert checkpoint.progress(tmp_path) == "train 4/?"          # `sweep --dry-run` reads it too
+    loaded = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.1}, model).load()
+    assert _same({k: v for k, v in loaded.items() if k != "key"}, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call1-train.safetensors"]
+    assert _same(checkpoint.read(tmp_path / "call1-train.safetensors"), {**state, "key": slot.key})

@@ -1,6 +1,7 @@
 """What a sweep has left: run states and the time estimate of ``sweep --dry-run``."""
 import pandas as pd
 import pytest
+import torch
 
 from utils.engine import checkpoint
 from utils.runs import experiment
@@ -58,15 +59,20 @@ def test_nothing_left():
 
 @pytest.mark.parametrize("saved,expected_s,expected_text", [
     ([], 0.0, None),
-    ([("call1-mining.pt", 30, 30, [1.5, 2.0, 2.5]), ("call2-finetune.pt", 5, 30, [4.0])], 10.0,
+    ([("call1-mining.safetensors", 30, 30, [1.5, 2.0, 2.5]), ("call2-finetune.pt", 5, 30, [4.0])], 10.0,
      "mining 30/30, finetune 5/30"),
 ])
 def test_sweep_status_reads_claims_and_checkpoints(tmp_path, saved, expected_s, expected_text):
     run = spec("gem-miner", 0.1, 63)
     for name, done, total, seconds in saved:
-        rows = [{"epoch": i, "seconds": s} for i, s in enumerate(seconds)]
-        checkpoint.Slot(experiment.checkpoint_dir(run, tmp_path) / name, "k", 0.0).save(
-            {"epochs_done": done, "epochs_total": total, "rows": rows})
+        state = {"epochs_done": done, "epochs_total": total,
+                 "rows": [{"epoch": i, "seconds": s} for i, s in enumerate(seconds)]}
+        path = experiment.checkpoint_dir(run, tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".pt":                    # the earlier format, still read
+            torch.save(state, path)
+        else:
+            checkpoint.Slot(path, "k", 0.0).save(state)
     [state] = sweep_status([run], tmp_path)
     assert state == RunState(run, "todo", expected_text, expected_s)
     assert state.line() == "todo  resnet20_cifar10/gem-miner/d10/s63" + (

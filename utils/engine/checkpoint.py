@@ -2,20 +2,24 @@
 trains, and a rerun of the same run continues from the last save with the same numbers.
 
 A run opens a scope (:func:`resume_from`) around its method's ``run``; inside it, the k-th call of
-``train`` owns the file ``call<k>-<phase>.pt`` in the scope's directory.  The file holds the model,
+``train`` owns the file ``call<k>-<phase>.safetensors`` in the scope's directory.  The file holds the model,
 the optimizer, the batch-order generator, the global RNG, the history so far and the hooks' state,
 under a key made of the call's settings and a digest of the model *as the call started*: a rerun
 reaches the same call with the same model (runs are deterministic), finds the key, and goes on
 from the saved epoch; a finished call is restored without training.  Anything else (a changed
 setting or code, another start) has another key and trains from the start.
 
-Checkpoints are ``torch.save`` files of tensors and plain values, read with
-``torch.load(weights_only=True)``.  Writes are atomic (temporary file, then rename).
+A checkpoint is one safetensors file: its tensors, and the plain values around them (numbers,
+strings, lists, dicts with int or str keys, tuples) as JSON in the file's metadata
+(:func:`pack` / :func:`unpack`).  Nothing in it is executable, so a run's checkpoints may be
+committed and carried to another machine, where the same run resumes from them.  Files of the
+earlier ``torch.save`` format (``call<k>-<phase>.pt``) are read with
+``torch.load(weights_only=True)`` and rewritten in the safetensors format when loaded.  Writes are
+atomic (temporary file, then rename).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -25,7 +29,10 @@ from contextvars import ContextVar
 from pathlib import Path
 
 import torch
-from torch import nn
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import Tensor, nn
 
 from utils.files import write_atomic
 
@@ -33,6 +40,86 @@ from utils.files import write_atomic
 SAVE_EVERY_S = 30.0
 #: the checkpoint scope of the run being trained (None: no checkpoints)
 _SCOPE: ContextVar[Checkpoints | None] = ContextVar("checkpoint_scope", default=None)
+#: the safetensors metadata entry naming the format of :func:`pack`
+FORMAT = "sparse-network-analysis checkpoint 1"
+#: the file suffixes of a checkpoint, the current one first (``.pt``: read only, then rewritten)
+SUFFIXES = (".safetensors", ".pt")
+
+
+def pack(state) -> bytes:
+    """``state`` (nested dicts, lists and tuples of tensors and plain values) as safetensors bytes.
+
+    Tensors are stored under ``t0, t1, …`` and replaced in the JSON skeleton by ``{"$t": name}``;
+    tuples become ``{"$tuple": [...]}`` and dicts whose keys are not all plain strings
+    ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal values of equal types.
+
+    >>> s = {"epochs_done": 3, "rows": [{"top1": 9.5}], 0: (torch.ones(2), None)}
+    >>> back = unpack(pack(s))
+    >>> back["epochs_done"], back["rows"], back[0][0].tolist(), back[0][1]
+    (3, [{'top1': 9.5}], [1.0, 1.0], None)
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def encode(value):
+        if isinstance(value, Tensor):
+            name = f"t{len(tensors)}"
+            # a copy: safetensors refuses tensors that share storage (e.g. views of one buffer)
+            tensors[name] = value.detach().cpu().contiguous().clone()
+            return {"$t": name}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, tuple):
+            return {"$tuple": [encode(v) for v in value]}
+        if isinstance(value, list):
+            return [encode(v) for v in value]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and not k.startswith("$") for k in value):
+                return {k: encode(v) for k, v in value.items()}
+            return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+        raise TypeError(f"a checkpoint holds tensors and plain values, not {type(value).__name__}")
+
+    skeleton = json.dumps(encode(state))
+    return save_tensors(tensors, metadata={"format": FORMAT, "state": skeleton})
+
+
+def unpack(data: bytes):
+    """The state :func:`pack` wrote (raises ValueError for bytes of another format)."""
+    try:
+        tensors = load_tensors(data)
+        metadata = _metadata(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ValueError(f"not a checkpoint: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"not a checkpoint of format {FORMAT!r}")
+
+    def decode(value):
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "$t" in value:
+            return tensors[value["$t"]]
+        if "$tuple" in value:
+            return tuple(decode(v) for v in value["$tuple"])
+        if "$dict" in value:
+            return {decode(k): decode(v) for k, v in value["$dict"]}
+        return {k: decode(v) for k, v in value.items()}
+
+    return decode(json.loads(metadata["state"]))
+
+
+def _metadata(data: bytes) -> dict:
+    """A safetensors file's ``__metadata__`` (its header is 8 bytes of length, then JSON)."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + length]).get("__metadata__") or {}
+
+
+def read(path: str | os.PathLike):
+    """A checkpoint file's state, either format; raises on an unreadable or foreign file."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return unpack(path.read_bytes())
 
 
 def state_digest(model: nn.Module) -> str:
@@ -71,7 +158,7 @@ class Checkpoints:
                                          "start": state_digest(model)},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         safe_phase = "".join(c if c.isalnum() else "-" for c in phase)
-        return Slot(self.directory / f"call{self.calls}-{safe_phase}.pt", key, self.every_s, self)
+        return Slot(self.directory / f"call{self.calls}-{safe_phase}{SUFFIXES[0]}", key, self.every_s, self)
 
 
 class Slot:
@@ -81,17 +168,26 @@ class Slot:
         self.path, self.key, self.every_s, self.owner = path, key, every_s, owner
         self._last_save = time.monotonic()
 
+    @property
+    def legacy(self) -> Path:
+        """Where the earlier format (``torch.save``) kept this call's state."""
+        return self.path.with_suffix(SUFFIXES[1])
+
     def load(self) -> dict | None:
         """The saved state if the file exists and has this call's key, else None (noted in the
-        owner's ``restored``)."""
-        if not self.path.is_file():
+        owner's ``restored``).  A state found in the earlier format is rewritten in the current
+        one (and the old file removed), so a run's checkpoints can be committed as they are."""
+        found = next((p for p in (self.path, self.legacy) if p.is_file()), None)
+        if found is None:
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = read(found)
         except Exception:          # a file from another version or torn by a crash: train afresh
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
             return None
+        if found == self.legacy:
+            self.save({k: v for k, v in state.items() if k != "key"})
         if self.owner is not None:
             seconds = sum(float(row.get("seconds", 0.0)) for row in state.get("rows", []))
             self.owner.restored.append({"call": self.owner.calls, "file": self.path.name,
@@ -102,19 +198,23 @@ class Slot:
         return final or time.monotonic() - self._last_save >= self.every_s
 
     def save(self, state: dict) -> None:
-        """Write ``state`` (with the key) atomically."""
-        buffer = io.BytesIO()
-        torch.save({**state, "key": self.key}, buffer)
-        write_atomic(self.path, buffer.getvalue())
+        """Write ``state`` (with the key) atomically; an earlier-format file of this call goes."""
+        write_atomic(self.path, pack({**state, "key": self.key}))
+        if self.legacy != self.path:
+            self.legacy.unlink(missing_ok=True)
         self._last_save = time.monotonic()
 
 
 def _saved(directory: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """(phase, saved state) of each readable ``call<k>-<phase>.pt`` in ``directory``, in call order."""
-    files = sorted(Path(directory).glob("call*.pt"), key=lambda f: int(f.name[4:].split("-")[0]))
-    for file in files:
+    """(phase, saved state) of each readable ``call<k>-<phase>`` file in ``directory``, in call
+    order (a call with files of both formats: the current one)."""
+    files: dict[int, Path] = {}
+    for suffix in reversed(SUFFIXES):
+        for file in Path(directory).glob(f"call*{suffix}"):
+            files[int(file.name[4:].split("-")[0])] = file
+    for _, file in sorted(files.items()):
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = read(file)
         except Exception:
             continue
         yield file.stem.split("-", 1)[1], state
