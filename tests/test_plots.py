@@ -68,6 +68,46 @@ def test_accuracy_curves_layout():
     assert min(t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()) >= 10
 
 
+
+def _drawn_extents(fig, tmp_path) -> dict:
+    """Extents (pixels) of the figure legend, its title and the last figure text, as drawn while
+    the tight PNG is saved (the tight box moves what is anchored to the figure's box)."""
+    from matplotlib.legend import Legend
+    drawn, real_draw = {}, Legend.draw
+
+    def draw(legend, renderer):
+        real_draw(legend, renderer)
+        drawn.update(legend=legend.get_window_extent(renderer), title=legend.get_title().get_window_extent(renderer),
+                     caption=fig.texts[-1].get_window_extent(renderer))
+    Legend.draw = draw
+    try:
+        F.save(fig, "f", tmp_path, formats=("png",))
+    finally:
+        Legend.draw = real_draw
+    return drawn
+
+
+@pytest.mark.parametrize("legend_title", ["Density (% remaining)",
+                                          "FC 784-100×5-10 / MNIST; a long recipe note\nline: mean over 3 seeds"])
+def test_a_caption_stays_above_an_outside_legend_in_the_saved_file(tmp_path, legend_title):
+    """The store caption goes above everything the figure draws.  Before the fix, the legend above
+    the panels ("outside upper center") followed the saved file's tight box up into the caption
+    (figures/thesis-networks/fc_acc.png): now it is drawn below the caption, where it was."""
+    from utils.figures.registry import _add_caption
+    x = np.arange(26)
+    lines = {f"{d}%": (x, np.vstack([np.linspace(10, 90 - d, 26)] * 3)) for d in (2, 5, 10, 20, 50)}
+    fig = plots.accuracy_curves({"Gem-Miner": lines, "SynFlow": lines, "Random": lines}, legend_title=legend_title)
+    fig.draw_without_rendering()
+    legend_top = fig.legends[0].get_window_extent().y1 / fig.dpi            # inches, before the caption
+    _add_caption(fig, "The thesis's own networks, the thesis's analysis: a caption of two lines, in "
+                      "italics, above the figure and its legend")
+    drawn = _drawn_extents(fig, tmp_path)
+    assert drawn["title"].y1 <= drawn["caption"].y0 and drawn["legend"].y1 <= drawn["caption"].y0
+    assert drawn["title"].y1 <= drawn["legend"].y1 + 1                     # the title inside its legend
+    # measured from the caption's bottom, the legend's top is where it was in the figure
+    caption_bottom = fig.texts[-1].get_position()[1] * fig.get_figheight()
+    assert (drawn["caption"].y0 - drawn["legend"].y1) / 150 == pytest.approx(caption_bottom - legend_top, abs=0.03)
+
 def test_seed_curves_and_layer_density_lines():
     fig = plots.seed_curves({21: ([0, 1, 2], [10, 50, 80]), 42: ([0, 1, 2], [10, 40, 70])}, "Random-FC")
     ax = fig.axes[0]

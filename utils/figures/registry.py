@@ -154,6 +154,27 @@ def _caption(name: str, store: Store) -> str | None:
     return store.caption
 
 
+def _add_caption(fig, caption: str) -> None:
+    """Write ``caption`` above everything the figure draws.
+
+    Legends and suptitles placed outside the axes may reach the figure's top edge, so the
+    caption goes above the drawn extent.  The saved file's tight bounding box then reaches above
+    the figure, and a figure legend anchored to the figure's box (``loc="outside upper …"``)
+    would follow that box's new top into the caption.  So the figure is laid out first and its
+    layout kept (no layout engine), and such legends are anchored to the figure's own area
+    (figure fraction 0-1), where they were drawn.
+    """
+    fig.draw_without_rendering()                         # lay out (e.g. constrained layout)
+    fig.set_layout_engine("none")
+    for legend in fig.legends:
+        if tuple(legend.get_bbox_to_anchor().bounds) == tuple(fig.bbox.bounds):
+            legend.set_bbox_to_anchor((0, 0, 1, 1), transform=fig.transFigure)
+    top = max(1.0, fig.get_tightbbox().y1 / fig.get_figheight())
+    width = fig.get_figwidth() * 72 / 10 * 1.7          # characters of 10-pt text per line
+    fig.text(0.5, top + 0.01, "\n".join(textwrap.wrap(caption, int(width))), ha="center", va="bottom",
+             fontsize=10, style="italic")
+
+
 def _build_one(name: str, store, builder: Callable | None, args: tuple, kwargs: dict):
     """The figure, or ``None`` after printing and recording why it was skipped."""
     stores = _stores(store)
@@ -207,9 +228,7 @@ def make(names: str | Sequence[str], store: Store | Mapping[str, Store], figures
             continue
         caption = _caption(name, store) if builder is None else None
         if caption:
-            width = fig.get_figwidth() * 72 / 10 * 1.7      # characters of 10-pt text per line
-            fig.text(0.5, 1.0, "\n".join(textwrap.wrap(caption, int(width))), ha="center", va="bottom",
-                     fontsize=10, style="italic")
+            _add_caption(fig, caption)
         save(fig, name, figures_dir)
         if show:
             from IPython.display import display
