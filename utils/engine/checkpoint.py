@@ -51,7 +51,8 @@ def pack(state) -> bytes:
 
     Tensors are stored under ``t0, t1, …`` and replaced in the JSON skeleton by ``{"$t": name}``;
     tuples become ``{"$tuple": [...]}`` and dicts whose keys are not all plain strings
-    ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal values of equal types.
+    ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal values of equal types
+    (floats as Python's JSON writes them: NaN and ±Infinity included, as a history's first row has).
 
     >>> s = {"epochs_done": 3, "rows": [{"top1": 9.5}], 0: (torch.ones(2), None)}
     >>> back = unpack(pack(s))
