@@ -138,7 +138,18 @@ def test_runs_table_and_summary(tmp_path):
     table = results.write_summary(tmp_path)
     assert table[["method", "density", "seed"]].values.tolist() == [["random", 0.2, 21]]
     assert table["final_top1"].iloc[0] == 90.0
-    assert (tmp_path / "summary.csv").is_file() and "90.00 ± 0.00 (1)" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "summary.csv").is_file() and "90.00 (1)" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([80.0, 82.0], "81.00 ± 1.41 (2)"),
+    ([79.314], "79.31 (1)"),                 # one seed: no spread shown, not "± 0.00"
+    ([float("nan"), 85.0, 86.0], "85.50 ± 0.71 (2)"),
+    ([], ""),
+])
+def test_mean_sd_cell(values, expected):
+    from utils.runs.report import mean_sd
+    assert mean_sd(pd.Series(values, dtype=float)) == expected
 
 
 @pytest.mark.parametrize("curve,expected", [
@@ -244,7 +255,7 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     text = "\n".join(thesis_sections(tmp_path / "c.csv", notes))
     assert "| synflow   | 10          | 81.00 ± 1.41 (2) | 86.00 ± 0.00 (2) | 76.00 ± 0.00 (2)   | -5.00 | yes" in text
     assert "| random    | 10          | 83.00 ± 0.00 (2) | 85.00 ± 0.00 (2) | 75.00 ± 0.00 (2)   | -2.00 |" in text
-    assert "| gem-miner | 10          | 80.00 ± 1.41 (2) | 82.00 ± 0.00 (1) | 72.00 ± 0.00 (1)   | -2.00 |" in text
+    assert "| gem-miner | 10          | 80.00 ± 1.41 (2) | 82.00 (1)        | 72.00 (1)          | -2.00 |" in text
     assert "reinit" not in text
     assert "- 10 %: ours random > synflow > gem-miner; thesis synflow > random > gem-miner (differs)" in text
     # the 5-point cell gets its sentence, placeholders filled; the 2.00-point cell needs none

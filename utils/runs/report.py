@@ -21,11 +21,16 @@ EXPLAIN_ABOVE = 2.0
 
 
 def mean_sd(values: pd.Series) -> str:
-    """``"mean ± sd (n)"`` of the non-missing values (sd 0 for one value), ``""`` for none."""
+    """``"mean ± sd (n)"`` of the non-missing values; one value: ``"value (1)"`` (a spread of one
+    seed is unknown, not 0); ``""`` for none.
+
+    Example: ``mean_sd(pd.Series([80.0, 82.0]))`` is ``"81.00 ± 1.41 (2)"``."""
     values = values.dropna()
     if values.empty:
         return ""
-    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f} ({len(values)})"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f} (1)"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f} ({len(values)})"
 
 
 def _only(table: pd.DataFrame, experiments: tuple[str, ...] | None) -> pd.DataFrame:
