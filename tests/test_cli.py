@@ -21,7 +21,7 @@ def assert_one_line_error(code, err, pattern):
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], err
 
 
-COMMANDS = ["train", "sweep", "runs", "verify", "import-thesis", "compare-thesis", "summary"]
+COMMANDS = ["train", "sweep", "runs", "verify", "compact", "import-thesis", "compare-thesis", "summary"]
 
 
 def test_the_command_list_is_every_subcommand():

@@ -1,4 +1,4 @@
-"""Command line: ``python -m utils.cli {train,sweep,runs,verify,summary,import-thesis} ...``.
+"""Command line: ``python -m utils.cli {train,sweep,runs,verify,compact,summary,import-thesis,compare-thesis} ...``.
 
 Densities on the command line are % of prunable weights remaining, in (0, 100].
 Bad input (unknown experiment/method/profile, a density outside (0, 100], missing
@@ -64,8 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--results", help="runs store root")
 
-    verify = sub.add_parser("verify", help="check the checksums of every stored run and load it")
+    verify = sub.add_parser("verify", help="check the checksums of every stored run and load it "
+                                           "(final and init weights)")
     verify.add_argument("--results", help="runs store root")
+
+    compact = sub.add_parser("compact", help="drop from stored init files the values each run's seed "
+                                             "regenerates bit for bit (checked on load)")
+    compact.add_argument("--results", help="runs store root")
+    compact.add_argument("--quiet", action="store_true", help="no progress bar")
 
     thesis = sub.add_parser("import-thesis", help="import the thesis's own trained networks as runs")
     thesis.add_argument("source", nargs="?",
@@ -201,8 +207,20 @@ def _dispatch(args) -> int:
         root = _existing_store(args)
         paths = [file.parent for file in results.run_files(root)]
         for path in paths:
-            results.load_run_dir(path)
+            run = results.load_run_dir(path)
+            if "init.safetensors" in run.info["files"]:
+                run.init_model()
         print(f"{len(paths)} stored run(s) verified under {root}")
+        return 0
+    if args.command == "compact":
+        from tqdm.auto import tqdm
+
+        from utils.runs.init_file import compact_run
+        root = _existing_store(args)
+        saved = [compact_run(file.parent) for file in tqdm(results.run_files(root), desc="compact",
+                                                           disable=args.quiet)]
+        print(f"{sum(1 for s in saved if s)} init file(s) compacted under {root}, "
+              f"{sum(saved) / 1e6:.1f} MB saved")
         return 0
     if args.command == "import-thesis":
         from utils.runs.thesis import import_thesis, thesis_root

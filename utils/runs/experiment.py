@@ -374,6 +374,7 @@ def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, mo
                                         history=out.history, model_spec={"name": config["model"],
                                                                          "kwargs": model_kwargs},
                                         record=record, extras=out.extras, support=out.support,
+                                        init_seed={"seed": spec.seed, "thesis_train_size": data.info.train_size},
                                         overwrite=True))
     return written
 

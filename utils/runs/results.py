@@ -11,7 +11,8 @@ Layout: ``<root>/<experiment>/<method>/d<density %>/s<seed>/`` holding
   flattened bool mask, uint8), optionally ``<layer>.support`` (packed positions whose
   values are kept, a superset of the mask; default the mask) and ``<layer>.values``
   (float32 values at the support positions, row-major).  Every other state entry
-  (biases, BatchNorm) is stored dense under its state-dict key;
+  (biases, BatchNorm) is stored dense under its state-dict key.  In ``init`` the
+  entries the run's seed regenerates bit for bit are left out (:mod:`.init_file`);
 - ``extras.safetensors`` (optional): method extras (Gem-Miner flags and scores, DEEPR
   signs); bool tensors and ±1 sign tensors bit-packed like masks.
 
@@ -43,7 +44,7 @@ from models import build_model
 from models.masks import mask_of, prunable_layers, raw_weight, set_masks
 from utils.errors import RunStoreError, UserError, check_density
 from utils.files import write_atomic  # noqa: F401  (results.write_atomic: used across the package)
-from utils.runs import report
+from utils.runs import init_file, report
 
 FORMAT = "sparse-network-analysis/run"
 FORMAT_VERSION = 1
@@ -211,7 +212,7 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
              history: pd.DataFrame, model_spec: dict, record: dict,
              extras: dict[str, Tensor] | None = None, support: dict[str, Tensor] | None = None,
              init_support: dict[str, Tensor] | None = None, tables: dict[str, pd.DataFrame] | None = None,
-             overwrite: bool = False) -> Path:
+             init_seed: dict | None = None, overwrite: bool = False) -> Path:
     """Store one run atomically at ``path`` and return it.
 
     Args:
@@ -225,6 +226,9 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
         init_support: the same for ``init_model``.
         tables: further CSV files, ``{file name: DataFrame}`` (e.g. the curves of runs whose
             networks were not kept); read back with :meth:`Run.table`.
+        init_seed: ``{"seed", "thesis_train_size"}`` the init was built from
+            (:func:`utils.engine.seeding.seed_init`): the init values that seed regenerates are
+            not stored (:mod:`utils.runs.init_file`); None stores them all.
         overwrite: replace an existing complete run (otherwise it is an error).
     """
     from models.masks import density, layer_densities
@@ -239,6 +243,8 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
             if m is None:
                 continue
             tensors, shapes = encode_model(m, support if label == "final" else init_support)
+            if label == "init" and init_seed is not None:
+                tensors = init_file.compact(tensors, shapes, model_spec, **init_seed)
             (tmp / f"{label}.safetensors").write_bytes(st_save(tensors, metadata={"shapes": json.dumps(shapes)}))
             files[f"{label}.safetensors"] = None
         extras_meta = None
@@ -267,17 +273,23 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
         }
         full["digest"] = _digest(json.loads(json.dumps(full, default=_json_default)))
         (tmp / "run.json").write_text(json.dumps(full, indent=1, default=_json_default))
-        if path.exists():
-            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, trash)
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished run directory ``tmp`` at ``path``, replacing what is there by renames
+    (a reader sees the old run or the new one, never a mix)."""
+    if path.exists():
+        trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, trash)
+        os.replace(tmp, path)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 def clean_partial(root: str | os.PathLike | None = None) -> int:
@@ -335,8 +347,11 @@ def _read_tensors(file: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 def build_from_record(record: dict) -> nn.Module:
+    """The run's architecture, freshly built (its init is overwritten by the stored weights;
+    the caller's global RNG is left as it was)."""
     spec = record["model"]
-    return build_model(spec["name"], **spec.get("kwargs", {}))
+    with torch.random.fork_rng(devices=[]):
+        return build_model(spec["name"], **spec.get("kwargs", {}))
 
 
 def load_weights(path: str | os.PathLike, which: str = "final", record: dict | None = None) -> nn.Module:
@@ -344,8 +359,9 @@ def load_weights(path: str | os.PathLike, which: str = "final", record: dict | N
     path = Path(path)
     record = record or read_record(path)
     tensors, metadata = _read_tensors(path / f"{which}.safetensors")
-    model = build_from_record(record)
-    return decode_into(model, tensors, json.loads(metadata["shapes"]))
+    shapes = json.loads(metadata["shapes"])
+    tensors = init_file.expand(tensors, shapes, record["model"], where=str(path))
+    return decode_into(build_from_record(record), tensors, shapes)
 
 
 class Run(NamedTuple):
@@ -549,7 +565,8 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
     write_atomic(root / "summary.csv", table.to_csv(index=False).encode())
     lines = ["# Stored runs", "",
              "Generated by `python -m utils.cli summary` from the runs below; do not edit by hand.",
-             "Each cell: final test top-1 (%) as mean ± std over seeds (number of seeds); a single seed shows its value alone.",
+             "Each cell: final test top-1 (%) as mean ± std over seeds (number of seeds); a single seed "
+             "shows its value alone.",
              "Densities are % of prunable weights remaining (target); `summary.csv` has the "
              "achieved densities, best accuracies and wall times of every run.", ""]
     for experiment, part in table.groupby("experiment"):
