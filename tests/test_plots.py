@@ -108,6 +108,31 @@ def test_a_caption_stays_above_an_outside_legend_in_the_saved_file(tmp_path, leg
     caption_bottom = fig.texts[-1].get_position()[1] * fig.get_figheight()
     assert (drawn["caption"].y0 - drawn["legend"].y1) / 150 == pytest.approx(caption_bottom - legend_top, abs=0.03)
 
+def test_the_legend_lists_a_density_the_first_panel_lacks():
+    # a partly trained grid: only SynFlow has its 2 % runs yet
+    x = np.arange(5)
+    some = {f"{d}%": (x, x * 1.0) for d in (10, 50)}
+    fig = plots.accuracy_curves({"Gem-Miner": some, "SynFlow": {"2%": (x, x * 1.0), **some}, "Random": some})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["2%", "10%", "50%"]
+    plt.close(fig)
+
+
+def test_legend_entries_once_each_in_drawn_or_given_order():
+    fig, axes = plt.subplots(1, 3)
+    axes[0].plot([0], label="SynFlow")
+    axes[1].plot([0], label="Gem-Miner")
+    axes[1].plot([0], label="SynFlow")
+    axes[2].bar([0], [1], label="Random")
+    handles, labels = plots.legend_entries(axes)
+    assert labels == ["SynFlow", "Gem-Miner", "Random"] and len(handles) == 3
+    assert handles[0] is axes[0].get_lines()[0]
+    assert plots.legend_entries(axes, order=["Gem-Miner", "Random", "SynFlow"])[1] == ["Gem-Miner", "Random",
+                                                                                          "SynFlow"]
+    assert plots.legend_entries(axes, order=["Random"])[1] == ["Random", "SynFlow", "Gem-Miner"]
+    assert plots.legend_entries(axes, order=["Random", "SynFlow", "Random"])[1] == ["Random", "SynFlow", "Gem-Miner"]
+    plt.close(fig)
+
+
 def test_seed_curves_and_layer_density_lines():
     fig = plots.seed_curves({21: ([0, 1, 2], [10, 50, 80]), 42: ([0, 1, 2], [10, 40, 70])}, "Random-FC")
     ax = fig.axes[0]

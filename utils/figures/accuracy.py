@@ -217,7 +217,7 @@ def gem_mining(store: Store, experiment: str = FC):
                 ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        handles, labels = axes[0].get_legend_handles_labels()
+        handles, labels = plots.legend_entries(axes)
         note = store.recipe_note(experiment)
         fig.suptitle(f"{ARCH[experiment]}: Gem-Miner mining phase, mean over seeds" + (f"\n{note}" if note else ""))
         fig.legend(handles, labels, title="target density (dotted lines)", frameon=False, ncol=len(ds),

@@ -133,7 +133,7 @@ def distance_layers(store: Store, experiment: str, density: float, metrics: Sequ
                     ax.set_ylabel("Distance (mean over pairs)")
                 if r == 1:
                     ax.set_xlabel("Layer")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
+        handles, labels = plots.legend_entries(axes)
         fig.legend(handles, labels, title="method pair (3 seeds each; same method = other seeds)",
                    loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(labels), 6), frameon=False)
         fig.suptitle(f"{ARCH[experiment]}, {percent(density)}%: distance per layer", y=1.1)

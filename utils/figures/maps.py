@@ -152,8 +152,9 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
     width = 0.8 / len(methods)
     with style():
         cols = min(len(ds), 3)
-        rows = -(-(len(ds) + 1) // cols) if len(ds) > 1 else 1
-        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), sharey=True, squeeze=False)
+        rows = -(-len(ds) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows + 0.8), sharey=True, squeeze=False,
+                                 layout="constrained")
         flat = axes.ravel()
         for ax, d in zip(flat, ds):
             for i, m in enumerate(methods):
@@ -176,13 +177,13 @@ def kernel_nnz(store: Store, methods: Sequence[str] = METHODS, densities: Sequen
             ax.grid(axis="y", alpha=0.3)
         for ax in axes[:, 0]:
             ax.set_ylabel("Share of kernels (log)")
-        handles, labels = flat[0].get_legend_handles_labels()
         for ax in flat[len(ds):]:
             ax.axis("off")
-        (flat[len(ds)] if len(flat) > len(ds) else flat[-1]).legend(
-            handles, labels, frameon=False, loc="center", title="bars; black ticks = uniform placement")
+        handles, labels = plots.legend_entries(flat, order=[store.label(m) for m in methods])
+        fig.legend(handles, labels, frameon=False, loc="outside lower center", ncol=len(labels),
+                   title=f"bars: seed {'/'.join(str(s) for s in sorted({KERNEL_SEEDS.get(m, 21) for m in methods}))}; "
+                         f"black ticks = uniform placement")
         fig.suptitle("ResNet-20: kept weights per 3×3 kernel vs uniform random placement per layer")
-        fig.tight_layout()
     return fig
 
 

@@ -27,6 +27,27 @@ from matplotlib.ticker import MaxNLocator
 from .style import DENSITY_LABEL, MAX_WIDTH, SEED_STYLES, line_color, method_of_label, style
 
 
+# ----------------------------------------------------------------------------- legends
+def legend_entries(axes, order: Sequence[str] | None = None) -> tuple[list, list[str]]:
+    """(handles, labels) of a figure legend: every label drawn in any of ``axes``, once each,
+    in first-drawn order, or in ``order`` (labels not in it last).  Not only the first panel's:
+    with a partly trained grid a label may be missing there.
+
+    >>> h, l = legend_entries(axes.ravel(), order=["Gem-Miner", "SynFlow", "Random"])
+    """
+    entries: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    labels = list(entries)
+    if order is not None:
+        rank: dict[str, int] = {}
+        for label in order:
+            rank.setdefault(label, len(rank))
+        labels.sort(key=lambda label: rank.get(label, len(rank)))
+    return [entries[label] for label in labels], labels
+
+
 # ----------------------------------------------------------------------------- curves
 def _mean_band(y) -> tuple[np.ndarray, np.ndarray | None]:
     y = np.asarray(y, dtype=float)
@@ -74,7 +95,9 @@ def accuracy_curves(panels: Mapping[str, Mapping[str, tuple]], title: str | None
         axes[0].set_ylabel(ylabel)
         first = next(iter(panels.values()), {})
         if first:
-            handles, labels = axes[0].get_legend_handles_labels()
+            # the fullest panel's order first (densities ascending), then labels only others have
+            fullest = sorted(panels.values(), key=len, reverse=True)
+            handles, labels = legend_entries(axes, order=[label for lines in fullest for label in lines])
             fig.legend(handles, labels, title=legend_title, loc="outside upper center", ncol=len(labels),
                        frameon=False)
         if title:
