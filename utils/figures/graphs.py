@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from utils.toolkits.graphs import dead_units
 from utils.toolkits.inference import density_bin
 
+from .plots import legend_entries
 from .store import ARCH, DENSITIES, FC, SEEDS, MissingRuns, Store, summarise
 from .style import DENSITY_LABEL, method_style, percent, style
 
@@ -253,7 +254,7 @@ def memory_latency_plot(table: pd.DataFrame, title: str | None = None, figsize=(
             ax.set_ylabel(ylabel)
             ax.set_title(name)
             _density_axis(ax, part["density_achieved"])
-        handles, labels = axes[0].get_legend_handles_labels()
+        handles, labels = legend_entries(axes)
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
         if title:
