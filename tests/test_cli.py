@@ -138,14 +138,14 @@ def test_sweep_filters_inside_the_grid(capsys, tmp_path):
     assert code == 0 and out.splitlines()[0] == "todo  fc_mnist/random-fc/d7/s42"
 
 
-@pytest.mark.parametrize("command", ["summary", "verify", "runs"])
+@pytest.mark.parametrize("command", ["summary", "verify", "runs", "compact"])
 def test_store_commands_need_an_existing_store(capsys, tmp_path, command):
     code, _, err = run_cli(capsys, command, "--results", tmp_path / "missing")
     assert_one_line_error(code, err, f"no runs store at {tmp_path / 'missing'}")
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.parametrize("command", ["summary", "verify", "runs"])
+@pytest.mark.parametrize("command", ["summary", "verify", "runs", "compact"])
 def test_store_commands_default_to_the_repository_store(capsys, tmp_path, monkeypatch, command):
     monkeypatch.setattr("utils.runs.results.DEFAULT_ROOT", tmp_path / "default")
     code, _, err = run_cli(capsys, command)

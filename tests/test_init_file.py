@@ -139,3 +139,14 @@ def test_tensors_sha256_covers_key_dtype_shape_and_bytes():
     assert base != init_file.tensors_sha256({**a, "x": torch.zeros(2, 3, dtype=torch.float64)})
     assert base != init_file.tensors_sha256({**a, "n": torch.tensor(6)})
     assert base != init_file.tensors_sha256({"y": a["x"], "n": a["n"]})
+
+
+def test_compact_refuses_a_tampered_run_and_changes_nothing(tmp_path, capsys):
+    final, init = trained_pair()
+    path = save(tmp_path, final, init)
+    (path / "history.csv").write_text("epoch\n0\n")
+    before = {f.name: f.read_bytes() for f in path.iterdir()}
+    assert main(["compact", "--results", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "history.csv fails its sha256 check" in err
+    assert {f.name: f.read_bytes() for f in path.iterdir()} == before
