@@ -105,9 +105,7 @@ def test_saving_and_loading_leave_the_global_rng_alone(tmp_path):
 def test_an_init_the_code_no_longer_regenerates_is_an_error(tmp_path, monkeypatch):
     final, init = trained_pair()
     path = save(tmp_path, final, init, init_seed={"seed": SEED, "thesis_train_size": SIZE})
-    import utils.engine.seeding as seeding
-    original = seeding.seed_init
-    monkeypatch.setattr(seeding, "seed_init", lambda seed, size=None: original(seed + 1, size))
+    monkeypatch.setattr(init_file, "seed_init", lambda seed, size=None: seed_init(seed + 1, size))
     with pytest.raises(RunStoreError, match="no longer regenerates the init of seed 21"):
         results.load_run_dir(path).init_model()
 
@@ -117,13 +115,13 @@ def test_compact_rewrites_a_stored_run_once_and_verify_loads_it(tmp_path, capsys
     path = save(tmp_path, final, init)                         # the earlier, full format
     before = (path / "init.safetensors").stat().st_size
     record = results.read_record(path)
-    saved = init_file.compact_run(path)
+    saved = results.compact_init(path)
     assert saved == before - (path / "init.safetensors").stat().st_size > 0
     after = results.read_record(path)                          # checksums and digest verified
     assert after["files"]["init.safetensors"] != record["files"]["init.safetensors"]
     assert after["files"]["final.safetensors"] == record["files"]["final.safetensors"]
     assert equal_states(results.load_run_dir(path).init_model(), init)
-    assert init_file.compact_run(path) == 0                    # already compact
+    assert results.compact_init(path) == 0                    # already compact
     assert not list(path.parent.glob(".*"))                    # no temporary directory left
     assert main(["compact", "--results", str(tmp_path), "--quiet"]) == 0
     assert "0 init file(s) compacted" in capsys.readouterr().out

@@ -215,9 +215,8 @@ def _dispatch(args) -> int:
     if args.command == "compact":
         from tqdm.auto import tqdm
 
-        from utils.runs.init_file import compact_run
         root = _existing_store(args)
-        saved = [compact_run(file.parent) for file in tqdm(results.run_files(root), desc="compact",
+        saved = [results.compact_init(file.parent) for file in tqdm(results.run_files(root), desc="compact",
                                                            disable=args.quiet)]
         print(f"{sum(1 for s in saved if s)} init file(s) compacted under {root}, "
               f"{sum(saved) / 1e6:.1f} MB saved")

@@ -4,7 +4,7 @@ A run's initial weights come from ``seed_init(seed, thesis_train_size)`` followe
 ``build_model`` (:func:`utils.runs.experiment._fresh_model`).  For most methods (SynFlow,
 random, magnitude, dense, DNW) the stored init is exactly that model with the run's masks, so
 storing its values again in every run doubles the store for nothing.  Here every encoded
-tensor (see :func:`utils.runs.results.encode_model`) that the seed reproduces bit for bit is
+tensor (see :func:`utils.runs.encoding.encode_model`) that the seed reproduces bit for bit is
 left out of the file; the file keeps the masks, the tensors the seed does not reproduce
 (e.g. Gem-Miner's BatchNorm statistics after mining, DEEPR's θ), and how to regenerate the
 rest plus their sha256, as UTF-8 JSON in the uint8 tensor ``KEY`` (not in the file's
@@ -25,6 +25,12 @@ import json
 import torch
 from torch import Tensor
 
+from models import build_model
+from models.masks import prunable_layers, set_masks
+from utils.engine.seeding import seed_init
+from utils.errors import RunStoreError
+from utils.runs.encoding import encode_model, unpack_bool
+
 #: the tensor of a compact init file that says what is regenerated
 KEY = "_regenerated.json"
 _MASK_PARTS = (".mask", ".support")
@@ -43,10 +49,6 @@ def tensors_sha256(tensors: dict[str, Tensor]) -> str:
 def _regenerated(stored: dict[str, Tensor], shapes: dict[str, list[int]], model_spec: dict,
                  seed: int, thesis_train_size: int | None) -> dict[str, Tensor]:
     """The encoding of the seeded fresh model with the masks and supports in ``stored``."""
-    from models import build_model
-    from models.masks import prunable_layers, set_masks
-    from utils.engine.seeding import seed_init
-    from utils.runs.results import encode_model, unpack_bool
     with torch.random.fork_rng(devices=[]):     # the caller's global RNG stays as it was
         seed_init(seed, thesis_train_size)
         model = build_model(model_spec["name"], **model_spec.get("kwargs", {}))
@@ -77,7 +79,6 @@ def compact(tensors: dict[str, Tensor], shapes: dict[str, list[int]], model_spec
 def expand(stored: dict[str, Tensor], shapes: dict[str, list[int]], model_spec: dict,
            where: str = "init") -> dict[str, Tensor]:
     """Inverse of :func:`compact`: the full encoded init (``stored`` as is without ``KEY``)."""
-    from utils.errors import RunStoreError
     if KEY not in stored:
         return stored
     stored = dict(stored)
@@ -90,44 +91,3 @@ def expand(stored: dict[str, Tensor], shapes: dict[str, list[int]], model_spec: 
                             f"use the release that wrote it, or retrain the run")
     return {**stored, **rebuilt}
 
-
-def compact_run(path) -> int:
-    """Rewrite a stored run's ``init.safetensors`` in the compact form (and its ``run.json``
-    checksums), atomically: the directory is rebuilt beside it and swapped in.  Returns the
-    bytes saved (0: already compact, no init, or nothing the seed regenerates)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from safetensors.torch import save as st_save
-
-    from utils.engine.data import DATASETS
-    from utils.runs import results
-    path = Path(path)
-    record = results.read_record(path)
-    file = path / "init.safetensors"
-    if "init.safetensors" not in record["files"] or not file.is_file():
-        return 0
-    tensors, metadata = results._read_tensors(file)
-    if KEY in tensors:
-        return 0
-    before = file.stat().st_size
-    shapes = json.loads(metadata["shapes"])
-    info = DATASETS.get(record.get("dataset"))
-    stored = compact(tensors, shapes, record["model"], seed=record["seed"],
-                     thesis_train_size=info.train_size if info else None)
-    if KEY not in stored:
-        return 0
-    data = st_save(stored, metadata=metadata)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        shutil.copytree(path, tmp, dirs_exist_ok=True)
-        (tmp / "init.safetensors").write_bytes(data)
-        record["files"]["init.safetensors"] = results._sha256(tmp / "init.safetensors")
-        record["digest"] = results._digest(record)
-        (tmp / "run.json").write_text(json.dumps(record, indent=1))
-        results.swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return before - len(data)
