@@ -30,6 +30,8 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -145,8 +147,7 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
     if is_complete(path) and not overwrite:
         raise RunStoreError(f"{path} already holds a complete run (use overwrite/--force)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with staged(path) as tmp:
         files = {}
         for label, m in (("final", model), ("init", init_model)):
             if m is None:
@@ -182,23 +183,27 @@ def save_run(path: str | os.PathLike, *, model: nn.Module, init_model: nn.Module
         }
         full["digest"] = _digest(json.loads(json.dumps(full, default=_json_default)))
         (tmp / "run.json").write_text(json.dumps(full, indent=1, default=_json_default))
-        swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
-def swap_in(tmp: Path, path: Path) -> None:
-    """Put the finished run directory ``tmp`` at ``path``, replacing what is there by renames
-    (a reader sees the old run or the new one, never a mix)."""
-    if path.exists():
-        trash = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, trash)
-        os.replace(tmp, path)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary directory beside the run directory ``path`` to build the run in.  On success
+    it replaces ``path`` by renames (a reader sees the old run or the new one, never a mix); on
+    any failure it is removed and ``path`` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def compact_init(path: str | os.PathLike) -> int:
@@ -212,26 +217,21 @@ def compact_init(path: str | os.PathLike) -> int:
     if "init.safetensors" not in record["files"]:
         return 0
     tensors, metadata = _read_tensors(file)
-    info = DATASETS.get(record.get("dataset"))
     if init_file.KEY in tensors:
         return 0
+    info = DATASETS.get(record.get("dataset"))
     stored = init_file.compact(tensors, json.loads(metadata["shapes"]), record["model"], seed=record["seed"],
                                thesis_train_size=info.train_size if info else None)
     if init_file.KEY not in stored:
         return 0
     data = st_save(stored, metadata=metadata)
     before = file.stat().st_size
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with staged(path) as tmp:
         shutil.copytree(path, tmp, dirs_exist_ok=True)
         (tmp / "init.safetensors").write_bytes(data)
         record["files"]["init.safetensors"] = _sha256(tmp / "init.safetensors")
         record["digest"] = _digest(record)
         (tmp / "run.json").write_text(json.dumps(record, indent=1))
-        swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return before - len(data)
 
 
