@@ -265,6 +265,27 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     assert thesis_sections(tmp_path / "missing.csv") == []
 
 
+
+@pytest.mark.parametrize("method,density,expected", [
+    ("synflow", 0.1, "a"),                        # the most specific key wins
+    ("synflow", 0.5, "b"),
+    ("random", 0.1, "all."),
+    ("random", 0.02, "all. And r2."),             # {general}: the next less specific note, then its own
+    ("gem-miner", 0.02, "all. G. And g2."),       # chained through "<method>/*"
+])
+def test_cell_note_picks_the_most_specific_key_and_composes_general(method, density, expected):
+    from utils.runs.report import cell_note
+    notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "random/2": "{general} And r2.",
+                    "gem-miner/*": "{general} G.", "gem-miner/2": "{general} And g2.", "*": "all."}}
+    assert cell_note(notes, "fc", method, density) == expected
+    assert cell_note(notes, "other", method, density) is None
+
+
+def test_cell_note_general_without_a_less_specific_note_is_an_error():
+    from utils.runs.report import cell_note
+    with pytest.raises(ValueError, match="random/2 uses {general}"):
+        cell_note({"fc": {"random/2": "{general} x"}}, "fc", "random", 0.02)
+
 def _fake_run(path, *, top1, data, seed=21):
     path.mkdir(parents=True)
     (path / "run.json").write_text(json.dumps({"experiment": "resnet20_cifar10", "method": "dense", "seed": seed,

@@ -60,17 +60,24 @@ def load_cell_notes(path: str | Path) -> dict[str, dict[str, str]]:
 
 def cell_note(notes: dict, experiment: str, method: str, density: float) -> str | None:
     """The sentence that explains one cell: the most specific of ``"<method>/<density %>"``,
-    ``"<method>/*"`` and ``"*"`` under ``experiment``, else ``None``.
+    ``"<method>/*"`` and ``"*"`` under ``experiment``, else ``None``.  A note may hold
+    ``{general}``: it is replaced by the next less specific note (so a cell adds its own cause to
+    the experiment-wide one instead of repeating it).
 
-    >>> notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "*": "c"}}
-    >>> [cell_note(notes, "fc", m, d) for m, d in [("synflow", 0.1), ("synflow", 0.5), ("random", 0.1)]]
-    ['a', 'b', 'c']
+    >>> notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "random/2": "{general} And d.", "*": "c."}}
+    >>> [cell_note(notes, "fc", m, d) for m, d in [("synflow", 0.1), ("synflow", 0.5), ("random", 0.1),
+    ...                                            ("random", 0.02)]]
+    ['a', 'b', 'c.', 'c. And d.']
     """
     part = notes.get(experiment) or {}
-    for key in (f"{method}/{100 * density:g}", f"{method}/*", "*"):
-        if key in part:
-            return part[key]
-    return None
+    keys = [key for key in (f"{method}/{100 * density:g}", f"{method}/*", "*") if key in part]
+    note = None
+    for key in reversed(keys):                      # least specific first, so {general} can chain
+        text = part[key]
+        if "{general}" in text and note is None:
+            raise ValueError(f"cell note {experiment}/{key} uses {{general}} but no less specific note exists")
+        note = text.replace("{general}", note) if "{general}" in text else text
+    return note
 
 
 def thesis_at_label(comparison: pd.DataFrame) -> pd.DataFrame:
