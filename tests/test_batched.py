@@ -258,10 +258,10 @@ DEEPR_SPECS = [RunSpec("fc_mnist", "deepr", 0.05, 21, "thesis"), RunSpec("fc_mni
 def test_deepr_runs_batched_equal_deepr_runs_alone(real_data_dir, tmp_path):
     """DEEPR in the stack: W = s·relu(θ) per run, each run's Langevin noise and re-activations
     drawn from its own generator in its own order, its own budget (two densities in one group).
-    The runs are bit for bit the runs trained alone (measured on one thread), and the history
-    (connectivity, n_active) is the same.  The weights are compared to float rounding: the
-    stacked bmm sums in another order than a lone mm on CPUs without AVX-512 (seen on an AMD EPYC:
-    a bias differed in its last bits), which the masks and the history do not feel."""
+    Masks, init and history (connectivity, n_active) are bit for bit those of the runs trained
+    alone (measured on one thread); the final weights agree to float rounding, because the stacked
+    bmm sums in another order than a lone mm on CPUs without AVX-512 (seen on an AMD EPYC: a bias
+    differed in its last bits)."""
     train_alone_and_batched(DEEPR_SPECS, real_data_dir, tmp_path)
     for spec in DEEPR_SPECS:
         a, b = (results.load_run("fc_mnist", "deepr", spec.density, spec.seed, tmp_path / root)

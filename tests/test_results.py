@@ -265,7 +265,6 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     assert thesis_sections(tmp_path / "missing.csv") == []
 
 
-
 @pytest.mark.parametrize("method,density,expected", [
     ("synflow", 0.1, "a"),                        # the most specific key wins
     ("synflow", 0.5, "b"),
@@ -285,6 +284,7 @@ def test_cell_note_general_without_a_less_specific_note_is_an_error():
     from utils.runs.report import cell_note
     with pytest.raises(ValueError, match="random/2 uses {general}"):
         cell_note({"fc": {"random/2": "{general} x"}}, "fc", "random", 0.02)
+
 
 def _fake_run(path, *, top1, data, seed=21):
     path.mkdir(parents=True)

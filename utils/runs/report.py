@@ -74,9 +74,11 @@ def cell_note(notes: dict, experiment: str, method: str, density: float) -> str 
     note = None
     for key in reversed(keys):                      # least specific first, so {general} can chain
         text = part[key]
-        if "{general}" in text and note is None:
-            raise ValueError(f"cell note {experiment}/{key} uses {{general}} but no less specific note exists")
-        note = text.replace("{general}", note) if "{general}" in text else text
+        if "{general}" in text:
+            if note is None:
+                raise ValueError(f"cell note {experiment}/{key} uses {{general}} but no less specific note exists")
+            text = text.replace("{general}", note)
+        note = text
     return note
 
 
