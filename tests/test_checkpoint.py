@@ -144,6 +144,68 @@ def test_a_checkpoint_carried_to_a_cpu_without_native_bf16_trains_afresh(monkeyp
     assert compute["bf16"] is False and "resumed" not in compute
 
 
+def test_a_checkpoint_of_the_other_precision_waits_aside_and_resumes_when_that_machine_returns(monkeypatch,
+                                                                                                 tmp_path):
+    """A sweep carried from a bf16 machine to an fp32 one and back: the fp32 rerun sets the bf16
+    file aside instead of overwriting it, and the bf16 rerun takes it back and finishes from it,
+    storing exactly what an uninterrupted bf16 run stores."""
+    from test_data import write_tiny_cifar
+
+    import utils.engine.train as engine
+    write_tiny_cifar(tmp_path / "data", n=16)
+    spec = experiment.RunSpec("resnet20_cifar10", "synflow", 0.1, 21, "smoke", None)
+    kwargs = dict(config=experiment.load_config("resnet20_cifar10"), data_dir=tmp_path / "data",
+                  overrides=experiment.Overrides(epochs=2), progress=False, threads=1)
+    saves = experiment.checkpoint_dir(spec, tmp_path / "carried")
+
+    def killed_on(native_bf16: bool) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(engine, "cpu_has_native_bf16", lambda: native_bf16)
+            kill_after_saves(patch, 1)
+            with pytest.raises(Killed):
+                experiment.execute(spec, root=tmp_path / "carried", **kwargs)
+
+    killed_on(True)
+    bf16_file = saves / "call1-train.safetensors"
+    bf16_key = checkpoint.read(bf16_file)["key"]
+    killed_on(False)
+    assert checkpoint.read(saves / "aside" / bf16_key / "call1-train.safetensors")["epochs_done"] == 1
+    fp32_key = checkpoint.read(bf16_file)["key"]
+    assert fp32_key != bf16_key and checkpoint.progress(saves) == "train 1/2"
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    experiment.execute(spec, root=tmp_path / "carried", **kwargs)
+    experiment.execute(spec, root=tmp_path / "whole", **kwargs)
+    record = results.read_record(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed,
+                                                 tmp_path / "carried"))
+    assert record["compute"]["bf16"] is True
+    assert [(r["file"], r["epochs"]) for r in record["compute"]["resumed"]] == [("call1-train.safetensors", 1)]
+    assert_same_runs(stored(tmp_path / "whole", spec), stored(tmp_path / "carried", spec))
+    assert not saves.exists()
+
+
+def test_a_file_of_another_key_is_set_aside_and_taken_back_by_its_key(tmp_path):
+    """Slot level: load() moves a foreign-key file to ``aside/<key>/`` and brings back the one
+    of its own key; empty aside folders go; a torn file is not set aside."""
+    model = torch.nn.Linear(3, 2)
+    first = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.1}, model)
+    first.save({"epochs_done": 4})
+    second = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.2}, model)
+    assert second.load() is None and not first.path.exists()
+    assert checkpoint.read(first.aside(first.key))["epochs_done"] == 4
+    second.save({"epochs_done": 1})
+    assert first.load()["epochs_done"] == 4 and checkpoint.read(first.path)["key"] == first.key
+    assert checkpoint.read(second.aside(second.key))["epochs_done"] == 1
+    assert sorted(p.name for p in (tmp_path / "aside").iterdir()) == [second.key]
+    assert second.load()["epochs_done"] == 1 and first.aside(first.key).is_file()
+    assert first.load()["epochs_done"] == 4
+    assert second.load()["epochs_done"] == 1
+    first.path.write_bytes(b"torn")                  # a torn file (second's progress is lost) ...
+    assert first.load()["epochs_done"] == 4          # ... gives way to the file waiting aside
+    assert not (tmp_path / "aside").exists()
+    first.path.write_bytes(b"torn")                  # with nothing waiting: neither kept nor moved
+    assert second.load() is None and first.path.read_bytes() == b"torn" and not (tmp_path / "aside").exists()
+
+
 def test_a_checkpoint_of_other_settings_data_or_start_is_not_resumed(tmp_path):
     """The key holds the call's settings, the scope's context and the model it starts from."""
     model = torch.nn.Linear(3, 2)
@@ -159,6 +221,7 @@ def test_a_checkpoint_of_other_settings_data_or_start_is_not_resumed(tmp_path):
     with torch.no_grad():
         model.weight.add_(1)
     assert checkpoint.Checkpoints(tmp_path, context={"data": "a"}).slot("train", {"lr": 0.1}, model).load() is None
+    assert not slot.path.exists() and same.load()["epochs_done"] == 1     # it waited aside
     slot.path.write_bytes(b"torn")                   # a torn file trains afresh
     assert same.load() is None
 

@@ -5,7 +5,7 @@ import torch
 
 from utils.engine import checkpoint
 from utils.runs import experiment
-from utils.runs.status import Estimate, RunState, estimate_remaining, run_kind, sweep_status
+from utils.runs.status import Estimate, RunState, estimate_remaining, precision_warning, run_kind, sweep_status
 
 RESNET = experiment.load_config("resnet20_cifar10")
 
@@ -87,3 +87,43 @@ def test_a_run_claimed_by_a_live_sweep_is_busy(tmp_path):
         assert mine
         assert sweep_status([run], tmp_path) == [RunState(run, "busy")]
     assert sweep_status([run], tmp_path) == [RunState(run, "todo")]
+
+
+
+def store_precisions(root, runs) -> None:
+    """Copies of a stored dense run under ``root``, one per (seed, profile, bf16) of ``runs``."""
+    import json
+    import shutil
+
+    from utils.runs import results
+    source = results.DEFAULT_ROOT / "resnet20_cifar10" / "dense" / "d100" / "s21"
+    for seed, profile, bf16 in runs:
+        run = root / "resnet20_cifar10" / "dense" / "d100" / f"s{seed}"
+        shutil.copytree(source, run)
+        record = json.loads((run / "run.json").read_text())
+        record.update(profile=profile, compute={**record["compute"], "bf16": bf16})
+        (run / "run.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("native_bf16,expected", [
+    (False, "warning: this machine trains resnet20_cifar10 in fp32 (this CPU has no native bf16), but 2 of its 3 "
+            "stored runs trained in bf16: new runs record their precision in run.json, and checkpoints written in "
+            "bf16 wait aside for a machine like theirs"),
+    (True, "warning: this machine trains resnet20_cifar10 in bf16 autocast, but 1 of its 3 stored runs trained in "
+           "fp32: new runs record their precision in run.json, and checkpoints written in fp32 wait aside for a "
+           "machine like theirs")])
+def test_the_sweep_warns_when_this_cpu_trains_in_another_precision_than_the_stored_runs(
+        monkeypatch, tmp_path, native_bf16, expected):
+    """Stored cpu-profile runs: two in bf16, one in fp32; a run of another profile is not counted."""
+    import utils.engine.train as engine
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native_bf16)
+    store_precisions(tmp_path, [(21, "cpu", True), (42, "cpu", True), (63, "cpu", False), (1, "smoke", False)])
+    assert precision_warning(RESNET, [spec("synflow", 0.2, 21)], tmp_path) == expected
+
+
+def test_no_warning_when_the_stored_runs_trained_as_this_cpu_does_or_nothing_is_left(monkeypatch, tmp_path):
+    import utils.engine.train as engine
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    store_precisions(tmp_path, [(21, "cpu", False), (42, "smoke", True)])
+    assert precision_warning(RESNET, [spec("synflow", 0.2, 21)], tmp_path) is None
+    assert precision_warning(RESNET, [], tmp_path) is None

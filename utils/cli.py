@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
+    from pathlib import Path
+
     from utils.runs import results
     from utils.runs.experiment import (
         BATCH_RUNS,
@@ -159,7 +161,7 @@ def _dispatch(args) -> int:
                        values.get("version"))
         overrides, threads = _overrides(args), _threads(args)   # bad values fail before anything else
         root = results.DEFAULT_ROOT if args.results is None else args.results
-        if not args.force and is_done(spec, __import__("pathlib").Path(root)):
+        if not args.force and is_done(spec, Path(root)):
             print(f"already stored: {spec.label} (use --force to retrain)")
             return 0
         paths = execute(spec, config, data_dir=args.data_dir, root=args.results,
@@ -174,11 +176,12 @@ def _dispatch(args) -> int:
         config = load_config(args.config)
         specs = grid(config, args.profile, args.methods, args.densities, args.seeds)
         overrides = _overrides(args)
+        from utils.runs.status import estimate_remaining, precision_warning, sweep_status
+        root = Path(args.results or results.DEFAULT_ROOT)
+        warning = precision_warning(config, [s for s in specs if not is_done(s, root)], root)
+        if warning:
+            print(warning, file=sys.stderr)
         if args.dry_run:
-            from pathlib import Path
-
-            from utils.runs.status import estimate_remaining, sweep_status
-            root = Path(args.results or results.DEFAULT_ROOT)
             states = sweep_status(specs, root)
             for state in states:
                 print(state.line())

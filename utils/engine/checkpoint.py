@@ -7,7 +7,10 @@ the optimizer, the batch-order generator, the global RNG, the history so far and
 under a key made of the call's settings and a digest of the model *as the call started*: a rerun
 reaches the same call with the same model (runs are deterministic), finds the key, and goes on
 from the saved epoch; a finished call is restored without training.  Anything else (a changed
-setting or code, another start) has another key and trains from the start.
+setting or code, another start) has another key and trains from the start; the file it finds
+under another key is set aside (``aside/<its key>/``), not overwritten, and taken back when a later
+rerun has that key again: a run resumed on a machine that trains in another precision (bf16 or
+not, which enters the settings) leaves the other machine's progress intact for when it returns.
 
 A checkpoint is one safetensors file: its tensors, and the plain values around them (numbers,
 strings, lists, dicts with int or str keys, tuples) as JSON in the file's metadata
@@ -44,6 +47,8 @@ _SCOPE: ContextVar[Checkpoints | None] = ContextVar("checkpoint_scope", default=
 FORMAT = "sparse-network-analysis checkpoint 1"
 #: the file suffixes of a checkpoint, the current one first (``.pt``: read only, then rewritten)
 SUFFIXES = (".safetensors", ".pt")
+#: the subdirectory of a run's checkpoints where files of another key wait (``aside/<key>/<file>``)
+ASIDE = "aside"
 
 
 def pack(state) -> bytes:
@@ -174,18 +179,29 @@ class Slot:
         """Where the earlier format (``torch.save``) kept this call's state."""
         return self.path.with_suffix(SUFFIXES[1])
 
+    def aside(self, key: str) -> Path:
+        """Where this call's file under ``key`` waits while the call has another key."""
+        return self.path.parent / ASIDE / key / self.path.name
+
     def load(self) -> dict | None:
         """The saved state if the file exists and has this call's key, else None (noted in the
-        owner's ``restored``).  A state found in the earlier format is rewritten in the current
-        one (and the old file removed), so a run's checkpoints can be committed as they are."""
+        owner's ``restored``).  A file of another key is moved aside and one of this key taken back
+        from there (see the module).  A state found in the earlier format is rewritten in the
+        current one (and the old file removed), so a run's checkpoints can be committed as they are."""
         found = next((p for p in (self.path, self.legacy) if p.is_file()), None)
-        if found is None:
-            return None
-        try:
-            state = read(found)
-        except Exception:          # a file from another version or torn by a crash: train afresh
-            return None
-        if not isinstance(state, dict) or state.get("key") != self.key:
+        state = _read_state(found) if found is not None else None
+        if state is not None and state.get("key") != self.key:
+            moved = self.path.parent / ASIDE / str(state["key"]) / found.name
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found, moved)
+            found = state = None
+        if state is None and (waiting := self.aside(self.key)).is_file():
+            state = _read_state(waiting)
+            if state is not None and state.get("key") == self.key:
+                os.replace(waiting, self.path)
+                _remove_empty(waiting.parent)
+                found = self.path
+        if state is None or state.get("key") != self.key:
             return None
         if found == self.legacy:
             self.save({k: v for k, v in state.items() if k != "key"})
@@ -204,6 +220,25 @@ class Slot:
         if self.legacy != self.path:
             self.legacy.unlink(missing_ok=True)
         self._last_save = time.monotonic()
+
+
+def _read_state(path: Path) -> dict | None:
+    """A checkpoint file's state if it is readable and keyed, else None: a file from another
+    version or torn by a crash is trained over afresh."""
+    try:
+        state = read(path)
+    except Exception:
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("key"), str) else None
+
+
+def _remove_empty(directory: Path) -> None:
+    """Remove ``aside/<key>/`` and ``aside/`` once they are empty."""
+    for folder in (directory, directory.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _saved(directory: str | os.PathLike) -> Iterator[tuple[str, dict]]:

@@ -22,7 +22,15 @@ import pandas as pd
 from utils.engine.checkpoint import held
 from utils.runs import results
 from utils.runs.claims import is_claimed
-from utils.runs.experiment import RunSpec, checkpoint_dir, method_settings, profile_of, stored_state
+from utils.runs.experiment import (
+    RunSpec,
+    checkpoint_dir,
+    compute_record,
+    method_settings,
+    profile_of,
+    run_settings,
+    stored_state,
+)
 
 
 @dataclass(frozen=True)
@@ -100,3 +108,38 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
         else:
             unknown[spec.method] += 1
     return Estimate(len(left), counted, seconds, dict(unknown))
+
+
+def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: int = 1) -> str | None:
+    """A warning line when this machine would train ``specs`` in another precision (bf16 autocast
+    or fp32, which follows the CPU: :func:`~utils.engine.train.use_bf16`) than stored runs of the
+    same experiment and profiles recorded; None when they agree or nothing is stored.
+
+    Such runs train the same recipe in the other precision (``run.json`` records which), so their
+    numbers are not bit-for-bit those a rerun of the stored runs would give, and a killed run's
+    checkpoints from the other machine wait aside instead of resuming (:mod:`utils.engine.checkpoint`).
+    """
+    if not specs:
+        return None
+    from models import build_model
+    model = build_model(config["model"])
+    here = {spec.profile: compute_record(model, run_settings(spec, config).train, threads)["bf16"]
+            for spec in specs}
+    agree = differ = 0
+    for file in results.run_files(root):
+        record = results.read_record(file.parent, verify=False)
+        bf16 = (record.get("compute") or {}).get("bf16")
+        if record["experiment"] != config["experiment"] or record.get("profile") not in here or bf16 is None:
+            continue
+        if bool(bf16) == here[record["profile"]]:
+            agree += 1
+        else:
+            differ += 1
+    if not differ:
+        return None
+    bf16_here = any(here.values())
+    mine = "bf16 autocast" if bf16_here else "fp32 (this CPU has no native bf16)"
+    theirs = "fp32" if bf16_here else "bf16"
+    return (f"warning: this machine trains {config['experiment']} in {mine}, but {differ} of its "
+            f"{agree + differ} stored runs trained in {theirs}: new runs record their precision in run.json, "
+            f"and checkpoints written in {theirs} wait aside for a machine like theirs")
