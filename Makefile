@@ -5,6 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FAST   ?=
+# test workers (pytest-xdist): one per core, at most 4 (each test uses one torch thread)
+TEST_WORKERS ?= auto --maxprocesses=4
 
 .PHONY: figures test venv benchmarks clean-venv
 
@@ -20,7 +22,7 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 benchmarks: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done

@@ -1,6 +1,8 @@
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,24 @@ torch.set_num_threads(int(os.environ["SPARSE_NUM_THREADS"]))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@contextmanager
+def built_once(tmp_path_factory, name: str) -> Iterator[Path]:
+    """A directory ``name`` that one process of the test run builds and every other reuses.
+
+    Alone, a fresh temporary directory.  Under pytest-xdist (``make test`` runs a worker per core), the
+    workers share the run's base temporary directory: the first to take the lock builds, the
+    others wait for it and then find it complete (the caller builds only what is missing)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        yield tmp_path_factory.mktemp(name)
+        return
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{shared}.lock"):
+        shared.mkdir(exist_ok=True)
+        yield shared
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +69,9 @@ def cifar_data_dir(tmp_path_factory):
     script = SHARED_DATA / "make_cifar10.py"
     if not script.is_file():
         pytest.skip("no CIFAR-10 copy available (../shared/data missing)")
-    dest = tmp_path_factory.mktemp("cifar")
-    subprocess.run([sys.executable, str(script), str(dest)], check=True, capture_output=True)
+    with built_once(tmp_path_factory, "cifar") as dest:
+        if not dataset_files_present("cifar10", dest):
+            subprocess.run([sys.executable, str(script), str(dest)], check=True, capture_output=True)
     return dest
 
 
@@ -67,6 +88,7 @@ def thesis_store(tmp_path_factory):
         return thesis_root()
     if not THESIS_ARCHIVE.is_file():
         pytest.skip("no copy of the thesis results (../shared/data/thesis_results.tar.xz missing)")
-    root = tmp_path_factory.mktemp("thesis")
-    import_thesis(THESIS_ARCHIVE, root, progress=False)
+    with built_once(tmp_path_factory, "thesis") as root:
+        if not is_imported(root):
+            import_thesis(THESIS_ARCHIVE, root, progress=False)
     return root

@@ -18,6 +18,11 @@ MAX_RESULTS_BYTES = 80_000_000  # decimal MB, the stricter reading
 #: stored ResNet-20 runs re-evaluated on CIFAR-10 (a sample: one per method and one per
 #: recorded precision, ~5 s each)
 RESNET_SAMPLE_PER_METHOD = 1
+#: |top-1 in fp32 − recorded top-1| allowed for a run trained and recorded in bf16 autocast, where
+#: bf16 is emulated.  Measured on 2026-12-04 over the 39 stored ResNet-20 runs (fp32, channels_last,
+#: the full test set): median 0.04 pt, 33 of 39 within 0.1, at most 0.91 (random 2 % s63, whose
+#: four classes without a classifier weight tie on their biases); wrong weights cost many points.
+FP32_OF_BF16_TOLERANCE = 1.0
 
 
 def stored_ids(*experiments):
@@ -26,15 +31,18 @@ def stored_ids(*experiments):
 
 
 def resnet_sample():
+    """(path, exact) of the sampled ResNet-20 runs: the first of each method and the first of each
+    recorded precision (fp32 runs come from CPUs without native bf16); ``exact``: the latter,
+    evaluated in their training precision on any CPU."""
     rows = STORED[STORED["experiment"] == "resnet20_cifar10"].sort_values("path")
     paths = list(rows.groupby("method")["path"].head(RESNET_SAMPLE_PER_METHOD))
-    # plus one run of each recorded precision (fp32 runs come from CPUs without native bf16)
     first_by_precision = {}
     for path in rows["path"]:
         compute = results.read_record(results.DEFAULT_ROOT / path, verify=False).get("compute", {})
         first_by_precision.setdefault(compute.get("bf16"), path)
+    exact = set(first_by_precision.values())
     paths += [path for path in first_by_precision.values() if path not in paths]
-    return [pytest.param(path, id=path) for path in paths]
+    return [pytest.param(path, path in exact, id=path) for path in paths]
 
 
 def test_results_stay_small():
@@ -85,18 +93,24 @@ def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
     assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
 
 
-@pytest.mark.parametrize("path", resnet_sample())
-def test_resnet_accuracy_matches_fresh_evaluation(path, cifar_data_dir):
-    """Evaluated as training evaluated it (bf16 autocast, channels_last: see ``Run.precision``)."""
-    from utils.engine.train import TrainConfig
+@pytest.mark.parametrize("path,exact", resnet_sample())
+def test_resnet_accuracy_matches_fresh_evaluation(path, exact, cifar_data_dir):
+    """Evaluated as training evaluated it (bf16 autocast, channels_last: see ``Run.precision``),
+    within 0.1 pt.  A CPU without native bf16 emulates bf16 autocast, 8× slower than fp32 (150 s
+    per run on a 2-core AMD EPYC, 14 of CI's 26 minutes there): on such a CPU only the ``exact``
+    runs are evaluated in bf16, the other bf16 runs in fp32, within :data:`FP32_OF_BF16_TOLERANCE`."""
+    from utils.engine.train import TrainConfig, cpu_has_native_bf16
     cifar = load_dataset("cifar10", cifar_data_dir, download=False)
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     cfg = TrainConfig.from_dict(run.info["config"]["train"])
     bf16, channels_last = run.precision()
+    tolerance = 0.1
+    if bf16 and not exact and not cpu_has_native_bf16():
+        bf16, tolerance = False, FP32_OF_BF16_TOLERANCE
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     fresh = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, cfg.eval_batch_size, "cpu", bf16, channels_last)
-    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
+    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=tolerance)
 
 
 def test_summary_lists_every_stored_run():

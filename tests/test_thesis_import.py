@@ -433,3 +433,26 @@ def test_gem_miner_layers_leave_out_a_mislabelled_thesis_run(thesis_store):
     first = [layer_profile(load_run("thesis_resnet20_cifar10", "gem-miner", 0.1, seed, thesis_store))["conv1"]
              for seed in (21, 63)]
     assert table.loc["1 conv1", "thesis"] == round(sum(first) / 2, 2) == 15.16
+
+
+def test_compare_thesis_for_one_experiment_keeps_the_other_experiments_rows(thesis_store, tmp_path):
+    """Comparing FC again keeps the ResNet-20 rows of the earlier table (and of the per-layer one)
+    unchanged, in experiment order; a table of other columns is replaced; a corrupt one stops the
+    command before it compares anything and stays as it was."""
+    from utils.cli import main
+    from utils.runs import results
+    out = tmp_path / "cmp.csv"
+    earlier = pd.DataFrame({"experiment": ["resnet20_cifar10", "fc_mnist"], "method": ["synflow", "old"]})
+    comparison = pd.read_csv(results.DEFAULT_ROOT / "thesis_comparison.csv")
+    resnet = comparison[comparison["experiment"] == "resnet20_cifar10"]
+    pd.concat([resnet, comparison[comparison["experiment"] == "fc_mnist"].head(2)]).to_csv(out, index=False)
+    earlier.to_csv(tmp_path / "thesis_gem_miner_layers.csv", index=False)     # other columns
+    args = ["compare-thesis", "--thesis", str(thesis_store), "--out", str(out), "--quiet", "--experiments", "fc_mnist"]
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    assert list(table["experiment"]) == ["fc_mnist"] * 51 + ["resnet20_cifar10"] * len(resnet) and len(resnet) > 0
+    pd.testing.assert_frame_equal(table.tail(len(resnet)).reset_index(drop=True), resnet.reset_index(drop=True))
+    layers = pd.read_csv(tmp_path / "thesis_gem_miner_layers.csv")
+    assert len(layers) == 30 and set(layers["experiment"]) == {"fc_mnist"}
+    out.write_bytes(b"\x00\xff\xfe")
+    assert main(args) == 2 and out.read_bytes() == b"\x00\xff\xfe"

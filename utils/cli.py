@@ -242,15 +242,17 @@ def _dispatch(args) -> int:
                             f"python -m utils.cli import-thesis [SOURCE] first")
         if not results.run_files(root := _existing_store(args)):
             raise UserError(f"no stored runs under {root} to compare with the thesis's")
+        out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
+        # Gem-Miner's mined per-layer profile next to the thesis's goes beside the comparison table;
+        # rows of experiments not compared this time stay as they were
+        files = (out, out.with_name("thesis_gem_miner_layers.csv"))
+        kept = [_other_experiments_rows(file, args.experiments) for file in files]
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
                                         experiments=tuple(args.experiments))
             layers = gem_miner_layer_table(args.results, args.thesis, tuple(args.experiments))
-        out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
-        results.write_atomic(out, table.to_csv(index=False, float_format="%.6g").encode())
-        # Gem-Miner's mined per-layer profile next to the thesis's, beside the comparison table
-        results.write_atomic(out.with_name("thesis_gem_miner_layers.csv"),
-                             layers.to_csv(index=False, float_format="%.6g").encode())
+        for file, earlier, new in zip(files, kept, (table, layers)):
+            results.write_atomic(file, _merged(earlier, new).to_csv(index=False, float_format="%.6g").encode())
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summary(table).to_string())
         print(f"{len(table)} cells compared; written to {out}")
@@ -264,6 +266,31 @@ def _dispatch(args) -> int:
         print(f"summary of {len(table)} runs written")
         return 0
     raise AssertionError(args.command)
+
+
+def _other_experiments_rows(file, experiments):
+    """The rows of an earlier table ``file`` whose experiment is not in ``experiments`` (None
+    without one), read before a comparison starts so a corrupt file stops it at once."""
+    import pandas as pd
+    if not file.is_file():
+        return None
+    try:
+        earlier = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{file} is not a comparison table ({type(exc).__name__}); move it away or pass --out") \
+            from None
+    if "experiment" not in earlier.columns:
+        raise UserError(f"{file} is not a comparison table (no experiment column); move it away or pass --out")
+    return earlier[~earlier["experiment"].isin(experiments)]
+
+
+def _merged(kept, table):
+    """``table`` with the ``kept`` rows of other experiments, in experiment order; kept rows of
+    other columns (a table of another version) are dropped."""
+    import pandas as pd
+    if kept is None or not len(kept) or list(kept.columns) != list(table.columns):
+        return table
+    return pd.concat([kept, table], ignore_index=True).sort_values("experiment", kind="stable", ignore_index=True)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def mask_agreement(ours: Run, theirs: Run) -> tuple[float, dict[str, float]]:
 
 def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
     """One row of the comparison (see the module docstring); ``data`` re-evaluates the thesis's
-    network on our copy of the test set."""
+    network on our copy of the test set (``top1_thesis_here``, NaN without it)."""
     from utils.analysis import network_distance
     agreement, per_layer = mask_agreement(ours, theirs)
     diff = init_difference(ours, theirs)
@@ -78,7 +78,7 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
            "density_ours": ours.info["density_achieved"], "density_thesis": theirs.info["density_achieved"],
            "nnstd": network_distance(ours.model, theirs.model, "nnstd", both_directions=False).value,
            "top1_ours": float(ours.history["top1"].iloc[-1]),
-           "top1_thesis": theirs.info["thesis"]["final_top1_recorded"]}
+           "top1_thesis": theirs.info["thesis"]["final_top1_recorded"], "top1_thesis_here": math.nan}
     if data is not None:
         from utils.engine.train import evaluate
         row["top1_thesis_here"] = evaluate(theirs.model, data.test_x, data.test_y, data, 1000)["top1"]
