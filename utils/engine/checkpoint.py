@@ -191,7 +191,7 @@ class Slot:
         found = next((p for p in (self.path, self.legacy) if p.is_file()), None)
         state = _read_state(found) if found is not None else None
         if state is not None and state.get("key") != self.key:
-            moved = self.path.parent / ASIDE / str(state["key"]) / found.name
+            moved = self.aside(state["key"]).with_name(found.name)
             moved.parent.mkdir(parents=True, exist_ok=True)
             os.replace(found, moved)
             found = state = None

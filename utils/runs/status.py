@@ -123,13 +123,16 @@ def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: i
         return None
     from models import build_model
     model = build_model(config["model"])
-    here = {spec.profile: compute_record(model, run_settings(spec, config).train, threads)["bf16"]
-            for spec in specs}
+    first_of_profile = {spec.profile: spec for spec in reversed(specs)}      # one resolution per profile
+    here = {profile: compute_record(model, run_settings(spec, config).train, threads)["bf16"]
+            for profile, spec in first_of_profile.items()}
     agree = differ = 0
     for file in results.run_files(root):
+        if file.relative_to(root).parts[0] != config["experiment"]:     # skip other experiments unread
+            continue
         record = results.read_record(file.parent, verify=False)
         bf16 = (record.get("compute") or {}).get("bf16")
-        if record["experiment"] != config["experiment"] or record.get("profile") not in here or bf16 is None:
+        if record.get("profile") not in here or bf16 is None:
             continue
         if bool(bf16) == here[record["profile"]]:
             agree += 1
