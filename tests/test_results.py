@@ -16,7 +16,7 @@ HISTORY = pd.DataFrame({"epoch": [0, 1], "phase": ["train", "train"], "train_los
                         "top1": [10.0, 90.0]})
 
 
-def stored(tmp_path, model_name="fc", density=0.2, support=None, extras=None):
+def stored(tmp_path, model_name="fc", density=0.2, support=None, extras=None, record=None):
     torch.manual_seed(3)
     model = models.build_model(model_name)
     Random().prune(model, density, seed=21, data_shape=(1, 28, 28))
@@ -27,7 +27,7 @@ def stored(tmp_path, model_name="fc", density=0.2, support=None, extras=None):
     path = results.save_run(results.run_dir("exp", "random", density, 21, tmp_path), model=model,
                             init_model=init, history=HISTORY, model_spec={"name": model_name, "kwargs": {}},
                             record={"experiment": "exp", "method": "random", "density_target": density,
-                                    "seed": 21, "profile": "p"}, support=support, extras=extras)
+                                    "seed": 21, "profile": "p", **(record or {})}, support=support, extras=extras)
     return path, model, init
 
 
@@ -139,6 +139,16 @@ def test_runs_table_and_summary(tmp_path):
     assert table[["method", "density", "seed"]].values.tolist() == [["random", 0.2, 21]]
     assert table["final_top1"].iloc[0] == 90.0
     assert (tmp_path / "summary.csv").is_file() and "90.00 (1)" in (tmp_path / "README.md").read_text()
+    assert table["precision"].isna().all() and "precision: not recorded ×1;" in (tmp_path / "README.md").read_text()
+
+
+def test_summary_says_which_precision_runs_trained_in(tmp_path):
+    stored(tmp_path, density=0.2, record={"compute": {"bf16": False}})
+    stored(tmp_path, density=0.5, record={"compute": {"bf16": True}})
+    stored(tmp_path, density=0.1, record={"compute": {"bf16": False}})
+    table = results.write_summary(tmp_path)
+    assert table.sort_values("density")["precision"].tolist() == ["fp32", "fp32", "bf16"]
+    assert "## exp (profile: p; precision: bf16 ×1, fp32 ×2; trained" in (tmp_path / "README.md").read_text()
 
 
 @pytest.mark.parametrize("values,expected", [

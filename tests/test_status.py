@@ -45,6 +45,22 @@ def test_the_estimate_is_the_median_of_the_stored_runs_of_each_kind_minus_the_ch
         "runs' median times; not estimated (no stored run of their kind yet): deepr ×1, gem-miner ×1, random ×1")
 
 
+def test_runs_in_this_machines_precision_are_preferred_and_the_others_flagged():
+    stored = stored_rows(("synflow", 0.1, 21, 100.0), ("synflow", 0.1, 42, 200.0), ("synflow", 0.1, 63, 900.0),
+                         ("random", 0.1, 21, 50.0))
+    stored["precision"] = ["bf16", "bf16", "fp32", "bf16"]
+    states = [RunState(spec("synflow", 0.5, 21), "todo"), RunState(spec("random", 0.5, 21), "todo")]
+    # fp32 here: synflow from its one fp32 run; random has only bf16 runs: used, and flagged
+    assert estimate_remaining(states, RESNET, stored, {"cpu": "fp32"}) == \
+        Estimate(2, 2, 900.0 + 50.0, {}, {"bf16": 1})
+    assert estimate_remaining(states, RESNET, stored, {"cpu": "bf16"}) == Estimate(2, 2, 150.0 + 50.0)
+    assert estimate_remaining(states, RESNET, stored) == Estimate(2, 2, 200.0 + 50.0)   # any precision
+    assert estimate_remaining(states, RESNET, stored, {"cpu": "fp32"}).line(jobs=2) == (
+        "left: 2 run(s); 2 of them about 0.3 h of run time (about 0.1 h with 2 at a time), from the stored runs' "
+        "median times (1 of them from runs that trained in bf16 only, while this machine trains in fp32: "
+        "expect them to take longer)")
+
+
 def test_runs_of_another_recipe_version_do_not_count():
     states = [RunState(spec("synflow", 0.5, 21), "todo")]
     assert estimate_remaining(states, RESNET, stored_rows(("synflow", 0.1, 21, 100.0), version=1.0)) == \
@@ -61,6 +77,10 @@ def test_nothing_left():
     ([], 0.0, None),
     ([("call1-mining.safetensors", 30, 30, [1.5, 2.0, 2.5]), ("call2-finetune.pt", 5, 30, [4.0])], 10.0,
      "mining 30/30, finetune 5/30"),
+    # call 3 cannot follow an unfinished call 2: another start left it, its seconds do not count
+    ([("call1-mining.safetensors", 30, 30, [1.5]), ("call2-finetune.safetensors", 11, 30, [4.0]),
+      ("call3-finetune.safetensors", 6, 30, [50.0])], 5.5,
+     "mining 30/30, finetune 11/30; from another start (set aside when reached): finetune 6/30"),
 ])
 def test_sweep_status_reads_claims_and_checkpoints(tmp_path, saved, expected_s, expected_text):
     run = spec("gem-miner", 0.1, 63)

@@ -176,7 +176,7 @@ def _dispatch(args) -> int:
         config = load_config(args.config)
         specs = grid(config, args.profile, args.methods, args.densities, args.seeds)
         overrides = _overrides(args)
-        from utils.runs.status import estimate_remaining, precision_warning, sweep_status
+        from utils.runs.status import estimate_remaining, precision_warning, precisions_here, sweep_status
         root = Path(args.results or results.DEFAULT_ROOT)
         warning = precision_warning(config, [s for s in specs if not is_done(s, root)], root)
         if warning:
@@ -186,7 +186,8 @@ def _dispatch(args) -> int:
             for state in states:
                 print(state.line())
             jobs = _positive(args.jobs, "--jobs") or default_jobs(_threads(args))
-            print(estimate_remaining(states, config, results.runs(root)).line(jobs))
+            here = precisions_here(config, specs, _threads(args))
+            print(estimate_remaining(states, config, results.runs(root), here).line(jobs))
             return 0
         if args.launcher == "submitit":
             from utils.runs.launch import launch_sweep

@@ -264,11 +264,24 @@ def progress(directory: str | os.PathLike) -> str | None:
 
 def held(directory: str | os.PathLike) -> tuple[str | None, float]:
     """(:func:`progress`'s text, seconds of training) of a run's checkpoints, each file read once;
-    the seconds are those of the saved history rows."""
-    parts, seconds = [], 0.0
+    the seconds are those of the saved history rows.
+
+    Calls run one after another, so files after the first unfinished call come from another start
+    (another precision, an older setting): the next run sets them aside when it reaches them.  They
+    are named as such and their seconds are not counted.
+    """
+    parts, later, seconds, unfinished = [], [], 0.0, False
     for phase, state in _saved(directory):
-        parts.append(f"{phase} {state.get('epochs_done')}/{state.get('epochs_total', '?')}")
+        done, total = state.get("epochs_done"), state.get("epochs_total")
+        text = f"{phase} {done}/{total if total is not None else '?'}"
+        if unfinished:
+            later.append(text)
+            continue
+        parts.append(text)
         seconds += sum(row.get("seconds") or 0.0 for row in state.get("rows", []))
+        unfinished = done is None or total is None or done < total
+    if later:
+        return ", ".join(parts) + "; from another start (set aside when reached): " + ", ".join(later), float(seconds)
     return ", ".join(parts) or None, float(seconds)
 
 

@@ -430,6 +430,12 @@ def run_files(root: str | os.PathLike | None = None) -> list[Path]:
     return sorted(Path(root or DEFAULT_ROOT).glob("*/*/d*/s*/run.json"))
 
 
+def _precision(record: dict) -> str | None:
+    """"bf16" or "fp32" as ``record`` says the run trained; None for runs stored before it was recorded."""
+    bf16 = (record.get("compute") or {}).get("bf16")
+    return None if bf16 is None else ("bf16" if bf16 else "fp32")
+
+
 def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Everything stored under ``root``: one row per run, read from ``run.json`` and ``history.csv``.
 
@@ -437,8 +443,8 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     density_target (the fraction pruned to), density_achieved,
     final_top1, best_top1, epochs (of the last phase), gain_last_fifth (:func:`gain_last_fifth` of the
     last phase's test curve), wall_time_s, profile, recipe_version, data_copy (which copy of the
-    dataset it trained on), path.  Checksums are not verified here
-    (use :func:`load_run` or :func:`read_record`).
+    dataset it trained on), precision ("bf16" autocast or "fp32"; empty where not recorded), path.
+    Checksums are not verified here (use :func:`load_run` or :func:`read_record`).
     """
     root = Path(root or DEFAULT_ROOT)
     rows = []
@@ -457,11 +463,12 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             "wall_time_s": record.get("wall_time_s"), "profile": record.get("profile"),
             "recipe_version": (record.get("recipe") or {}).get("version"),
             "data_copy": (record.get("data") or {}).get("copy"),
+            "precision": _precision(record),
             "path": str(file.parent.relative_to(root)),
         })
     columns = ["experiment", "method", "density", "seed", "density_target", "density_achieved", "final_top1",
                "best_top1", "epochs", "gain_last_fifth", "wall_time_s", "profile", "recipe_version", "data_copy",
-               "path"]
+               "precision", "path"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -515,7 +522,10 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
     for experiment, part in table.groupby("experiment"):
         profiles = ", ".join(sorted(part["profile"].dropna().unique()))
         copies = ", ".join(sorted(part["data_copy"].dropna().unique())) or "not recorded"
-        lines += [f"## {experiment} (profile: {profiles}; trained and tested on: {copies})", "",
+        counts = part["precision"].fillna("not recorded").value_counts().sort_index()
+        precisions = ", ".join(f"{p} ×{n}" for p, n in counts.items())
+        lines += [f"## {experiment} (profile: {profiles}; precision: {precisions}; "
+                  f"trained and tested on: {copies})", "",
                   accuracy_table(part).fillna("").to_markdown(), ""]
         lines += ["Achieved density (% remaining, mean over seeds):", "",
                   _mean_by_cell(part, part["density_achieved"] * 100, 2), "",

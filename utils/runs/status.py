@@ -5,10 +5,14 @@ left (:func:`estimate_remaining`).  The estimate takes each run's kind (method, 
 trains Gem-Miner's sanity checks) and the median ``wall_time_s`` of the stored runs of that kind
 under the same profile and recipe version, minus what a run's checkpoints already hold.  Those
 times include whatever else the machine ran beside them (the median keeps one slowed run from
-moving it); the estimate says which runs it cannot estimate.
+moving it); the estimate says which runs it cannot estimate.  Runs that trained in this machine's
+precision (bf16 autocast or fp32: :func:`precisions_here`) are preferred; a kind stored only in the
+other precision is estimated from those runs and the line says so, since that can be several times
+off (fp32 vs bf16 on a CPU without native bf16: ``benchmarks/README.md``).
 
 >>> states = sweep_status(grid(config), Path("results"))
->>> print(estimate_remaining(states, config, results.runs("results")).line(jobs=2))
+>>> here = precisions_here(config, grid(config))
+>>> print(estimate_remaining(states, config, results.runs("results"), here).line(jobs=2))
 """
 from __future__ import annotations
 
@@ -69,11 +73,14 @@ def run_kind(config: dict, method: str, density: float, seed: int, profile: str)
 @dataclass(frozen=True)
 class Estimate:
     """Training time left: ``seconds`` of run time over the ``estimated`` runs of the ``left``
-    runs not done; ``unknown``: per method, the runs whose kind has no stored run yet."""
+    runs not done; ``unknown``: per method, the runs whose kind has no stored run yet;
+    ``other_precision``: per precision, estimated runs whose kind is stored only in that precision,
+    which is not the one they will train in here."""
     left: int
     estimated: int
     seconds: float
     unknown: dict[str, int] = field(default_factory=dict)
+    other_precision: dict[str, int] = field(default_factory=dict)
 
     def line(self, jobs: int) -> str:
         hours = self.seconds / 3600
@@ -81,33 +88,59 @@ class Estimate:
             return "left: nothing, every run is stored"
         text = (f"left: {self.left} run(s); {self.estimated} of them about {hours:.1f} h of run time "
                 f"(about {hours / jobs:.1f} h with {jobs} at a time), from the stored runs' median times")
+        for precision, n in sorted(self.other_precision.items()):
+            here = "fp32" if precision == "bf16" else "bf16"
+            text += (f" ({n} of them from runs that trained in {precision} only, while this machine trains in "
+                     f"{here}: expect them to take {'longer' if here == 'fp32' else 'less'})")
         if self.unknown:
             text += "; not estimated (no stored run of their kind yet): " + ", ".join(
                 f"{method} ×{n}" for method, n in sorted(self.unknown.items()))
         return text
 
 
-def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFrame) -> Estimate:
-    """The training time the runs of ``states`` that are not done still need (see the module)."""
+def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFrame,
+                       here: dict[str, str] | None = None) -> Estimate:
+    """The training time the runs of ``states`` that are not done still need (see the module);
+    ``here``: profile → the precision ("bf16" or "fp32") this machine trains it in (None: any)."""
     left = [s for s in states if s.state != "done"]
-    times: dict[tuple, list[float]] = {}
+    here = here or {}
+    times: dict[tuple, dict[str | None, list[float]]] = {}
     if len(stored):
-        for row in stored[(stored["experiment"] == config["experiment"]) & stored["wall_time_s"].notna()].itertuples():
+        rows = stored[(stored["experiment"] == config["experiment"]) & stored["wall_time_s"].notna()]
+        for row in rows.itertuples():
             if row.profile in (config.get("profiles") or {}):
                 version = None if pd.isna(row.recipe_version) else int(row.recipe_version)
                 key = (row.profile, version, *run_kind(config, row.method, row.density, row.seed, row.profile))
-                times.setdefault(key, []).append(row.wall_time_s)
-    seconds, counted, unknown = 0.0, 0, Counter()
+                precision = getattr(row, "precision", None)
+                precision = None if pd.isna(precision) else precision
+                times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
+    seconds, counted, unknown, other = 0.0, 0, Counter(), Counter()
     for s in left:
         spec = s.spec
-        same = times.get((spec.profile, spec.version, *run_kind(config, spec.method, spec.density, spec.seed,
-                                                                 spec.profile)))
-        if same:
-            seconds += max(statistics.median(same) - s.trained_s, 0.0)
-            counted += 1
-        else:
+        by_precision = times.get((spec.profile, spec.version,
+                                  *run_kind(config, spec.method, spec.density, spec.seed, spec.profile)))
+        if not by_precision:
             unknown[spec.method] += 1
-    return Estimate(len(left), counted, seconds, dict(unknown))
+            continue
+        mine = by_precision.get(here.get(spec.profile))
+        if here.get(spec.profile) and not mine and (recorded := sorted(p for p in by_precision if p)):
+            other["/".join(recorded)] += 1      # stored only in the other precision: use those, say so
+        same = mine or [t for ts in by_precision.values() for t in ts]
+        seconds += max(statistics.median(same) - s.trained_s, 0.0)
+        counted += 1
+    return Estimate(len(left), counted, seconds, dict(unknown), dict(other))
+
+
+def precisions_here(config: dict, specs: list[RunSpec], threads: int = 1) -> dict[str, str]:
+    """Profile → "bf16" or "fp32": the precision this machine trains ``specs``' profiles in (it
+    follows the CPU: :func:`~utils.engine.train.use_bf16`)."""
+    if not specs:
+        return {}
+    from models import build_model
+    model = build_model(config["model"])
+    first_of_profile = {spec.profile: spec for spec in reversed(specs)}      # one resolution per profile
+    return {profile: "bf16" if compute_record(model, run_settings(spec, config).train, threads)["bf16"] else "fp32"
+            for profile, spec in first_of_profile.items()}
 
 
 def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: int = 1) -> str | None:
@@ -121,11 +154,7 @@ def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: i
     """
     if not specs:
         return None
-    from models import build_model
-    model = build_model(config["model"])
-    first_of_profile = {spec.profile: spec for spec in reversed(specs)}      # one resolution per profile
-    here = {profile: compute_record(model, run_settings(spec, config).train, threads)["bf16"]
-            for profile, spec in first_of_profile.items()}
+    here = {profile: precision == "bf16" for profile, precision in precisions_here(config, specs, threads).items()}
     agree = differ = 0
     for file in results.run_files(root):
         if file.relative_to(root).parts[0] != config["experiment"]:     # skip other experiments unread
