@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -451,8 +452,33 @@ def test_compare_thesis_for_one_experiment_keeps_the_other_experiments_rows(thes
     assert main(args) == 0
     table = pd.read_csv(out)
     assert list(table["experiment"]) == ["fc_mnist"] * 51 + ["resnet20_cifar10"] * len(resnet) and len(resnet) > 0
-    pd.testing.assert_frame_equal(table.tail(len(resnet)).reset_index(drop=True), resnet.reset_index(drop=True))
+    # (a table written before rows named their sources gets those columns, empty)
+    pd.testing.assert_frame_equal(table.tail(len(resnet))[resnet.columns].reset_index(drop=True),
+                                  resnet.reset_index(drop=True))
     layers = pd.read_csv(tmp_path / "thesis_gem_miner_layers.csv")
     assert len(layers) == 30 and set(layers["experiment"]) == {"fc_mnist"}
     out.write_bytes(b"\x00\xff\xfe")
     assert main(args) == 2 and out.read_bytes() == b"\x00\xff\xfe"
+
+
+def test_a_refresh_reuses_the_rows_computed_from_the_same_runs(thesis_store, tmp_path):
+    """Rows whose runs (digests of both run.json) are unchanged are taken from the earlier table
+    as they are; a row whose run changed is computed again."""
+    import shutil
+
+    from utils.runs import results
+    from utils.runs.thesis_compare import SOURCES, compare_with_thesis
+    for seed in (21, 42):
+        path = Path("fc_mnist/synflow/d10") / f"s{seed}"
+        shutil.copytree(results.DEFAULT_ROOT / path, tmp_path / path)
+    first = compare_with_thesis(tmp_path, thesis_store, progress=False, experiments=("fc_mnist",))
+    assert list(first["seed"]) == [21, 42] and first["ours_digest"].str.fullmatch("[0-9a-f]{64}").all()
+    assert (first["thesis_here_test_sha"] == "").all()                  # FC: no re-evaluation
+    earlier = first.copy()
+    earlier["nnstd"] = [-1.0, -2.0]                                      # marks what is reused
+    earlier.loc[1, "ours_digest"] = "0" * 64                             # as if seed 42 had been retrained
+    again = compare_with_thesis(tmp_path, thesis_store, progress=False, experiments=("fc_mnist",),
+                                previous=earlier)
+    assert list(again["nnstd"]) == [-1.0, first["nnstd"][1]]
+    pd.testing.assert_frame_equal(again.drop(columns="nnstd"), first.drop(columns="nnstd"))
+    assert list(again.columns[-4:]) == [*SOURCES, "top1_diff"]

@@ -237,7 +237,7 @@ def _dispatch(args) -> int:
 
         from utils.engine.train import torch_threads
         from utils.runs.thesis import is_imported, thesis_root
-        from utils.runs.thesis_compare import compare_with_thesis, gem_miner_layer_table, summary
+        from utils.runs.thesis_compare import SOURCES, compare_with_thesis, gem_miner_layer_table, summary
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")
@@ -245,15 +245,17 @@ def _dispatch(args) -> int:
             raise UserError(f"no stored runs under {root} to compare with the thesis's")
         out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
         # Gem-Miner's mined per-layer profile next to the thesis's goes beside the comparison table;
-        # rows of experiments not compared this time stay as they were
+        # rows of experiments not compared this time stay as they were, and rows computed from the
+        # same runs and test arrays are reused (utils.runs.thesis_compare)
         files = (out, out.with_name("thesis_gem_miner_layers.csv"))
-        kept = [_other_experiments_rows(file, args.experiments) for file in files]
+        earlier = [_earlier_table(out, dict.fromkeys(SOURCES, str)), _earlier_table(files[1])]
+        kept = [None if e is None else e[~e["experiment"].isin(args.experiments)] for e in earlier]
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
-                                        experiments=tuple(args.experiments))
+                                        experiments=tuple(args.experiments), previous=earlier[0])
             layers = gem_miner_layer_table(args.results, args.thesis, tuple(args.experiments))
-        for file, earlier, new in zip(files, kept, (table, layers)):
-            results.write_atomic(file, _merged(earlier, new).to_csv(index=False, float_format="%.6g").encode())
+        for file, rest, new in zip(files, kept, (table, layers)):
+            results.write_atomic(file, _merged(rest, new).to_csv(index=False, float_format="%.6g").encode())
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summary(table).to_string())
         print(f"{len(table)} cells compared; written to {out}")
@@ -269,28 +271,30 @@ def _dispatch(args) -> int:
     raise AssertionError(args.command)
 
 
-def _other_experiments_rows(file, experiments):
-    """The rows of an earlier table ``file`` whose experiment is not in ``experiments`` (None
-    without one), read before a comparison starts so a corrupt file stops it at once."""
+def _earlier_table(file, dtype=None):
+    """An earlier comparison table ``file`` (None without one; ``dtype`` as in ``pd.read_csv``),
+    read before a comparison starts so a corrupt file stops it at once."""
     import pandas as pd
     if not file.is_file():
         return None
     try:
-        earlier = pd.read_csv(file)
+        earlier = pd.read_csv(file, dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{file} is not a comparison table ({type(exc).__name__}); move it away or pass --out") \
             from None
     if "experiment" not in earlier.columns:
         raise UserError(f"{file} is not a comparison table (no experiment column); move it away or pass --out")
-    return earlier[~earlier["experiment"].isin(experiments)]
+    return earlier
 
 
 def _merged(kept, table):
-    """``table`` with the ``kept`` rows of other experiments, in experiment order; kept rows of
-    other columns (a table of another version) are dropped."""
+    """``table`` with the ``kept`` rows of other experiments, in experiment order; kept rows
+    lacking some of ``table``'s columns get them empty, kept rows of other columns (a table of
+    another version) are dropped."""
     import pandas as pd
-    if kept is None or not len(kept) or list(kept.columns) != list(table.columns):
-        return table
+    if kept is None or not len(kept) or not set(kept.columns) <= set(table.columns):
+        return kept if kept is not None and len(kept) and table.empty else table
+    kept = kept.reindex(columns=table.columns)
     return pd.concat([kept, table], ignore_index=True).sort_values("experiment", kind="stable", ignore_index=True)
 
 
