@@ -308,3 +308,19 @@ def test_a_failing_run_is_reported_when_it_fails_and_the_sweep_goes_on(real_data
     assert sorted(results.runs(tmp_path)[["density", "seed"]].itertuples(index=False, name=None)) == \
         [(0.1, 21), (0.1, 42), (0.5, 21)]
     assert not list(tmp_path.rglob("*.claim"))
+
+
+def test_merging_a_comparison_keeps_the_other_experiments_rows():
+    """Rows of experiments not compared again stay (gaining new columns empty), also when this
+    comparison found nothing; rows of a table with other columns are dropped."""
+    import pandas as pd
+
+    from utils.cli import _merged
+    kept = pd.DataFrame({"experiment": ["fc_mnist"], "top1": [97.0]})
+    new = pd.DataFrame({"experiment": ["resnet20_cifar10"], "top1": [80.0], "ours_digest": ["ab"]})
+    merged = _merged(kept, new)
+    assert merged["experiment"].tolist() == ["fc_mnist", "resnet20_cifar10"] and merged["top1"].tolist() == [97.0, 80.0]
+    assert merged["ours_digest"].isna().tolist() == [True, False]
+    assert _merged(kept, pd.DataFrame()) is kept
+    assert _merged(kept.assign(gone=1), new) is new
+    assert _merged(None, new) is new
