@@ -389,3 +389,23 @@ def test_notebook_covers_every_figure_in_order():
             order += names
     assert order == F.FIGURE_NAMES
     assert len(F.FIGURE_NAMES) == 33
+
+
+@pytest.mark.parametrize("bf16s,expected", [
+    ([True, True], "cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"),
+    ([True, False, True], "cpu profile v2, 30 epochs, bf16 autocast (2 runs) + fp32 (1 run); "
+                          "CIFAR-10 copy: jpeg-q75"),
+    ([False], "cpu profile v2, 30 epochs; CIFAR-10 copy: jpeg-q75"),       # fp32 alone: not named
+])
+def test_the_recipe_note_names_the_precision_where_bf16_is_involved(tmp_path, bf16s, expected):
+    import shutil
+
+    from utils.runs import results
+    source = results.DEFAULT_ROOT / "resnet20_cifar10" / "dense" / "d100" / "s21"
+    for seed, bf16 in zip((21, 42, 63), bf16s):
+        run = tmp_path / "resnet20_cifar10" / "dense" / "d100" / f"s{seed}"
+        shutil.copytree(source, run)
+        record = json.loads((run / "run.json").read_text())
+        record["compute"]["bf16"] = bf16
+        (run / "run.json").write_text(json.dumps(record))
+    assert F.Store(tmp_path).recipe_note("resnet20_cifar10") == expected

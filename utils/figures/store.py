@@ -175,7 +175,9 @@ class Store:
 
     def recipe_note(self, experiment: str) -> str:
         """How the experiment's runs were trained, for the titles of accuracy figures, e.g.
-        ``"cpu profile v2, 30 epochs; trained and tested on the jpeg-q75 CIFAR-10 copy"``."""
+        ``"cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"``.  The precision is
+        named where any run trained in bf16 autocast (a CPU without native bf16 trains the same
+        recipe in fp32), with counts when the experiment's runs mix both."""
         table = self.current(runs(self.root), experiment)
         if table.empty:
             return ""
@@ -189,6 +191,11 @@ class Store:
         epochs = record["config"]["train"]["epochs"]
         version = (record.get("recipe") or {}).get("version")
         note = f"{record['profile']} profile{f' v{version}' if version else ''}, {epochs} epochs"
+        precisions = table["precision"].value_counts().sort_index()
+        if "bf16" in precisions:
+            label = {"bf16": "bf16 autocast", "fp32": "fp32"}
+            note += ", " + (label["bf16"] if len(precisions) == 1 else
+                            " + ".join(f"{label.get(p, p)} ({n} run{'s' * (n != 1)})" for p, n in precisions.items()))
         copies = sorted(set(table["data_copy"].dropna()))
         if record.get("dataset") == "cifar10" and copies:
             note += f"; CIFAR-10 copy: {', '.join(copies)}"
