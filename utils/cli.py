@@ -178,7 +178,8 @@ def _dispatch(args) -> int:
         overrides = _overrides(args)
         from utils.runs.status import estimate_remaining, precision_warning, precisions_here, sweep_status
         root = Path(args.results or results.DEFAULT_ROOT)
-        warning = precision_warning(config, [s for s in specs if not is_done(s, root)], root)
+        here = precisions_here(config, specs, _threads(args))           # one model build for both uses
+        warning = precision_warning(config, [s for s in specs if not is_done(s, root)], root, here=here)
         if warning:
             print(warning, file=sys.stderr)
         if args.dry_run:
@@ -186,7 +187,6 @@ def _dispatch(args) -> int:
             for state in states:
                 print(state.line())
             jobs = _positive(args.jobs, "--jobs") or default_jobs(_threads(args))
-            here = precisions_here(config, specs, _threads(args))
             print(estimate_remaining(states, config, results.runs(root), here).line(jobs))
             return 0
         if args.launcher == "submitit":

@@ -143,7 +143,8 @@ def precisions_here(config: dict, specs: list[RunSpec], threads: int = 1) -> dic
             for profile, spec in first_of_profile.items()}
 
 
-def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: int = 1) -> str | None:
+def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: int = 1,
+                      here: dict[str, str] | None = None) -> str | None:
     """A warning line when this machine would train ``specs`` in another precision (bf16 autocast
     or fp32, which follows the CPU: :func:`~utils.engine.train.use_bf16`) than stored runs of the
     same experiment and profiles recorded; None when they agree or nothing is stored.
@@ -154,7 +155,8 @@ def precision_warning(config: dict, specs: list[RunSpec], root: Path, threads: i
     """
     if not specs:
         return None
-    here = {profile: precision == "bf16" for profile, precision in precisions_here(config, specs, threads).items()}
+    here = {profile: precision == "bf16"      # ``here``: :func:`precisions_here`, when the caller has it
+            for profile, precision in (here or precisions_here(config, specs, threads)).items()}
     agree = differ = 0
     for file in results.run_files(root):
         if file.relative_to(root).parts[0] != config["experiment"]:     # skip other experiments unread
