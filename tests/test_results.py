@@ -341,3 +341,18 @@ def test_gem_layer_section_is_ours_over_the_thesis_per_layer_and_target(tmp_path
     assert "| 2 layers.1 | 3.66 / 3.84 (-0.18)   | 50.84 / 49.89 (+0.95) |" in text
     assert text.index("2 layers.1 |") < text.index("10 fc")
     assert "| layer      | 2 %                   | 50 %                  |" in text
+    # no layer of this table is more than 2 points away
+    assert "- 2 %: none\n- 50 %: none" in text
+
+
+def test_gem_layer_section_lists_the_layers_far_from_the_thesis(tmp_path):
+    from utils.runs.report import gem_layer_section
+    rows = [(0.05, "20 fc", 26.56, 18.18), (0.05, "1 conv1", 17.82, 10.65), (0.05, "2 blocks.0.conv1", 6.77, 6.42),
+            (0.5, "20 fc", 58.65, 66.2), (0.5, "7 blocks.2.conv2", 51.48, 49.26), (0.5, "1 conv1", 54.48, 55.02)]
+    pd.DataFrame([{"experiment": "resnet20_cifar10", "density": d, "layer": layer, "ours": o, "thesis": t,
+                   "ours seeds": 1 if d == 0.05 else 3, "thesis seeds": 1 if d == 0.05 else 3}
+                  for d, layer, o, t in rows]).to_csv(tmp_path / "g.csv", index=False)
+    lines = gem_layer_section(tmp_path / "g.csv")
+    # network order, the difference ours − thesis, 2.00 itself would not count
+    assert "- 5 %: conv1 +7.17, fc +8.38 (seeds: ours 1, thesis 1)" in lines
+    assert "- 50 %: blocks.2.conv2 +2.22, fc -7.55 (seeds: ours 3, thesis 3)" in lines

@@ -196,7 +196,22 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
         wide = wide.loc[sorted(wide.index, key=lambda name: int(name.split()[0])),
                         sorted(wide.columns, key=lambda c: float(c.split()[0]))]
         lines += [f"### {experiment}", "", wide.rename_axis(None, axis=1).to_markdown(), ""]
+        lines += [f"Layers more than {EXPLAIN_ABOVE:g} points from the thesis's, per target:", ""]
+        lines += [_far_layers(target) for _, target in part.groupby("density")] + [""]
     return lines
+
+
+def _far_layers(target: pd.DataFrame) -> str:
+    """One line of :func:`gem_layer_section`: a target's layers whose mined density differs from the
+    thesis's by more than :data:`EXPLAIN_ABOVE` points, in network order, and the seeds behind each mean."""
+    target = target.assign(diff=target["ours"] - target["thesis"],
+                           order=[int(name.split()[0]) for name in target["layer"]]).sort_values("order")
+    far = target[target["diff"].abs() > EXPLAIN_ABOVE]
+    listed = ", ".join(f"{layer.split(maxsplit=1)[-1]} {diff:+.2f}" for layer, diff in zip(far["layer"], far["diff"]))
+    seeds = ""
+    if {"ours seeds", "thesis seeds"} <= set(target.columns):
+        seeds = f" (seeds: ours {int(target['ours seeds'].min())}, thesis {int(target['thesis seeds'].min())})"
+    return f"- {100 * target['density'].iloc[0]:g} %: {listed or 'none'}{seeds}"
 
 
 def _final_top1(run_dir: Path) -> float:
