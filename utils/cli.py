@@ -178,8 +178,9 @@ def _dispatch(args) -> int:
         overrides = _overrides(args)
         from utils.runs.status import estimate_remaining, precision_warning, precisions_here, sweep_status
         root = Path(args.results or results.DEFAULT_ROOT)
-        here = precisions_here(config, specs, _threads(args))           # one model build for both uses
-        warning = precision_warning(config, [s for s in specs if not is_done(s, root)], root, here=here)
+        pending = [s for s in specs if not is_done(s, root)]
+        here = precisions_here(config, pending, _threads(args))     # one model build for both uses; none if all done
+        warning = precision_warning(config, pending, root, here=here)
         if warning:
             print(warning, file=sys.stderr)
         if args.dry_run:

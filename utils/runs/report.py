@@ -193,7 +193,7 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
         cells = part.assign(target=[f"{100 * d:g} %" for d in part["density"]],
                             text=[f"{o:.2f} / {t:.2f} ({o - t:+.2f})" for o, t in zip(part["ours"], part["thesis"])])
         wide = cells.pivot(index="layer", columns="target", values="text")
-        wide = wide.loc[sorted(wide.index, key=lambda name: int(name.split()[0])),
+        wide = wide.loc[sorted(wide.index, key=_layer_position),
                         sorted(wide.columns, key=lambda c: float(c.split()[0]))]
         lines += [f"### {experiment}", "", wide.rename_axis(None, axis=1).to_markdown(), ""]
         lines += [f"Layers more than {EXPLAIN_ABOVE:g} points from the thesis's, per target:", ""]
@@ -201,11 +201,16 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
     return lines
 
 
+def _layer_position(layer: str) -> int:
+    """The network position of a ``"<position> <name>"`` layer label of ``thesis_gem_miner_layers.csv``."""
+    return int(layer.split()[0])
+
+
 def _far_layers(target: pd.DataFrame) -> str:
     """One line of :func:`gem_layer_section`: a target's layers whose mined density differs from the
     thesis's by more than :data:`EXPLAIN_ABOVE` points, in network order, and the seeds behind each mean."""
-    target = target.assign(diff=target["ours"] - target["thesis"],
-                           order=[int(name.split()[0]) for name in target["layer"]]).sort_values("order")
+    target = target.assign(diff=target["ours"] - target["thesis"])
+    target = target.sort_values("layer", key=lambda layers: layers.map(_layer_position))
     far = target[target["diff"].abs() > EXPLAIN_ABOVE]
     listed = ", ".join(f"{layer.split(maxsplit=1)[-1]} {diff:+.2f}" for layer, diff in zip(far["layer"], far["diff"]))
     seeds = ""
