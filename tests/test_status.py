@@ -45,20 +45,39 @@ def test_the_estimate_is_the_median_of_the_stored_runs_of_each_kind_minus_the_ch
         "runs' median times; not estimated (no stored run of their kind yet): deepr ×1, gem-miner ×1, random ×1")
 
 
-def test_runs_in_this_machines_precision_are_preferred_and_the_others_flagged():
+def test_runs_in_this_machines_precision_are_preferred_and_the_others_scaled_by_the_measured_ratio():
     stored = stored_rows(("synflow", 0.1, 21, 100.0), ("synflow", 0.1, 42, 200.0), ("synflow", 0.1, 63, 900.0),
                          ("random", 0.1, 21, 50.0))
     stored["precision"] = ["bf16", "bf16", "fp32", "bf16"]
+    states = [RunState(spec("synflow", 0.5, 21), "todo"), RunState(spec("random", 0.5, 21), "todo", "train 2/30", 20.0)]
+    # fp32 here: synflow from its one fp32 run; random has only bf16 runs: 50 s times synflow's
+    # fp32/bf16 ratio 900 / median(100, 200) = 6, minus its checkpoint's 20 s
+    fp32 = estimate_remaining(states, RESNET, stored, {"cpu": "fp32"})
+    assert fp32 == Estimate(2, 2, 900.0 + 50.0 * 6 - 20.0, {}, {"bf16": 1}, {"bf16": (6.0, 1)})
+    assert fp32.line(jobs=2) == (
+        "left: 2 run(s); 2 of them about 0.3 h of run time (about 0.2 h with 2 at a time), from the stored runs' "
+        "median times (1 of them from runs that trained in bf16 only, times 6.00: the median fp32/bf16 time "
+        "ratio of the 1 kind(s) stored in both)")
+    assert estimate_remaining(states, RESNET, stored, {"cpu": "bf16"}) == Estimate(2, 2, 150.0 + 30.0)
+    assert estimate_remaining(states, RESNET, stored) == Estimate(2, 2, 200.0 + 30.0)   # any precision
+
+
+def test_without_a_kind_stored_in_both_precisions_the_other_precisions_time_is_used_as_it_is_and_flagged():
+    stored = stored_rows(("synflow", 0.1, 21, 900.0), ("random", 0.1, 21, 50.0))
+    stored["precision"] = ["fp32", "bf16"]
     states = [RunState(spec("synflow", 0.5, 21), "todo"), RunState(spec("random", 0.5, 21), "todo")]
-    # fp32 here: synflow from its one fp32 run; random has only bf16 runs: used, and flagged
-    assert estimate_remaining(states, RESNET, stored, {"cpu": "fp32"}) == \
-        Estimate(2, 2, 900.0 + 50.0, {}, {"bf16": 1})
-    assert estimate_remaining(states, RESNET, stored, {"cpu": "bf16"}) == Estimate(2, 2, 150.0 + 50.0)
-    assert estimate_remaining(states, RESNET, stored) == Estimate(2, 2, 200.0 + 50.0)   # any precision
-    assert estimate_remaining(states, RESNET, stored, {"cpu": "fp32"}).line(jobs=2) == (
+    estimate = estimate_remaining(states, RESNET, stored, {"cpu": "fp32"})
+    assert estimate == Estimate(2, 2, 900.0 + 50.0, {}, {"bf16": 1})
+    assert estimate.line(jobs=2) == (
         "left: 2 run(s); 2 of them about 0.3 h of run time (about 0.1 h with 2 at a time), from the stored runs' "
         "median times (1 of them from runs that trained in bf16 only, while this machine trains in fp32: "
         "expect them to take longer)")
+    # a ratio pools the kinds stored in both: the median of 2 (synflow) and 4 (gem-miner) is 3
+    both = stored_rows(("synflow", 0.1, 21, 100.0), ("synflow", 0.1, 42, 200.0), ("gem-miner", 0.1, 42, 50.0),
+                       ("gem-miner", 0.1, 63, 200.0), ("random", 0.1, 21, 10.0))
+    both["precision"] = ["bf16", "fp32", "bf16", "fp32", "bf16"]
+    assert estimate_remaining([RunState(spec("random", 0.5, 21), "todo")], RESNET, both, {"cpu": "fp32"}) == \
+        Estimate(1, 1, 30.0, {}, {"bf16": 1}, {"bf16": (3.0, 2)})
 
 
 def test_runs_of_another_recipe_version_do_not_count():

@@ -6,9 +6,11 @@ trains Gem-Miner's sanity checks) and the median ``wall_time_s`` of the stored r
 under the same profile and recipe version, minus what a run's checkpoints already hold.  Those
 times include whatever else the machine ran beside them (the median keeps one slowed run from
 moving it); the estimate says which runs it cannot estimate.  Runs that trained in this machine's
-precision (bf16 autocast or fp32: :func:`precisions_here`) are preferred; a kind stored only in the
-other precision is estimated from those runs and the line says so, since that can be several times
-off (fp32 vs bf16 on a CPU without native bf16: ``benchmarks/README.md``).
+precision (bf16 autocast or fp32: :func:`precisions_here`) are preferred.  A kind stored only in the
+other precision is estimated from those runs times the median ratio of this precision's time to the
+other's over the kinds stored in both (fp32 vs bf16 on a CPU without native bf16 is several times
+slower: ``benchmarks/README.md``); without such a kind its time is used as it is, and the line says
+which it did.
 
 >>> states = sweep_status(grid(config), Path("results"))
 >>> here = precisions_here(config, grid(config))
@@ -75,12 +77,15 @@ class Estimate:
     """Training time left: ``seconds`` of run time over the ``estimated`` runs of the ``left``
     runs not done; ``unknown``: per method, the runs whose kind has no stored run yet;
     ``other_precision``: per precision, estimated runs whose kind is stored only in that precision,
-    which is not the one they will train in here."""
+    which is not the one they will train in here; ``scaled``: per such precision, the time ratio
+    (here / there) their stored times were multiplied by and how many kinds, stored in both, it
+    comes from (missing: none was, the times are used as they are)."""
     left: int
     estimated: int
     seconds: float
     unknown: dict[str, int] = field(default_factory=dict)
     other_precision: dict[str, int] = field(default_factory=dict)
+    scaled: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def line(self, jobs: int) -> str:
         hours = self.seconds / 3600
@@ -90,8 +95,13 @@ class Estimate:
                 f"(about {hours / jobs:.1f} h with {jobs} at a time), from the stored runs' median times")
         for precision, n in sorted(self.other_precision.items()):
             here = "fp32" if precision == "bf16" else "bf16"
-            text += (f" ({n} of them from runs that trained in {precision} only, while this machine trains in "
-                     f"{here}: expect them to take {'longer' if here == 'fp32' else 'less'})")
+            if precision in self.scaled:
+                ratio, kinds = self.scaled[precision]
+                text += (f" ({n} of them from runs that trained in {precision} only, times {ratio:.2f}: the median "
+                         f"{here}/{precision} time ratio of the {kinds} kind(s) stored in both)")
+            else:
+                text += (f" ({n} of them from runs that trained in {precision} only, while this machine trains in "
+                         f"{here}: expect them to take {'longer' if here == 'fp32' else 'less'})")
         if self.unknown:
             text += "; not estimated (no stored run of their kind yet): " + ", ".join(
                 f"{method} ×{n}" for method, n in sorted(self.unknown.items()))
@@ -114,7 +124,7 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
                 precision = getattr(row, "precision", None)
                 precision = None if pd.isna(precision) else precision
                 times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
-    seconds, counted, unknown, other = 0.0, 0, Counter(), Counter()
+    seconds, counted, unknown, other, scaled = 0.0, 0, Counter(), Counter(), {}
     for s in left:
         spec = s.spec
         by_precision = times.get((spec.profile, spec.version,
@@ -122,13 +132,26 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
         if not by_precision:
             unknown[spec.method] += 1
             continue
-        mine = by_precision.get(here.get(spec.profile))
-        if here.get(spec.profile) and not mine and (recorded := sorted(p for p in by_precision if p)):
-            other["/".join(recorded)] += 1      # stored only in the other precision: use those, say so
+        precision = here.get(spec.profile)
+        mine, factor = by_precision.get(precision), 1.0
+        if precision and not mine and (recorded := sorted(p for p in by_precision if p)):
+            other["/".join(recorded)] += 1      # stored only in the other precision: scale those, say so
+            if len(recorded) == 1 and (ratio := _precision_ratio(times, precision, recorded[0])):
+                factor = ratio[0]
+                scaled[recorded[0]] = ratio
         same = mine or [t for ts in by_precision.values() for t in ts]
-        seconds += max(statistics.median(same) - s.trained_s, 0.0)
+        seconds += max(statistics.median(same) * factor - s.trained_s, 0.0)
         counted += 1
-    return Estimate(len(left), counted, seconds, dict(unknown), dict(other))
+    return Estimate(len(left), counted, seconds, dict(unknown), dict(other), scaled)
+
+
+def _precision_ratio(times: dict[tuple, dict[str | None, list[float]]], here: str,
+                     there: str) -> tuple[float, int] | None:
+    """(median over the kinds stored in both precisions of median time ``here`` / median time
+    ``there``, how many such kinds), or None when no kind is stored in both."""
+    ratios = [statistics.median(by[here]) / statistics.median(by[there])
+              for by in times.values() if by.get(here) and by.get(there) and statistics.median(by[there]) > 0]
+    return (statistics.median(ratios), len(ratios)) if ratios else None
 
 
 def precisions_here(config: dict, specs: list[RunSpec], threads: int = 1) -> dict[str, str]:
