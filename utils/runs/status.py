@@ -97,11 +97,12 @@ class Estimate:
             here = "fp32" if precision == "bf16" else "bf16"
             if precision in self.scaled:
                 ratio, kinds = self.scaled[precision]
-                text += (f" ({n} of them from runs that trained in {precision} only, times {ratio:.2f}: the median "
-                         f"{here}/{precision} time ratio of the {kinds} kind(s) stored in both)")
+                how = (f"times {ratio:.2f}: the median {here}/{precision} time ratio of the {kinds} kind(s) "
+                       "stored in both")
             else:
-                text += (f" ({n} of them from runs that trained in {precision} only, while this machine trains in "
-                         f"{here}: expect them to take {'longer' if here == 'fp32' else 'less'})")
+                how = (f"while this machine trains in {here}: expect them to take "
+                       f"{'longer' if here == 'fp32' else 'less'}")
+            text += f" ({n} of them from runs that trained in {precision} only, {how})"
         if self.unknown:
             text += "; not estimated (no stored run of their kind yet): " + ", ".join(
                 f"{method} ×{n}" for method, n in sorted(self.unknown.items()))
@@ -125,6 +126,7 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
                 precision = None if pd.isna(precision) else precision
                 times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
     seconds, counted, unknown, other, scaled = 0.0, 0, Counter(), Counter(), {}
+    ratios: dict[tuple[str, str], tuple[float, int] | None] = {}    # (here, there) → once per pair, not per run
     for s in left:
         spec = s.spec
         by_precision = times.get((spec.profile, spec.version,
@@ -132,13 +134,17 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
         if not by_precision:
             unknown[spec.method] += 1
             continue
-        precision = here.get(spec.profile)
-        mine, factor = by_precision.get(precision), 1.0
-        if precision and not mine and (recorded := sorted(p for p in by_precision if p)):
+        precision_here = here.get(spec.profile)
+        mine, factor = by_precision.get(precision_here), 1.0
+        if precision_here and not mine and (recorded := sorted(p for p in by_precision if p)):
             other["/".join(recorded)] += 1      # stored only in the other precision: scale those, say so
-            if len(recorded) == 1 and (ratio := _precision_ratio(times, precision, recorded[0])):
-                factor = ratio[0]
-                scaled[recorded[0]] = ratio
+            if len(recorded) == 1:
+                pair = (precision_here, recorded[0])
+                if pair not in ratios:
+                    ratios[pair] = _precision_ratio(times, *pair)
+                if ratios[pair]:
+                    factor = ratios[pair][0]
+                    scaled[recorded[0]] = ratios[pair]
         same = mine or [t for ts in by_precision.values() for t in ts]
         seconds += max(statistics.median(same) * factor - s.trained_s, 0.0)
         counted += 1
