@@ -316,3 +316,35 @@ def test_a_checkpoint_of_the_earlier_torch_save_format_resumes_and_is_rewritten(
     assert _same({k: v for k, v in loaded.items() if k != "key"}, state)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call1-train.safetensors"]
     assert _same(checkpoint.read(tmp_path / "call1-train.safetensors"), {**state, "key": slot.key})
+
+
+def test_a_checkpoint_keyed_with_the_evaluation_batch_resumes(monkeypatch, tmp_path):
+    """Until 2026-12-05 a call's key held its whole TrainConfig, the evaluation batch (then 1000
+    by default) included; such a checkpoint resumes, and is saved under the current key after."""
+    from utils.engine.data import DATASETS, Dataset
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = Dataset(DATASETS["mnist"], x, torch.arange(8) % 10, x, torch.arange(8) % 10)
+
+    def fresh():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+    with monkeypatch.context() as earlier_code:
+        earlier_code.setattr(TrainConfig, "result_dict",
+                             lambda cfg: {**cfg.to_dict(), "eval_batch_size": 1000})
+        with checkpoint.resume_from(tmp_path, every_s=0):
+            first = train(fresh(), data, TrainConfig(epochs=2, batch_size=4, lr=0.1), seed=1, progress=False)
+    written = checkpoint.read(tmp_path / "call1-train.safetensors")["key"]
+    with checkpoint.resume_from(tmp_path, every_s=0) as scope:
+        again = train(fresh(), data, TrainConfig(epochs=2, batch_size=4, lr=0.1), seed=1, progress=False)
+    assert [r["epochs"] for r in scope.restored] == [2]
+    pd.testing.assert_frame_equal(again, first)
+    rekeyed = checkpoint.read(tmp_path / "call1-train.safetensors")["key"]
+    assert rekeyed != written
+    with checkpoint.resume_from(tmp_path, every_s=0) as scope:      # the evaluation batch is not in the key
+        train(fresh(), data, TrainConfig(epochs=2, batch_size=4, lr=0.1, eval_batch_size=7), seed=1,
+              progress=False)
+    assert [r["epochs"] for r in scope.restored] == [2] and not (tmp_path / "aside").exists()
+    with checkpoint.resume_from(tmp_path, every_s=0) as scope:      # another setting is another key
+        train(fresh(), data, TrainConfig(epochs=2, batch_size=4, lr=0.2), seed=1, progress=False)
+    assert scope.restored == [] and (tmp_path / "aside" / rekeyed).is_dir()

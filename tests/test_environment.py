@@ -100,3 +100,66 @@ def test_precision_defaults_follow_the_cpu(monkeypatch, native):
     assert train.use_bf16(resnet, forced, cpu) is (not native)
     assert train.use_channels_last(resnet, forced, cpu) is False
     assert train.use_channels_last(resnet, train.TrainConfig(bf16=True), cuda) is True
+
+
+def test_evaluation_batch_defaults_follow_the_model_and_device():
+    """64 for conv nets on CPU (2.2x faster per image than 1000: benchmarks/bench_evaluation.py),
+    1000 for FC nets and on other devices; an explicit size always wins."""
+    import importlib
+
+    import models
+    train = importlib.import_module("utils.engine.train")
+    resnet, fc = models.build_model("resnet20"), models.build_model("fc")
+    assert train.eval_batch_size(resnet, "cpu") == 64 and train.eval_batch_size(fc, "cpu") == 1000
+    assert train.eval_batch_size(resnet, "cuda") == 1000
+    assert train.eval_batch_size(resnet, "cpu", requested=250) == 250
+
+
+def test_the_evaluation_batch_changes_neither_results_nor_recipe_nor_checkpoint_key(tmp_path):
+    """Top-1/top-5 are exact at any batch size (loss to float rounding), and the recipe digest and
+    the checkpoint key leave the evaluation batch out, so a run resumes under another one."""
+    import importlib
+
+    import torch
+
+    import models
+    from utils.engine import checkpoint
+    from utils.engine.data import DATASETS, Dataset
+    from utils.engine.seeding import seed_init
+    from utils.runs.experiment import grid, load_config, recipe_record, run_settings
+    train = importlib.import_module("utils.engine.train")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (300, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 10, (300,), generator=gen)
+    data = Dataset(DATASETS["cifar10"], x, y, x, y)
+    seed_init(21)
+    model = models.build_model("resnet20")
+    by_batch = [train.evaluate(model, x, y, data, b, channels_last=True) for b in (37, 64, 1000)]
+    for other in by_batch[1:]:
+        assert (other["top1"], other["top5"]) == (by_batch[0]["top1"], by_batch[0]["top5"])
+        assert other["loss"] == pytest.approx(by_batch[0]["loss"], rel=1e-5)
+
+    config = load_config("resnet20_cifar10")
+    spec = grid(config, "cpu", methods=["synflow"], densities=[10], seeds=[21])[0]
+    settings = run_settings(spec, config)
+    digests = set()
+    for size in (None, 64, 1000):
+        settings.train.eval_batch_size = size
+        digests.add(recipe_record("cpu", config["profiles"]["cpu"], settings)["settings_sha256"])
+        assert "eval_batch_size" in settings.train.to_dict()           # run.json still records it
+    assert len(digests) == 1
+
+    small = Dataset(DATASETS["cifar10"], x[:8], y[:8], x[:8], y[:8])
+    seed_init(21)
+    model = models.build_model("resnet20")
+    with checkpoint.resume_from(tmp_path, every_s=0):
+        first = train.train(model, small, train.TrainConfig(epochs=1, batch_size=4, eval_batch_size=3),
+                            seed=1, progress=False)
+    seed_init(21)
+    again = models.build_model("resnet20")
+    with checkpoint.resume_from(tmp_path, every_s=0) as scope:
+        history = train.train(again, small, train.TrainConfig(epochs=1, batch_size=4, eval_batch_size=5),
+                              seed=1, progress=False)
+    assert [r["epochs"] for r in scope.restored] == [1]
+    pd_cols = ["epoch", "train_loss", "top1"]
+    assert history[pd_cols].equals(first[pd_cols]) and torch.equal(again.fc.weight, model.fc.weight)

@@ -40,6 +40,7 @@ from pruners.dnw import BandedTopK, ChooseTopEdges
 from utils.engine.data import Dataset, batches, normalize
 from utils.engine.seeding import generator
 from utils.engine.train import (
+    EVAL_BATCH,
     PER_STEP_SCHEDULES,
     TrainConfig,
     available_cores,
@@ -297,9 +298,11 @@ def normalized_features(datasets: Sequence[Dataset]) -> list[Tensor] | None:
 
 
 @torch.no_grad()
-def evaluate_stacked(stack: StackedFC, data: Dataset, batch_size: int = 1000,
+def evaluate_stacked(stack: StackedFC, data: Dataset, batch_size: int | None = None,
                      device: torch.device | str = "cpu") -> list[dict[str, float]]:
-    """:func:`utils.engine.train.evaluate` for every stacked run at once, on the test set."""
+    """:func:`utils.engine.train.evaluate` for every stacked run at once, on the test set
+    (``batch_size`` ``None``: :data:`~utils.engine.train.EVAL_BATCH`, the FC nets' fastest)."""
+    batch_size = EVAL_BATCH if batch_size is None else batch_size
     k = stack.weights[0].shape[0]
     loss_sum = torch.zeros(k, dtype=torch.float64)
     top1 = torch.zeros(k, dtype=torch.long)

@@ -157,21 +157,29 @@ class Checkpoints:
         #: (``seconds``: the training time those epochs took before the kill, from their history)
         self.restored: list[dict] = []
 
-    def slot(self, phase: str, settings: dict, model: nn.Module) -> Slot:
-        """The file of the next ``train`` call, keyed by its settings and the model it starts from."""
+    def slot(self, phase: str, settings: dict, model: nn.Module, earlier: list[dict] = ()) -> Slot:
+        """The file of the next ``train`` call, keyed by its settings and the model it starts from;
+        a file keyed by one of the ``earlier`` settings (what an earlier version of the code keyed
+        the same call with) resumes too, and is saved under the current key from then on."""
         self.calls += 1
-        key = hashlib.sha256(json.dumps({"settings": settings, "context": self.context,
-                                         "start": state_digest(model)},
-                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        start = state_digest(model)
+        key, *earlier_keys = (self._key(s, start) for s in (settings, *earlier))
         safe_phase = "".join(c if c.isalnum() else "-" for c in phase)
-        return Slot(self.directory / f"call{self.calls}-{safe_phase}{SUFFIXES[0]}", key, self.every_s, self)
+        return Slot(self.directory / f"call{self.calls}-{safe_phase}{SUFFIXES[0]}", key, self.every_s, self,
+                    tuple(earlier_keys))
+
+    def _key(self, settings: dict, start: str) -> str:
+        return hashlib.sha256(json.dumps({"settings": settings, "context": self.context, "start": start},
+                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Slot:
     """One ``train`` call's checkpoint file."""
 
-    def __init__(self, path: Path, key: str, every_s: float, owner: Checkpoints | None = None):
+    def __init__(self, path: Path, key: str, every_s: float, owner: Checkpoints | None = None,
+                 earlier_keys: tuple[str, ...] = ()):
         self.path, self.key, self.every_s, self.owner = path, key, every_s, owner
+        self.earlier_keys = earlier_keys
         self._last_save = time.monotonic()
 
     @property
@@ -186,10 +194,14 @@ class Slot:
     def load(self) -> dict | None:
         """The saved state if the file exists and has this call's key, else None (noted in the
         owner's ``restored``).  A file of another key is moved aside and one of this key taken back
-        from there (see the module).  A state found in the earlier format is rewritten in the
-        current one (and the old file removed), so a run's checkpoints can be committed as they are."""
+        from there (see the module).  A state found in the earlier format, or under one of the
+        ``earlier_keys``, is rewritten in the current format under the current key (an earlier-format
+        file is removed), so a run's checkpoints can be committed as they are."""
         found = next((p for p in (self.path, self.legacy) if p.is_file()), None)
         state = _read_state(found) if found is not None else None
+        rekey = state is not None and state.get("key") in self.earlier_keys
+        if rekey:
+            state["key"] = self.key
         if state is not None and state.get("key") != self.key:
             moved = self.aside(state["key"]).with_name(found.name)
             moved.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +215,7 @@ class Slot:
                 found = self.path
         if state is None or state.get("key") != self.key:
             return None
-        if found == self.legacy:
+        if found == self.legacy or rekey:
             self.save({k: v for k, v in state.items() if k != "key"})
         if self.owner is not None:
             seconds = sum(float(row.get("seconds", 0.0)) for row in state.get("rows", []))

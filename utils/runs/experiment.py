@@ -264,7 +264,7 @@ def execute(spec: RunSpec, config: dict, *, data_dir: str | None = None,
 def recipe_record(profile_name: str, profile: dict, settings: RunSettings) -> dict:
     """What ``run.json`` records of the recipe: the profile, its ``version`` and a digest of the
     settings this run resolved to, so runs of different recipes are never mixed silently."""
-    resolved = {"train": settings.train.to_dict(), "options": settings.options}
+    resolved = {"train": settings.train.result_dict(), "options": settings.options}
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
     return {"profile": profile_name, "version": profile.get("version"), "settings_sha256": digest[:16]}
 

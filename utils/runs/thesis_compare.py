@@ -86,7 +86,7 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
            "top1_thesis": theirs.info["thesis"]["final_top1_recorded"], "top1_thesis_here": math.nan}
     if data is not None:
         from utils.engine.train import evaluate
-        row["top1_thesis_here"] = evaluate(theirs.model, data.test_x, data.test_y, data, 1000)["top1"]
+        row["top1_thesis_here"] = evaluate(theirs.model, data.test_x, data.test_y, data)["top1"]
     return row
 
 
