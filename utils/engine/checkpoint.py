@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -157,7 +157,7 @@ class Checkpoints:
         #: (``seconds``: the training time those epochs took before the kill, from their history)
         self.restored: list[dict] = []
 
-    def slot(self, phase: str, settings: dict, model: nn.Module, earlier: list[dict] = ()) -> Slot:
+    def slot(self, phase: str, settings: dict, model: nn.Module, earlier: Sequence[dict] = ()) -> Slot:
         """The file of the next ``train`` call, keyed by its settings and the model it starts from;
         a file keyed by one of the ``earlier`` settings (what an earlier version of the code keyed
         the same call with) resumes too, and is saved under the current key from then on."""

@@ -140,7 +140,7 @@ def has_conv(model: nn.Module) -> bool:
 
 #: Evaluation batch sizes of :func:`eval_batch_size`, measured with benchmarks/bench_evaluation.py
 #: (one thread, AVX2 EPYC, idle): a ResNet-20 evaluates 2.2x faster per image at 64 than at 1000
-#: (its activations of 1000 images overflow the caches); the FC net is overhead-bound, 2.7x faster
+#: (its activations of 1000 images overflow the caches); the FC net is overhead-bound, 2.1x faster
 #: at 1000 than at 64.
 EVAL_BATCH_CONV_CPU = 64
 EVAL_BATCH = 1000
