@@ -48,3 +48,40 @@ def test_train_grid_runs_two_runs(tmp_path, real_data_dir, monkeypatch):
     from utils.runs import results
     table = results.runs(store)
     assert sorted(table["method"]) == ["random", "synflow"] and (table["epochs"] == 1).all()
+
+
+def test_an_interrupted_run_leaves_the_notebook_and_a_failing_cell_is_written(tmp_path, monkeypatch):
+    """Killed or interrupted mid-run (e.g. SIGTERM turned into an exception, Ctrl-C): the notebook
+    on disk stays as it was; a failing cell: the notebook is written with the error, then raised."""
+    import nbformat
+    import pytest
+    from nbclient.exceptions import CellExecutionError
+
+    from utils.figures import notebooks
+    path = tmp_path / "n.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="kept\n")]
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+
+    class Client:
+        def __init__(self, nb, error):
+            self.nb, self.error = nb, error
+
+        def execute(self):
+            self.nb.cells[0].outputs = []                 # what a run does first: clear, then fill
+            if self.error is KeyboardInterrupt:
+                raise KeyboardInterrupt
+            self.nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="x",
+                                                               traceback=[])]
+            raise CellExecutionError("tb", "ValueError", "x")
+
+    monkeypatch.setattr(notebooks, "_client", lambda nb, timeout, socket_dir: Client(nb, KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        execute(path)
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(notebooks, "_client", lambda nb, timeout, socket_dir: Client(nb, CellExecutionError))
+    with pytest.raises(RuntimeError, match=r"n\.ipynb: cell 1 failed"):
+        execute(path)
+    written = nbformat.read(path, as_version=4)
+    assert written.cells[0].outputs == [] and written.cells[1].outputs[0]["ename"] == "ValueError"

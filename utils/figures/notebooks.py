@@ -87,21 +87,25 @@ def execute(path: str | os.PathLike, parameters: dict | None = None, output: str
         inject(nb, parameters)
     socket_dir = tempfile.mkdtemp(prefix="notebook-kernel-")
     start = time.perf_counter()
+    failure = None
     try:
         _client(nb, timeout, socket_dir).execute()
     except CellExecutionError as exc:
         index = next((i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
-        raise RuntimeError(f"{path.name}{' with ' + str(parameters) if parameters else ''}: cell {index} "
-                           f"failed: {str(exc).strip().splitlines()[-1]}") from None
+        failure = RuntimeError(f"{path.name}{' with ' + str(parameters) if parameters else ''}: cell {index} "
+                               f"failed: {str(exc).strip().splitlines()[-1]}")
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
-        output = Path(output or path)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        # atomic: a killed run leaves the previous notebook, never half a file
-        tmp = output.with_name(f".{output.name}.tmp")
-        nbformat.write(nb, tmp)
-        os.replace(tmp, output)
+    # written when every cell ran or one failed (its error shows where); an interrupted or killed
+    # run raises before this and leaves the previous notebook.  Atomic: never half a file.
+    output = Path(output or path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, output)
+    if failure is not None:
+        raise failure
     return nb, time.perf_counter() - start
 
 
