@@ -31,10 +31,10 @@ from common import CASES, build, load_data, machine_line, use_threads  # noqa: E
 
 def eval_throughput(model, data, batch: int, repeats: int) -> float:
     """Median img/s of ``evaluate`` over ``data``'s test images at batch size ``batch``."""
-    from utils.engine.train import TrainConfig, evaluate, pick_device, use_bf16, use_channels_last
-    device = pick_device()
-    cfg = TrainConfig()
-    bf16, channels_last = use_bf16(model, cfg, device), use_channels_last(model, cfg, device)
+    from utils.engine.train import TrainConfig, evaluate
+    from utils.runs.experiment import compute_record
+    compute = compute_record(model, TrainConfig(), torch.get_num_threads())     # as a run trains here
+    device, bf16, channels_last = compute["device"], compute["bf16"], compute["channels_last"]
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
