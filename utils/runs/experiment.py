@@ -324,7 +324,8 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
 
 def checkpoint_dir(spec: RunSpec, root: str | os.PathLike | None = None) -> Path:
     """Where a run keeps its checkpoints while it trains: ``.s<seed>.ckpt`` beside its run directory
-    (git-ignored; removed once the run is stored)."""
+    (removed once the run is stored).  Not git-ignored: they are safetensors, so a session that
+    commits them lets a fresh clone resume the run."""
     path = results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root)
     return path.parent / f".{path.name}.ckpt"
 
