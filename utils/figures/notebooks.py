@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..files import write_atomic
 from .store import DENSITIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,11 +100,8 @@ def execute(path: str | os.PathLike, parameters: dict | None = None, output: str
         shutil.rmtree(socket_dir, ignore_errors=True)
     # written when every cell ran or one failed (its error shows where); an interrupted or killed
     # run raises before this and leaves the previous notebook.  Atomic: never half a file.
-    output = Path(output or path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, output)
+    text = nbformat.writes(nb)
+    write_atomic(Path(output or path), (text if text.endswith("\n") else text + "\n").encode())  # as nbformat.write
     if failure is not None:
         raise failure
     return nb, time.perf_counter() - start
