@@ -409,3 +409,17 @@ def test_the_recipe_note_names_the_precision_where_bf16_is_involved(tmp_path, bf
         record["compute"]["bf16"] = bf16
         (run / "run.json").write_text(json.dumps(record))
     assert F.Store(tmp_path).recipe_note("resnet20_cifar10") == expected
+
+
+def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path):
+    import shutil
+
+    from utils.runs import results
+    for run in ("dense/d100/s21", "synflow/d20/s42"):          # stored in bf16 and in fp32
+        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
+    store, copy = F.Store(tmp_path), "; CIFAR-10 copy: jpeg-q75"
+    assert store.recipe_note("resnet20_cifar10") == \
+        "cpu profile v2, 30 epochs, bf16 autocast (1 run) + fp32 (1 run)" + copy
+    assert store.recipe_note("resnet20_cifar10", ["dense"]) == "cpu profile v2, 30 epochs, bf16 autocast" + copy
+    assert store.recipe_note("resnet20_cifar10", ["synflow", "random"]) == "cpu profile v2, 30 epochs" + copy
+    assert store.recipe_note("resnet20_cifar10", ["gem-miner"]) == ""

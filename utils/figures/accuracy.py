@@ -63,7 +63,7 @@ def accuracy(store: Store, experiment: str):
                                      for s in seeds])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
-    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}; {store.recipe_note(experiment)}\n"
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}; {store.recipe_note(experiment, METHODS)}\n"
                                                       f"line: mean over {seeds_phrase(seeds)}, band: ±1 sd over "
                                                       f"seeds; target density (% remaining)")
 
@@ -104,7 +104,7 @@ def accuracy_panels(store: Store, experiment: str, methods: Sequence[str]):
     if not panels:
         raise MissingRuns([], store.root, f"no complete density of {', '.join(methods)} in {experiment}")
     return plots.accuracy_curves(panels, figsize=(4.7 * len(panels), 4),
-                                 legend_title=f"{ARCH[experiment]} ({store.recipe_note(experiment)})\n"
+                                 legend_title=f"{ARCH[experiment]} ({store.recipe_note(experiment, methods)})\n"
                                               "line: seed mean, band: ±1 sd over seeds; target density (% remaining)")
 
 
@@ -156,7 +156,7 @@ def accuracy_vs_density(store: Store, experiment: str, methods: Sequence[str] = 
         ax.set(xlabel="Achieved density (% remaining, log scale)",
                ylabel=f"{'Final' if value == 'final_top1' else 'Best'} test top-1 (%)", ylim=(0, 100),
                title=f"{ARCH[experiment]}: accuracy vs achieved density (mean ± std over seeds)\n"
-                     f"{store.recipe_note(experiment)}")
+                     f"{store.recipe_note(experiment, table['method'].unique())}")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
@@ -218,7 +218,7 @@ def gem_mining(store: Store, experiment: str = FC):
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         handles, labels = plots.legend_entries(axes)
-        note = store.recipe_note(experiment)
+        note = store.recipe_note(experiment, ["gem-miner"])
         fig.suptitle(f"{ARCH[experiment]}: Gem-Miner mining phase, mean over seeds" + (f"\n{note}" if note else ""))
         fig.legend(handles, labels, title="target density (dotted lines)", frameon=False, ncol=len(ds),
                    loc="upper center", bbox_to_anchor=(0.5, 0.87 if note else 0.93))

@@ -173,12 +173,15 @@ class Store:
         version = self.recipe_version(experiment)
         return table if version is None else table[table["recipe_version"] == version]
 
-    def recipe_note(self, experiment: str) -> str:
+    def recipe_note(self, experiment: str, methods: Iterable[str] | None = None) -> str:
         """How the experiment's runs were trained, for the titles of accuracy figures, e.g.
         ``"cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"``.  The precision is
         named where any run trained in bf16 autocast (a CPU without native bf16 trains the same
-        recipe in fp32), with counts when the experiment's runs mix both."""
+        recipe in fp32), with counts when the runs mix both.  ``methods`` (e.g. the methods a figure
+        shows) restricts the counts to their runs, so a title never counts runs it does not draw."""
         table = self.current(runs(self.root), experiment)
+        if methods is not None:
+            table = table[table["method"].isin(list(methods))]
         if table.empty:
             return ""
         record = read_record(self.root / table["path"].iloc[0], verify=False)
