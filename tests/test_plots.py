@@ -423,3 +423,19 @@ def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path):
     assert store.recipe_note("resnet20_cifar10", ["dense"]) == "cpu profile v2, 30 epochs, bf16 autocast" + copy
     assert store.recipe_note("resnet20_cifar10", ["synflow", "random"]) == "cpu profile v2, 30 epochs" + copy
     assert store.recipe_note("resnet20_cifar10", ["gem-miner"]) == ""
+
+
+def test_a_store_reads_the_run_records_once_for_its_tables(tmp_path, monkeypatch):
+    import shutil
+
+    from utils.figures import store as store_module
+    from utils.runs import results
+    for run in ("dense/d100/s21", "synflow/d20/s42"):
+        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
+    reads = []
+    monkeypatch.setattr(store_module, "runs", lambda root: reads.append(root) or results.runs(root))
+    store = F.Store(tmp_path)
+    assert store.recipe_note("resnet20_cifar10", ["dense"]).startswith("cpu profile v2, 30 epochs")
+    assert store.achieved("resnet20_cifar10", ["synflow"]).loc["synflow", 20.0] == 20.18
+    assert store.inventory().loc[("resnet20_cifar10", "dense"), 100.0] == 1
+    assert reads == [tmp_path]

@@ -179,7 +179,7 @@ class Store:
         named where any run trained in bf16 autocast (a CPU without native bf16 trains the same
         recipe in fp32), with counts when the runs mix both.  ``methods`` (e.g. the methods a figure
         shows) restricts the counts to their runs, so a title never counts runs it does not draw."""
-        table = self.current(runs(self.root), experiment)
+        table = self.runs_table(experiment)
         if methods is not None:
             table = table[table["method"].isin(list(methods))]
         if table.empty:
@@ -299,7 +299,7 @@ class Store:
 
     def inventory(self) -> pd.DataFrame:
         """Seeds stored per experiment, method and density (%): a quick view of the store."""
-        table = runs(self.root)
+        table = self.all_runs()
         if table.empty:
             return table
         table = table.assign(density_pct=(table["density"] * 100).round(6))
@@ -308,20 +308,23 @@ class Store:
 
     def achieved(self, experiment: str, methods=METHODS) -> pd.DataFrame:
         """Achieved (effective-mask) density in % per method × target density, mean over stored seeds."""
-        table = self.current(runs(self.root), experiment)
+        table = self.runs_table(experiment)
         table = table[table["method"].isin(methods)]
         if table.empty:
             return pd.DataFrame()
         table = table.assign(target=(table["density"] * 100).round(6), achieved=table["density_achieved"] * 100)
         return table.pivot_table(index="method", columns="target", values="achieved", aggfunc="mean").round(2)
 
+    def all_runs(self) -> pd.DataFrame:
+        """:func:`utils.runs.results.runs` of the store (every experiment and recipe), read once per store."""
+        if ("runs",) not in self.cache:
+            self.cache[("runs",)] = runs(self.root)
+        return self.cache[("runs",)]
 
     def runs_table(self, experiment: str) -> pd.DataFrame:
         """The store's runs of ``experiment`` under the current recipe (:func:`utils.runs.results.runs`,
         read once per store), with ``label``: the target density in % (the seed-grouping key)."""
-        if ("runs",) not in self.cache:
-            self.cache[("runs",)] = runs(self.root)
-        table = self.current(self.cache[("runs",)], experiment)
+        table = self.current(self.all_runs(), experiment)
         return table.assign(label=(table["density"] * 100).round(6))
 
     def require_methods(self, experiment: str, methods: Sequence[str], densities: Iterable[float],
