@@ -356,3 +356,18 @@ def test_gem_layer_section_lists_the_layers_far_from_the_thesis(tmp_path):
     # network order, the difference ours − thesis, 2.00 itself would not count
     assert "- 5 %: conv1 +7.17, fc +8.38 (seeds: ours 1, thesis 1)" in lines
     assert "- 50 %: blocks.2.conv2 +2.22, fc -7.55 (seeds: ours 3, thesis 3)" in lines
+
+
+def test_summary_leaves_cells_without_runs_blank(tmp_path):
+    """Per-cell tables show a blank where a method has no run at a density, never "nan"."""
+    stored(tmp_path, density=0.2)
+    results.save_run(results.run_dir("exp", "synflow", 0.5, 21, tmp_path), model=models.build_model("fc"),
+                     init_model=models.build_model("fc"), history=HISTORY, model_spec={"name": "fc", "kwargs": {}},
+                     record={"experiment": "exp", "method": "synflow", "density_target": 0.5, "seed": 21,
+                             "profile": "p"})
+    results.write_summary(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "nan" not in readme
+    achieved = readme.split("Achieved density")[1].split("Convergence:")[0]
+    rows = [line.split("|")[1:-1] for line in achieved.splitlines() if line.startswith("| random")]
+    assert [cell.strip() for cell in rows[0]] == ["random", "20", ""]

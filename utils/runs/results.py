@@ -505,7 +505,10 @@ def _mean_by_cell(table: pd.DataFrame, values: pd.Series, digits: int) -> str:
     """Markdown table of ``values`` (one per row of ``table``) averaged per method × density."""
     cells = table.assign(density_pct=(table["density"] * 100).round(6), value=values)
     pivot = cells.pivot_table(index="method", columns="density_pct", values="value", aggfunc="mean", dropna=False)
-    return pivot.round(digits).rename(columns=lambda d: f"{d:g} %").to_markdown()
+    pivot = pivot.round(digits).rename(columns=lambda d: f"{d:g} %")
+    # A cell without a value (no run there, or none with a last fifth) is left blank, not "nan":
+    # tabulate leaves only None out, so NaN becomes None first.
+    return pivot.astype(object).where(pivot.notna(), None).to_markdown(missingval="")
 
 
 def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
