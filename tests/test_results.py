@@ -267,7 +267,7 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     assert "| random    | 10          | 83.00 ± 0.00 (2) | 85.00 ± 0.00 (2) | 75.00 ± 0.00 (2)   | -2.00 |" in text
     assert "| gem-miner | 10          | 80.00 ± 1.41 (2) | 82.00 (1)        | 72.00 (1)          | -2.00 |" in text
     assert "reinit" not in text
-    assert "- 10 %: ours random > synflow > gem-miner; thesis synflow > random > gem-miner (differs)" in text
+    assert "- 10 %: ours random > synflow ≈ gem-miner; thesis synflow > random > gem-miner (differs)" in text
     # the 5-point cell gets its sentence, placeholders filled; the 2.00-point cell needs none
     assert ("- **synflow 10 %** (ours 81.00, thesis 86.00, Δ -5.00): its nets score 76.00 here, ours +5.00"
             in text)
@@ -371,3 +371,27 @@ def test_summary_leaves_cells_without_runs_blank(tmp_path):
     achieved = readme.split("Achieved density")[1].split("Convergence:")[0]
     rows = [line.split("|")[1:-1] for line in achieved.splitlines() if line.startswith("| random")]
     assert [cell.strip() for cell in rows[0]] == ["random", "20", ""]
+
+
+def _stats(**cells):
+    return pd.DataFrame(cells, index=["mean", "std"]).T
+
+
+@pytest.mark.parametrize("ours,thesis,ranked,agreement", [
+    # neighbours closer than the larger seed sd tie; the orders differ only there
+    (_stats(gem=(68.26, 0.33), syn=(68.15, 0.64), rnd=(60.01, 5.92)),
+     _stats(gem=(72.26, 1.39), syn=(74.72, 0.40), rnd=(61.49, 2.00)),
+     "gem ≈ syn > rnd", "differs within seed noise"),
+    # 0.30 apart with sds 0.11 / 0.06: ordered, and the thesis orders the pair the other way
+    (_stats(rnd=(80.24, 0.11), syn=(79.94, 0.06), gem=(79.51, 0.31)),
+     _stats(rnd=(85.23, 0.20), syn=(85.99, 0.30), gem=(82.50, 0.50)),
+     "rnd > syn > gem", "differs"),
+    (_stats(a=(80.0, 0.5), b=(70.0, 0.5)), _stats(a=(90.0, 0.5), b=(89.9, 0.5)), "a > b", "same"),
+    # single seeds (no sd): any gap orders
+    (_stats(a=(80.0, float("nan")), b=(79.99, float("nan"))), _stats(a=(1.0, float("nan")), b=(2.0, float("nan"))),
+     "a > b", "differs"),
+])
+def test_ranking_marks_ties_within_seed_noise(ours, thesis, ranked, agreement):
+    from utils.runs.report import ranking, ranking_agreement
+    assert ranking(ours) == ranked
+    assert ranking_agreement(ours, thesis) == agreement
