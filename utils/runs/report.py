@@ -182,10 +182,14 @@ def _tie_margin(stats: pd.DataFrame, a: str, b: str) -> float:
     return max((sd for sd in stats.loc[[a, b], "std"] if not math.isnan(sd)), default=0.0)
 
 
-def _ordered_pairs(stats: pd.DataFrame) -> set[tuple[str, str]]:
-    """Pairs ``(a, b)`` whose mean top-1 ``a`` beats ``b`` by at least their tie margin."""
-    return {(a, b) for a in stats.index for b in stats.index
-            if a != b and stats.at[a, "mean"] - stats.at[b, "mean"] >= _tie_margin(stats, a, b)}
+def _beats(stats: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether method ``a``'s mean top-1 beats ``b``'s by at least their tie margin."""
+    return stats.at[a, "mean"] - stats.at[b, "mean"] >= _tie_margin(stats, a, b)
+
+
+def _best_first(stats: pd.DataFrame) -> list[str]:
+    """The methods of ``stats`` by mean top-1, best first (ties in mean keep their order)."""
+    return list(stats["mean"].sort_values(ascending=False, kind="stable").index)
 
 
 def ranking(stats: pd.DataFrame) -> str:
@@ -193,21 +197,17 @@ def ranking(stats: pd.DataFrame) -> str:
     larger of their seed sds, by ``≈``.  ``stats``: ``mean`` and ``std`` (over seeds) per method.
 
     Example: means 83 / 81 / 80 with sds 0 / 1.41 / 1.41 rank ``"a > b ≈ c"``."""
-    order = stats["mean"].sort_values(ascending=False, kind="stable").index
-    text = str(order[0])
-    for better, worse in zip(order[:-1], order[1:]):
-        close = stats.at[better, "mean"] - stats.at[worse, "mean"] < _tie_margin(stats, better, worse)
-        text += f" {'≈' if close else '>'} {worse}"
-    return text
+    order = _best_first(stats)
+    return order[0] + "".join(f" {'>' if _beats(stats, better, worse) else '≈'} {worse}"
+                              for better, worse in zip(order[:-1], order[1:]))
 
 
 def ranking_agreement(ours: pd.DataFrame, thesis: pd.DataFrame) -> str:
     """``"same"`` when both stores order the methods alike by mean, ``"differs within seed noise"``
     when they do not but no pair is ordered oppositely beyond its tie margin in both, else ``"differs"``."""
-    by_mean = [list(stats["mean"].sort_values(ascending=False, kind="stable").index) for stats in (ours, thesis)]
-    if by_mean[0] == by_mean[1]:
+    if _best_first(ours) == _best_first(thesis):
         return "same"
-    opposite = {(b, a) for a, b in _ordered_pairs(thesis)} & _ordered_pairs(ours)
+    opposite = any(_beats(ours, a, b) and _beats(thesis, b, a) for a in ours.index for b in ours.index if a != b)
     return "differs" if opposite else "differs within seed noise"
 
 
