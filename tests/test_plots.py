@@ -423,6 +423,27 @@ def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path):
     assert store.recipe_note("resnet20_cifar10", ["dense"]) == "cpu profile v2, 30 epochs, bf16 autocast" + copy
     assert store.recipe_note("resnet20_cifar10", ["synflow", "random"]) == "cpu profile v2, 30 epochs" + copy
     assert store.recipe_note("resnet20_cifar10", ["gem-miner"]) == ""
+    # by the runs drawn: (method, density as a fraction, seed); runs not stored count nothing
+    assert store.recipe_note("resnet20_cifar10", runs=[("synflow", 0.2, 42)]) == "cpu profile v2, 30 epochs" + copy
+    assert store.recipe_note("resnet20_cifar10", runs=[("dense", 1.0, 21), ("synflow", 0.2, 21)]) == \
+        "cpu profile v2, 30 epochs, bf16 autocast" + copy
+    assert store.recipe_note("resnet20_cifar10", runs=[("synflow", 0.1, 42)]) == ""
+
+
+def test_the_gem_miner_mining_title_counts_only_the_densities_it_draws(tmp_path):
+    """Gem-Miner 10 % × 3 seeds (bf16) is drawn; 20 % seed 42 alone (fp32) is not, nor counted."""
+    import shutil
+
+    from utils.runs import results
+    for run in ("gem-miner/d10/s21", "gem-miner/d10/s42", "gem-miner/d10/s63", "gem-miner/d20/s42"):
+        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
+    fig = F.gem_mining(F.Store(tmp_path), "resnet20_cifar10")
+    try:
+        assert fig._suptitle.get_text().splitlines()[1] == \
+            "cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["10%"]
+    finally:
+        plt.close(fig)
 
 
 def test_a_store_reads_the_run_records_once_for_its_tables(tmp_path, monkeypatch):

@@ -63,7 +63,8 @@ def accuracy(store: Store, experiment: str):
                                      for s in seeds])
         title = f"{store.label(method)}" + (" (finetuning after rounding)" if method == "gem-miner" else "")
         panels[title] = lines
-    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}; {store.recipe_note(experiment, METHODS)}\n"
+    note = store.recipe_note(experiment, runs=[(m, d, s) for m in METHODS for d in DENSITIES for s in seeds])
+    return plots.accuracy_curves(panels, legend_title=f"{ARCH[experiment]}; {note}\n"
                                                       f"line: mean over {seeds_phrase(seeds)}, band: ±1 sd over "
                                                       f"seeds; target density (% remaining)")
 
@@ -93,18 +94,19 @@ def final_curve(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def accuracy_panels(store: Store, experiment: str, methods: Sequence[str]):
     """Seed-mean test top-1 per epoch, one panel per stored method, one line per density."""
-    panels = {}
+    panels, drawn = {}, []
     for method in methods:
         lines = {}
         for d in DENSITIES:
             if all(store.has(experiment, method, d, s) for s in SEEDS):
                 lines[f"{percent(d)}%"] = _stack([final_curve(store.history(experiment, method, d, s)) for s in SEEDS])
+                drawn += [(method, d, s) for s in SEEDS]
         if lines:
             panels[store.label(method)] = lines
     if not panels:
         raise MissingRuns([], store.root, f"no complete density of {', '.join(methods)} in {experiment}")
     return plots.accuracy_curves(panels, figsize=(4.7 * len(panels), 4),
-                                 legend_title=f"{ARCH[experiment]} ({store.recipe_note(experiment, methods)})\n"
+                                 legend_title=f"{ARCH[experiment]} ({store.recipe_note(experiment, runs=drawn)})\n"
                                               "line: seed mean, band: ±1 sd over seeds; target density (% remaining)")
 
 
@@ -218,7 +220,7 @@ def gem_mining(store: Store, experiment: str = FC):
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         handles, labels = plots.legend_entries(axes)
-        note = store.recipe_note(experiment, ["gem-miner"])
+        note = store.recipe_note(experiment, runs=[("gem-miner", d, s) for d in ds for s in SEEDS])
         fig.suptitle(f"{ARCH[experiment]}: Gem-Miner mining phase, mean over seeds" + (f"\n{note}" if note else ""))
         fig.legend(handles, labels, title="target density (dotted lines)", frameon=False, ncol=len(ds),
                    loc="upper center", bbox_to_anchor=(0.5, 0.87 if note else 0.93))

@@ -173,15 +173,26 @@ class Store:
         version = self.recipe_version(experiment)
         return table if version is None else table[table["recipe_version"] == version]
 
-    def recipe_note(self, experiment: str, methods: Iterable[str] | None = None) -> str:
+    def recipe_note(self, experiment: str, methods: Iterable[str] | None = None,
+                    runs: Iterable[tuple[str, float, int]] | None = None) -> str:
         """How the experiment's runs were trained, for the titles of accuracy figures, e.g.
         ``"cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"``.  The precision is
         named where any run trained in bf16 autocast (a CPU without native bf16 trains the same
         recipe in fp32), with counts when the runs mix both.  ``methods`` (e.g. the methods a figure
-        shows) restricts the counts to their runs, so a title never counts runs it does not draw."""
+        shows) restricts the counts to their runs, and ``runs`` to the (method, density as a
+        fraction, seed) a figure draws, so a title never counts runs it does not draw.
+
+        Example::
+
+            store.recipe_note("resnet20_cifar10", runs=[("gem-miner", 0.1, s) for s in (21, 42, 63)])
+        """
         table = self.runs_table(experiment)
         if methods is not None:
             table = table[table["method"].isin(list(methods))]
+        if runs is not None:
+            drawn = {(method, round(density, 6), seed) for method, density, seed in runs}
+            keys = zip(table["method"], table["density"].round(6), table["seed"])
+            table = table[[key in drawn for key in keys]]
         if table.empty:
             return ""
         record = read_record(self.root / table["path"].iloc[0], verify=False)
