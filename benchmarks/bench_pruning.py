@@ -15,6 +15,10 @@
    ResNet-20/CIFAR-10 and FC/MNIST.  Times are the engine's per-epoch ``seconds`` (training
    steps + the after-epoch hook, evaluation excluded), median of ``--repeats`` epochs after
    a warm-up epoch.
+3. **DEEPR**: one training epoch at 10 % (batch 128, plain SGD as in the configs: ResNet-20
+   cpu profile lr 1.0, FC lr 0.1; l1 1e-5, temperature 5e-12, scaled init) against the same
+   dense b=128 epoch: the rewiring step's cost on top of ordinary training, which is what
+   `sweep --dry-run` cannot estimate before a DEEPR run of the model is stored.
 
 Threads: ``--threads`` (default all cores this process may use).  A missing dataset is
 replaced by random images (throughput only).
@@ -77,7 +81,8 @@ def _epoch_seconds(history, repeats: int) -> float:
     return statistics.median(history["seconds"].iloc[-repeats:])
 
 
-def bench_gem_miner(model_name: str, data, repeats: int, seed: int = 21) -> list[dict]:
+def bench_epochs(model_name: str, data, repeats: int, seed: int = 21) -> list[dict]:
+    """Per-epoch seconds of dense training (b=64, b=128), Gem-Miner mining and DEEPR training."""
     from models import build_model
     from pruners.gem_miner import GemMiner
     from utils.engine.seeding import seed_init
@@ -102,11 +107,26 @@ def bench_gem_miner(model_name: str, data, repeats: int, seed: int = 21) -> list
     hist, _ = method.mine(model, data, 0.02, TrainConfig(epochs=1 + repeats), seed=seed,
                           epochs=1 + repeats, progress=False)
     rows.append({"model": model_name, "phase": "gem-miner mining b=128", "epoch_s": _epoch_seconds(hist, repeats)})
+    rows.append({"model": model_name, "phase": "deepr training b=128",
+                 "epoch_s": _deepr_epoch(model_name, data, repeats)})
     dense128 = rows[1]["epoch_s"]
     for row in rows:
         row["vs dense b=128"] = row["epoch_s"] / dense128
         row["img_s"] = len(data.train_y) / row["epoch_s"]
     return rows
+
+
+def _deepr_epoch(model_name: str, data, repeats: int, seed: int = 21, density: float = 0.1) -> float:
+    from models import build_model
+    from pruners.deepr import DeepRMethod
+    from utils.engine.seeding import seed_init
+    from utils.engine.train import TrainConfig
+    method = DeepRMethod(init="scaled", l1=1e-5, temp=5e-12)
+    cfg = TrainConfig(epochs=1 + repeats, batch_size=128, lr=1.0 if model_name == "resnet20" else 0.1,
+                      momentum=0.0, nesterov=False, weight_decay=0.0)
+    seed_init(seed)
+    result = method.run(build_model(model_name), data, density, cfg, seed=seed, progress=False)
+    return _epoch_seconds(result["deepr"].history, repeats)
 
 
 def main(argv=None):
@@ -141,7 +161,7 @@ def main(argv=None):
     rows = []
     for name in args.models:
         data, kind = load_data("cifar10" if name == "resnet20" else "mnist", args.data_dir, images, 500)
-        for row in bench_gem_miner(name, data, repeats):
+        for row in bench_epochs(name, data, repeats):
             rows.append({**row, "data": kind, "images": images})
             print(f"{name:9s} {row['phase']:24s} {row['epoch_s']:7.2f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)[["model", "data", "images", "phase", "epoch_s", "img_s", "vs dense b=128"]]
