@@ -106,6 +106,21 @@ def test_edited_run_json_is_rejected(tmp_path):
         results.load_run_dir(path)
 
 
+def test_the_content_digest_ignores_when_a_run_was_written(tmp_path):
+    """Same files and settings, written again (time stamp, wall time, versions): same content
+    digest, another record digest; another file checksum: another content digest."""
+    path, _, _ = stored(tmp_path)
+    record = json.loads((path / "run.json").read_text())
+    again = {**record, "created": "2031-01-01T00:00:00Z", "wall_time_s": 1.0, "versions": {"project": "9"}}
+    assert results.content_digest(again) == results.content_digest(record)
+    assert results._digest(again) != record["digest"]
+    changed = {**record, "files": {**record["files"], "final.safetensors": "0" * 64}}
+    assert results.content_digest(changed) != results.content_digest(record)
+    # sha256 of the sorted JSON of what is left
+    assert results.content_digest({"seed": 21, "digest": "x", "created": "y"}) == \
+        "28506746d6560d580bad5d88063eff6c4a5f08046182c307a527d9f1e1f46df3"
+
+
 def test_incompatible_version_is_rejected(tmp_path):
     path, _, _ = stored(tmp_path)
     record = json.loads((path / "run.json").read_text())

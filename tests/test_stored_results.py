@@ -156,6 +156,20 @@ def test_every_cell_far_from_the_thesis_is_explained():
         assert f"- **{cell.method} {100 * cell.density:g} %** (ours {cell.ours:.2f}" in readme
 
 
+def test_the_thesis_comparison_was_computed_from_the_runs_stored():
+    """Every row of thesis_comparison.csv names our run it was computed from by its content
+    digest, and that is the run stored now: no row outlives a retrained or replaced run."""
+    import pandas as pd
+    comparison = results.DEFAULT_ROOT / "thesis_comparison.csv"
+    if not comparison.is_file():
+        pytest.skip("no thesis comparison stored")
+    table = pd.read_csv(comparison, dtype={"ours_digest": str})
+    stale = [f"{r.experiment}/{r.method}/{r.density:g}/s{r.seed}" for r in table.itertuples()
+             if results.content_digest(results.read_record(results.run_dir(
+                 r.experiment, r.method, r.density, r.seed, results.DEFAULT_ROOT), verify=False)) != r.ours_digest]
+    assert len(table) > 80 and stale == []
+
+
 @pytest.mark.parametrize("path", [pytest.param(p.parent, id=str(p.parent.relative_to(results.DEFAULT_ROOT)))
                                   for p in sorted(results.DEFAULT_ROOT.glob("jpeg_effect/q*/*/*/d*/s*/run.json"))])
 def test_jpeg_effect_runs_load_and_record_their_copy(path):

@@ -462,8 +462,9 @@ def test_compare_thesis_for_one_experiment_keeps_the_other_experiments_rows(thes
 
 
 def test_a_refresh_reuses_the_rows_computed_from_the_same_runs(thesis_store, tmp_path):
-    """Rows whose runs (digests of both run.json) are unchanged are taken from the earlier table
-    as they are; a row whose run changed is computed again."""
+    """Rows whose runs (content digests of both run.json) are unchanged are taken from the earlier
+    table as they are, also when a run was written again (new time stamp and wall time, e.g. a
+    thesis store imported anew); a row whose run changed is computed again."""
     import shutil
 
     from utils.runs import results
@@ -477,6 +478,11 @@ def test_a_refresh_reuses_the_rows_computed_from_the_same_runs(thesis_store, tmp
     earlier = first.copy()
     earlier["nnstd"] = [-1.0, -2.0]                                      # marks what is reused
     earlier.loc[1, "ours_digest"] = "0" * 64                             # as if seed 42 had been retrained
+    record_path = tmp_path / "fc_mnist/synflow/d10/s21/run.json"         # seed 21 written again, same files
+    record = json.loads(record_path.read_text())
+    record.update(created="2031-01-01T00:00:00Z", wall_time_s=1.0, versions={"project": "9"})
+    record["digest"] = results._digest(record)                          # a valid record, as written anew
+    record_path.write_text(json.dumps(record))
     again = compare_with_thesis(tmp_path, thesis_store, progress=False, experiments=("fc_mnist",),
                                 previous=earlier)
     assert list(again["nnstd"]) == [-1.0, first["nnstd"][1]]

@@ -99,6 +99,25 @@ def _digest(record: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+#: run.json fields that say when, how fast and with which software a run was written, not what it holds
+WRITE_FIELDS = ("digest", "created", "wall_time_s", "versions")
+
+
+def content_digest(record: dict) -> str:
+    """SHA-256 of what a run holds: its ``run.json`` (settings, results and its files' checksums)
+    without :data:`WRITE_FIELDS`.  A run written again with the same files and settings keeps it
+    (e.g. the thesis's networks imported anew on another machine), where ``record["digest"]``,
+    which covers the ``created`` time stamp, changes.
+
+    Example::
+
+        >>> content_digest({"seed": 21, "created": "2026-12-05T12:46:04Z"}) == content_digest({"seed": 21})
+        True
+    """
+    body = {k: v for k, v in record.items() if k not in WRITE_FIELDS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
     try:

@@ -9,10 +9,12 @@ runs train and test on the CIFAR-10 copy at hand; the thesis's networks were tra
 official images, so ``top1_thesis_here`` re-evaluates them on the same copy as ours (the JPEG
 copy costs them about 12 points) next to ``top1_thesis`` (what the thesis recorded).
 
-Each row names what it was computed from: the digests of both runs' ``run.json`` (which holds
-their files' checksums) and of the test arrays the thesis's network was re-evaluated on.  Given
-the earlier table, a refresh reuses every row whose three still match and computes only the rest
-(a landed run: one row, seconds, instead of the whole ResNet-20 table's half hour).
+Each row names what it was computed from: the content digests of both runs' ``run.json``
+(:func:`utils.runs.results.content_digest`: settings, results and the files' checksums, not
+when the run was written, so a thesis store imported anew on another machine matches) and the
+digest of the test arrays the thesis's network was re-evaluated on.  Given the earlier table, a
+refresh reuses every row whose three still match and computes only the rest (a landed run: one
+row, seconds, instead of the whole ResNet-20 table's half hour).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from utils.runs.results import DEFAULT_ROOT, Run, load_run_dir, read_record, runs
+from utils.runs.results import DEFAULT_ROOT, Run, content_digest, load_run_dir, read_record, runs
 from utils.runs.thesis import THESIS_OF, thesis_root
 
 #: The thesis's Gem-Miner mining protocol per model (SPEC §6): SGD steps per epoch (55,000 or
@@ -128,10 +130,10 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
     for our_path, their_path, (experiment, method, density, seed) in tqdm(pairs, desc="compare with thesis",
                                                                          disable=not progress):
         data = cifar if experiment == "thesis_resnet20_cifar10" else None
-        source = (read_record(ours_root / our_path, verify=False).get("digest"),
-                  read_record(thesis_store / their_path, verify=False).get("digest"),
+        source = (content_digest(read_record(ours_root / our_path, verify=False)),
+                  content_digest(read_record(thesis_store / their_path, verify=False)),
                   test_sha if data is not None else "")
-        if None not in source and source in reusable:
+        if source in reusable:
             rows.append(reusable[source])
             continue
         a, b = load_run_dir(ours_root / our_path), load_run_dir(thesis_store / their_path)
