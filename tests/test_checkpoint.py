@@ -255,6 +255,23 @@ def test_sweep_dry_run_shows_what_a_killed_run_kept(tmp_path, capsys):
     assert out[2].startswith("left: 2 run(s); 0 of them") and out[2].endswith("synflow ×2")
 
 
+def test_a_restarted_sweep_resumes_its_runs_in_flight_before_new_ones(tmp_path, monkeypatch):
+    """Seeds 21, 42, 63 in that order; 63 holds a checkpoint (a killed sweep's run in flight):
+    63 trains first, then 21 and 42 in order; with --max-runs 1 only 63."""
+    config = experiment.load_config("fc_mnist")
+    specs = experiment.grid(config, "thesis", ["synflow"], [10], [21, 42, 63])
+    slot = checkpoint.Slot(experiment.checkpoint_dir(specs[2], tmp_path) / "call1-train.safetensors", "k", 0.0)
+    slot.save({"epochs_done": 3, "epochs_total": 25})
+    order = []
+    monkeypatch.setattr(experiment, "_cached_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(experiment, "run_claimed", lambda task, *a, **k: order.extend(s.seed for s in task) or [])
+    experiment.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, progress=False)
+    assert order == [63, 21, 42]
+    order.clear()
+    experiment.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, max_runs=1, progress=False)
+    assert order == [63]
+
+
 def _same(a, b) -> bool:
     """Equal values of equal types (any dict for a dict: a state dict is an OrderedDict), tensors
     by dtype and bytes, NaN equal to NaN."""

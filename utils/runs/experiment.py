@@ -523,12 +523,15 @@ def sweep(config: dict, specs: list[RunSpec], *, data_dir: str | None = None,
 
     Half-written run directories from a killed sweep are removed first.  Each run is trained
     under its claim, so sweeps started at the same time on one store share the work, and a run
-    whose claimer died (killed sweep) is taken over.
+    whose claimer died (killed sweep) is taken over.  Runs holding checkpoints (a killed sweep's
+    runs in flight) go first, in ``specs`` order, then the rest: a restarted sweep finishes what
+    it had started before it starts anything new.
     """
     jobs = default_jobs(threads) if jobs is None else jobs
     root = Path(root or results.DEFAULT_ROOT)
     results.clean_partial(root)
-    todo = [s for s in specs if not is_done(s, root)][:max_runs]
+    todo = [s for s in specs if not is_done(s, root)]
+    todo = sorted(todo, key=lambda s: not any(checkpoint_dir(s, root).glob("*.safetensors")))[:max_runs]
     if not todo:
         return []
     for spec in todo:
