@@ -67,17 +67,19 @@ def test_run_loads_and_hits_its_density(path):
 
 
 @pytest.mark.parametrize("path", [p for p in stored_ids() if p.values[0].split("/")[1] == "gem-miner"])
-def test_gem_miner_classifier_keeps_its_share(path):
-    """The classifier keeps at least half the target density.
+def test_no_gem_miner_layer_collapses(path):
+    """Every prunable layer keeps at least a tenth of the target density.
 
-    A too-short ResNet-20 mining schedule with global BottomK (10 epochs, a prune every
-    epoch) collapsed the classifier to 1 of 640 weights (0.16 % at a 10 % target, 10 %
-    accuracy).  Reaching every class is not the invariant: at 2 % a 640-weight classifier
-    keeps 13 weights, and a uniform random mask misses some class about as often as not."""
+    A too-short ResNet-20 mining schedule with global BottomK (10 epochs, a prune every epoch)
+    collapsed the classifier to 1 of 640 weights: 0.016 × its 10 % target, at 10 % accuracy.
+    Global scope makes the per-layer profile a result, so the bound is loose: the thesis's own
+    networks go down to 0.20 × (FC 2 %, first layer 0.40 %) and 0.43 × (ResNet-20 20 %, the
+    classifier at 8.59 %, mean of its 3 seeds; ours: 8.59 % too), and reaching every class is
+    not the invariant either (at 2 % a 640-weight classifier keeps 13 weights)."""
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
-    classifier = list(run.masks("effective").values())[-1]
-    kept = classifier.double().mean().item()
-    assert kept >= 0.5 * run.info["density_target"], f"classifier density {kept:.4f}"
+    kept = {name: mask.double().mean().item() for name, mask in run.masks("effective").items()}
+    collapsed = {name: round(d, 4) for name, d in kept.items() if d < 0.1 * run.info["density_target"]}
+    assert collapsed == {}
 
 
 @pytest.fixture(scope="module")
