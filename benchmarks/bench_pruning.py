@@ -1,4 +1,4 @@
-"""Cost of the pruners: SynFlow scoring on ResNet-20, and Gem-Miner mining vs dense training epochs.
+"""Cost of the pruners: SynFlow scoring on ResNet-20, and Gem-Miner mining and DEEPR training vs dense epochs.
 
     .venv/bin/python benchmarks/bench_pruning.py --data-dir /tmp/cifar            # ~5 min idle
     .venv/bin/python benchmarks/bench_pruning.py --data-dir /tmp/cifar --quick    # ~1 min
