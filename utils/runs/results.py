@@ -94,8 +94,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _digest(record: dict) -> str:
-    body = {k: v for k, v in record.items() if k != "digest"}
+def _digest(record: dict, leave_out: tuple[str, ...] = ("digest",)) -> str:
+    body = {k: v for k, v in record.items() if k not in leave_out}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,8 +114,7 @@ def content_digest(record: dict) -> str:
         >>> content_digest({"seed": 21, "created": "2026-12-05T12:46:04Z"}) == content_digest({"seed": 21})
         True
     """
-    body = {k: v for k, v in record.items() if k not in WRITE_FIELDS}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return _digest(record, WRITE_FIELDS)
 
 
 def versions() -> dict[str, str]:
