@@ -128,7 +128,8 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
     """README sections from ``thesis_comparison.csv`` (``python -m utils.cli compare-thesis``): per
     cell both stores hold, our top-1 next to the thesis's recorded one (and, for CIFAR-10, the
     thesis's networks re-evaluated on our data copy), a sentence from ``notes`` for every cell more
-    than 2 points away, and the ranking of the methods per density.  ``[]`` without the CSV."""
+    than 2 points away, and the ranking of the methods per density (also of the thesis's networks on
+    our copy, where re-evaluated).  ``[]`` without the CSV."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -165,14 +166,22 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
         lines += ["Ranking per density (mean top-1, best first; `≈`: the two means differ by less than the "
                   "larger of their seed standard deviations; only methods both stores hold). `same`: one "
                   "order; `differs within seed noise`: no pair of methods is ordered one way in one store "
-                  "and the other way in the other beyond that margin; `differs`: some pair is.", ""]
+                  "and the other way in the other beyond that margin; `differs`: some pair is. Where the "
+                  "thesis's networks were re-evaluated on our copy, `thesis nets here` ranks them there and "
+                  "compares that order with the thesis's recorded one: what the data copy alone does to the "
+                  "thesis's ranking.", ""]
         for density, cell in part[part["method"] != "dense"].groupby("density"):
             if cell["method"].nunique() < 2:
                 continue
             stats = {who: cell.groupby("method")[col].agg(["mean", "std"])
-                     for who, col in (("ours", "top1_ours"), ("thesis", "top1_thesis"))}
-            lines.append(f"- {100 * density:g} %: ours {ranking(stats['ours'])}; thesis {ranking(stats['thesis'])} "
-                         f"({ranking_agreement(stats['ours'], stats['thesis'])})")
+                     for who, col in (("ours", "top1_ours"), ("thesis", "top1_thesis"),
+                                      ("here", "top1_thesis_here")) if col in cell}
+            line = (f"- {100 * density:g} %: ours {ranking(stats['ours'])}; thesis {ranking(stats['thesis'])} "
+                    f"({ranking_agreement(stats['ours'], stats['thesis'])})")
+            if "here" in stats and stats["here"]["mean"].notna().all():
+                line += (f"; thesis nets here {ranking(stats['here'])} "
+                         f"(vs the thesis: {ranking_agreement(stats['here'], stats['thesis'])})")
+            lines.append(line)
         lines.append("")
     return lines
 
