@@ -123,6 +123,37 @@ def test_outputs_clean(notebook):
             assert out.get("output_type") != "error", f"{name}: cell {i} has an error output"
             text = str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
             assert "/tmp/" not in text, f"{name}: cell {i} output comes from a development store"
+            assert "Warning" not in text, f"{name}: cell {i} output holds a warning: {text[:120]!r}"
+
+
+_KERNEL_IMPORT = """
+import sys, types, warnings
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")  # what tqdm reads as a Jupyter kernel
+import IPython
+IPython.get_ipython = lambda: types.SimpleNamespace()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    __import__(sys.argv[1])
+print(len(caught), *(str(w.message)[:20] for w in caught))
+"""
+
+
+def test_the_library_imports_without_a_warning_in_a_kernel_without_ipywidgets():
+    """``import utils`` in a notebook kernel prints nothing: tqdm.auto alone warns "IProgress not
+    found" there (the control), which every committed notebook used to show under its setup cell."""
+    import subprocess
+    import sys
+    try:
+        import ipywidgets  # noqa: F401
+        pytest.skip("ipywidgets is installed: tqdm draws widgets and never warns")
+    except ImportError:
+        pass
+
+    def warnings_on_import(module: str) -> str:
+        return subprocess.run([sys.executable, "-c", _KERNEL_IMPORT, module], capture_output=True, text=True,
+                              check=True, cwd=ROOT).stdout.strip()
+    assert warnings_on_import("tqdm.auto") == "1 IProgress not found."
+    assert warnings_on_import("utils") == "0"
 
 
 def test_inject_after_parameters():

@@ -193,6 +193,22 @@ def test_distance_heatmap():
     assert len(ax.texts) == 81
 
 
+def test_block_means_of_a_method_with_one_run_is_nan_without_a_warning():
+    """Method × method means of a runs × runs matrix leave the diagonal out; a method with a single
+    run has no pair with itself, so its own block is NaN (and numpy does not warn about it)."""
+    import warnings
+
+    from utils.figures.pairs import block_means
+    tags = ["syn_21", "syn_42", "sdeepr_21"]
+    values = pd.DataFrame([[1.0, 0.2, 0.5], [0.2, 1.0, 0.7], [0.5, 0.7, 1.0]], index=tags, columns=tags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        means = block_means(values)
+    assert means.loc["syn", "syn"] == 0.2
+    assert means.loc["syn", "sdeepr"] == means.loc["sdeepr", "syn"] == 0.6
+    assert np.isnan(means.loc["sdeepr", "sdeepr"])
+
+
 def test_first_layer_map_plot():
     fig = plots.first_layer_map_plot(np.arange(784.0).reshape(28, 28), "SynFlow, 50% density, seed 42")
     ax = fig.axes[0]

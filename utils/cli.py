@@ -218,7 +218,7 @@ def _dispatch(args) -> int:
         print(f"{len(paths)} stored run(s) verified under {root}")
         return 0
     if args.command == "compact":
-        from tqdm.auto import tqdm
+        from utils.progress import tqdm
 
         root = _existing_store(args)
         saved = [results.compact_init(file.parent) for file in tqdm(results.run_files(root), desc="compact",

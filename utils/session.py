@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def setup(threads: int | None = 1, root: str | os.PathLike | None = ROOT) -> Path:
-    """Prepare a session: working directory, thread counts (analysis and training), quiet progress bars.
+    """Prepare a session: working directory, thread counts (analysis and training).
 
     The analyses are many small matrix products, for which extra BLAS/OpenMP threads only add
     contention (FC correlation matrix on a busy 2-core machine: 12 s with 2 threads, 0.4 s
@@ -42,5 +41,4 @@ def setup(threads: int | None = 1, root: str | os.PathLike | None = ROOT) -> Pat
             os.environ[var] = str(threads)
         threadpool_limits(threads)
         torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in Jupyter without ipywidgets
     return Path.cwd()

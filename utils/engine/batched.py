@@ -32,7 +32,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from models.masks import density as model_density
 from models.masks import mask_of, raw_weight
@@ -51,6 +50,7 @@ from utils.engine.train import (
     use_bf16,
 )
 from utils.errors import UserError
+from utils.progress import tqdm
 
 
 class StackedFC:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from utils.errors import DataError
+from utils.progress import tqdm
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from models.masks import density as model_density
 from utils.engine.data import Dataset, batches
 from utils.engine.seeding import generator
 from utils.errors import UserError
+from utils.progress import tqdm
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 #: Schedules that set the learning rate every step rather than every epoch.

@@ -3,7 +3,6 @@ probe images.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -34,9 +33,7 @@ RESNET_RF = (3, 7, 11, 15, 21, 29, 37, 49, 65, 81, 32)
 # ----------------------------------------------------------------------------- N05, the thesis figure
 def probe_images(store: Store, dataset: str = "mnist") -> torch.Tensor:
     """The stored probe images of ``dataset``, normalised (fewer in fast mode)."""
-    with warnings.catch_warnings():  # utils.engine.data imports tqdm.auto, which warns in a kernel without ipywidgets
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        from utils.engine.data import DATASETS, normalize
+    from utils.engine.data import DATASETS, normalize
     from utils.runs.results import load_probe
     images, _ = load_probe(dataset, store.probe_root)
     if store.fast:

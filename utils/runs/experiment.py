@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from models import build_model
 from pruners import get_method
@@ -34,6 +33,7 @@ from utils.engine.data import Dataset, load_dataset, probe_images
 from utils.engine.seeding import seed_init
 from utils.engine.train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
 from utils.errors import UserError
+from utils.progress import tqdm
 from utils.runs import results
 from utils.runs.claims import claim_run
 

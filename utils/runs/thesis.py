@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from utils.errors import DataError, UserError
+from utils.progress import tqdm
 from utils.runs import results
 from utils.runs.thesis_source import (  # noqa: F401  (re-exported: the import's public names)
     ARCHIVE_NAME,

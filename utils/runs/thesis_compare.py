@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from utils.progress import tqdm
 from utils.runs.results import DEFAULT_ROOT, Run, content_digest, load_run_dir, read_record, runs
 from utils.runs.thesis import THESIS_OF, thesis_root
 

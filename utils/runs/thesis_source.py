@@ -26,9 +26,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from utils.errors import DataError, UserError
+from utils.progress import tqdm
 
 REPOSITORY = "tjayada/sparse_network_analysis"
 COMMIT = "7548f2c6a4aeb158a36cb2455f75c3e3151b0090"
