@@ -375,6 +375,28 @@ def test_gem_layer_section_lists_the_layers_far_from_the_thesis(tmp_path):
     assert "- 50 %: blocks.2.conv2 +2.22, fc -7.55 (seeds: ours 3, thesis 3)" in lines
 
 
+def test_gem_sanity_section_gives_the_paired_gaps_of_both_stores(tmp_path):
+    """mined − reinit and mined − shuffle paired by seed, mean ± sd over the seeds with that
+    finetune (a cut thesis log, NaN, is left out of its gap and of the shuffled density)."""
+    from utils.runs.report import gem_sanity_section
+    assert gem_sanity_section(tmp_path / "missing.csv") == []
+    rows = [(0.02, 21, "ours", 68.64, 67.63, 68.02, 0.02), (0.02, 21, "thesis", 73.0, 72.04, 15.16, 0.00266),
+            (0.02, 42, "thesis", 73.13, 72.35, 21.9, 0.00261), (0.5, 21, "thesis", 89.6, 89.99, float("nan"), 0.4),
+            (0.5, 42, "thesis", 89.57, 89.54, 87.94, 0.246)]
+    pd.DataFrame(rows, columns=["density", "seed", "source", "mined", "reinit", "shuffle", "shuffle_density"]
+                 ).assign(experiment="resnet20_cifar10").to_csv(tmp_path / "s.csv", index=False)
+    lines = gem_sanity_section(tmp_path / "s.csv")
+    assert "### resnet20_cifar10" in lines
+    text = "\n".join(lines)
+    # 2 %: ours one seed; the thesis's 73.0 − 72.04 = 0.96 and 73.13 − 72.35 = 0.78, 57.84 and 51.23,
+    # its shuffled density (0.266 + 0.261) / 2
+    assert ("| 2 %      | 1.01 (1)               | 0.62 (1)                | 2.00                         "
+            "| 0.87 ± 0.13 (2)          | 54.53 ± 4.67 (2)          | 0.26                           |") in text
+    # 50 %: no ours; the thesis's cut shuffle log (seed 21) is left out of the shuffle gap and density
+    assert ("| 50 %     |                        |                         |                              "
+            "| -0.18 ± 0.30 (2)         | 1.63 (1)                  | 24.60                          |") in text
+
+
 def test_summary_leaves_cells_without_runs_blank(tmp_path):
     """Per-cell tables show a blank where a method has no run at a density, never "nan"."""
     stored(tmp_path, density=0.2)

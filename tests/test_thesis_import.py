@@ -417,6 +417,46 @@ def test_compare_thesis_cli_writes_the_table(thesis_store, tmp_path):
     thesis_fc_2 = layers[(layers["density"] == 0.02) & (layers["layer"] == "6 layers.5")].iloc[0]
     assert thesis_fc_2["thesis"] == 33.53          # the thesis's classifier keeps a third at 2 %
     assert (layers["ours − thesis"] - (layers["ours"] - layers["thesis"])).abs().max() < 0.011
+    # and its sanity checks: 5 targets × 3 seeds, ours and the thesis's
+    sanity = pd.read_csv(tmp_path / "thesis_gem_miner_sanity.csv")
+    assert len(sanity) == 30 and sanity.groupby("source").size().to_dict() == {"ours": 15, "thesis": 15}
+
+
+def test_thesis_shuffle_density_is_the_expected_density_of_the_thesis_shuffle():
+    """Σ |flags|·mean(rounded) / N: literally on a small case, and as the mean of the thesis's
+    shuffle (permute the flags, AND the unshuffled rounded scores) over 400 permutations."""
+    from pruners.gem_miner import _permute
+    from utils.runs.thesis_compare import thesis_shuffle_density
+    tiny = {"flag.a": torch.tensor([True, True, False, False]), "scores.a": torch.tensor([True, False, True, False])}
+    assert thesis_shuffle_density(tiny) == 0.25
+    gen = torch.Generator().manual_seed(0)
+    extras = {"flag.a": torch.rand(50, 40, generator=gen) < 0.3, "scores.a": torch.rand(50, 40, generator=gen) < 0.1,
+              "flag.b": torch.rand(10, 10, generator=gen) < 0.9, "scores.b": torch.rand(10, 10, generator=gen) < 0.8}
+    expected = sum(float(extras[f"flag.{n}"].sum()) * float(extras[f"scores.{n}"].float().mean())
+                   for n in "ab") / 2100
+    assert thesis_shuffle_density(extras) == pytest.approx(expected, rel=1e-12)
+    kept = [sum(int((_permute(extras[f"flag.{n}"], gen) & extras[f"scores.{n}"]).sum()) for n in "ab")
+            for _ in range(400)]
+    assert np.mean(kept) / 2100 == pytest.approx(expected, abs=1.5 / 2100)
+
+
+def test_gem_miner_sanity_table_pairs_each_run_with_its_sanity_finetunes(thesis_store):
+    """Ours and the thesis's sanity finetunes by seed; a cut (FC 50 % s21) or missing (s63) thesis
+    log is NaN; the thesis's shuffled networks are far sparser than their target."""
+    from utils.runs.thesis_compare import gem_miner_sanity_table
+    table = gem_miner_sanity_table(thesis_store=thesis_store, experiments=("fc_mnist",))
+    assert len(table) == 30 and set(table["source"]) == {"ours", "thesis"}
+    row = table[(table["source"] == "thesis") & (table["density"] == 0.02) & (table["seed"] == 21)].iloc[0]
+    assert (row["mined"], row["reinit"], row["shuffle"]) == (91.06, 89.45, 10.28)
+    assert row["shuffle_density"] == pytest.approx(0.001891, abs=5e-7)
+    cut = table[(table["source"] == "thesis") & (table["density"] == 0.5)].set_index("seed")["shuffle"]
+    assert cut.isna().tolist() == [True, False, True] and cut[42] == 92.55
+    ours = table[table["source"] == "ours"]
+    assert (ours["shuffle_density"] - ours["density"]).abs().max() < 1e-3     # ours keeps the target
+    assert (table.loc[table["source"] == "thesis", "shuffle_density"] < 0.04).all()
+    # the thesis's ResNet-20 10 % seed 42 is mined to 5 %: left out of the 10 % rows
+    resnet = gem_miner_sanity_table(thesis_store=thesis_store, experiments=("resnet20_cifar10",))
+    assert sorted(resnet.loc[(resnet["source"] == "thesis") & (resnet["density"] == 0.1), "seed"]) == [21, 63]
 
 
 @pytest.mark.parametrize("density,label,expected", [(0.04998, 10, 5), (0.0297, 10, None), (0.1, 10, None),

@@ -238,24 +238,31 @@ def _dispatch(args) -> int:
 
         from utils.engine.train import torch_threads
         from utils.runs.thesis import is_imported, thesis_root
-        from utils.runs.thesis_compare import SOURCES, compare_with_thesis, gem_miner_layer_table, summary
+        from utils.runs.thesis_compare import (
+            SOURCES,
+            compare_with_thesis,
+            gem_miner_layer_table,
+            gem_miner_sanity_table,
+            summary,
+        )
         if not is_imported(args.thesis or thesis_root()):
             raise UserError(f"no thesis import at {args.thesis or thesis_root()}: run "
                             f"python -m utils.cli import-thesis [SOURCE] first")
         if not results.run_files(root := _existing_store(args)):
             raise UserError(f"no stored runs under {root} to compare with the thesis's")
         out = Path(args.out or Path(args.results or results.DEFAULT_ROOT) / "thesis_comparison.csv")
-        # Gem-Miner's mined per-layer profile next to the thesis's goes beside the comparison table;
-        # rows of experiments not compared this time stay as they were, and rows computed from the
-        # same runs and test arrays are reused (utils.runs.thesis_compare)
-        files = (out, out.with_name("thesis_gem_miner_layers.csv"))
-        earlier = [_earlier_table(out, dict.fromkeys(SOURCES, str)), _earlier_table(files[1])]
+        # Gem-Miner's mined per-layer profile and its sanity checks next to the thesis's go beside
+        # the comparison table; rows of experiments not compared this time stay as they were, and
+        # rows computed from the same runs and test arrays are reused (utils.runs.thesis_compare)
+        files = (out, out.with_name("thesis_gem_miner_layers.csv"), out.with_name("thesis_gem_miner_sanity.csv"))
+        earlier = [_earlier_table(out, dict.fromkeys(SOURCES, str))] + [_earlier_table(f) for f in files[1:]]
         kept = [None if e is None else e[~e["experiment"].isin(args.experiments)] for e in earlier]
         with torch_threads(1):
             table = compare_with_thesis(args.results, args.thesis, args.data_dir, progress=not args.quiet,
                                         experiments=tuple(args.experiments), previous=earlier[0])
             layers = gem_miner_layer_table(args.results, args.thesis, tuple(args.experiments))
-        for file, rest, new in zip(files, kept, (table, layers)):
+            sanity = gem_miner_sanity_table(args.results, args.thesis, tuple(args.experiments))
+        for file, rest, new in zip(files, kept, (table, layers, sanity)):
             results.write_atomic(file, _merged(rest, new).to_csv(index=False, float_format="%.6g").encode())
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summary(table).to_string())

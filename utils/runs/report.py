@@ -3,7 +3,7 @@ reason for every cell more than 2 points away), Gem-Miner's mined per-layer dens
 thesis's, and the image-quality (JPEG) experiment.
 
 Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``,
-``thesis_gem_miner_layers.csv``, the ``jpeg_effect/`` runs);
+``thesis_gem_miner_layers.csv``, ``thesis_gem_miner_sanity.csv``, the ``jpeg_effect/`` runs);
 :func:`utils.runs.results.write_summary` puts them into ``README.md``.
 """
 from __future__ import annotations
@@ -39,10 +39,12 @@ def _only(table: pd.DataFrame, experiments: tuple[str, ...] | None) -> pd.DataFr
 
 def sections(root: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
     """Every explanatory section of the store at ``root`` (optionally of some experiments only):
-    ours vs the thesis with the notes, Gem-Miner's per-layer profile, the JPEG experiment."""
+    ours vs the thesis with the notes, Gem-Miner's per-layer profile and sanity checks, the JPEG
+    experiment."""
     root = Path(root)
     return (thesis_sections(root / "thesis_comparison.csv", load_cell_notes(root / "cell_notes.yaml"), experiments)
             + gem_layer_section(root / "thesis_gem_miner_layers.csv", experiments)
+            + gem_sanity_section(root / "thesis_gem_miner_sanity.csv", experiments)
             + jpeg_section(root, experiments))
 
 
@@ -243,6 +245,43 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
         lines += [f"### {experiment}", "", wide.rename_axis(None, axis=1).to_markdown(), ""]
         lines += [f"Layers more than {EXPLAIN_ABOVE:g} points from the thesis's, per target:", ""]
         lines += [_far_layers(target) for _, target in part.groupby("density")] + [""]
+    return lines
+
+
+def gem_sanity_section(path: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
+    """README section from ``thesis_gem_miner_sanity.csv`` (written by ``compare-thesis``): per
+    target, the mined network's final top-1 minus each sanity finetune's, paired by seed, ours and
+    the thesis's (``mean ± sd (seeds)``), and the density of each store's shuffled networks.
+    ``[]`` without the CSV or rows."""
+    path = Path(path)
+    table = _only(pd.read_csv(path), experiments) if path.is_file() else pd.DataFrame()
+    if table.empty:
+        return []
+    lines = ["## Gem-Miner's sanity checks, ours and the thesis's", "",
+             "Final test top-1 of the mined network minus that of its sanity finetune with the same seed "
+             "(points, mean ± sd over the seeds with that finetune): *reinit* keeps the mask and draws new "
+             "weights, *shuffle* permutes the mask within each layer. A gap near 0 says the mined weights "
+             "(reinit) or the mined positions within each layer (shuffle) add nothing to the per-layer "
+             "profile. The thesis's mask shuffle is not at the target: it permutes the flags and ANDs them "
+             "with the *unshuffled* rounded scores (a thesis bug; our default permutes the effective mask per "
+             "layer, `GemMinerOptions(mode=\"thesis\")` builds the thesis's), so its shuffled networks keep "
+             "about the density in the last column (the expectation from its stored flags and scores; its logs "
+             "repeat the unshuffled density) and its large shuffle gaps measure that lost density, not the "
+             "value of the mined positions. A thesis sanity log that is missing or ends early is left out, as "
+             "is a thesis run mined to another target's density (`thesis_gem_miner_sanity.csv`).", ""]
+    for experiment, part in table.groupby("experiment", sort=True):
+        part = part.assign(reinit_gap=part["mined"] - part["reinit"], shuffle_gap=part["mined"] - part["shuffle"])
+        rows = []
+        for density, cell in part.groupby("density"):
+            row = {"target": f"{100 * density:g} %"}
+            for source in ("ours", "thesis"):
+                runs = cell[cell["source"] == source]
+                shuffled = runs.loc[runs["shuffle"].notna(), "shuffle_density"]
+                row[f"{source}: mined − reinit"] = mean_sd(runs["reinit_gap"])
+                row[f"{source}: mined − shuffle"] = mean_sd(runs["shuffle_gap"])
+                row[f"{source}: shuffled density (%)"] = f"{100 * shuffled.mean():.2f}" if len(shuffled) else ""
+            rows.append(row)
+        lines += [f"### {experiment}", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
     return lines
 
 

@@ -221,6 +221,75 @@ def gem_miner_layer_table(ours_root: str | os.PathLike | None = None,
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
+#: Gem-Miner's sanity finetunes: our stored method → the thesis's log of it (``import-thesis``)
+SANITY_LOGS = {"gem-miner-reinit": "history_weight_reinit.csv", "gem-miner-shuffle": "history_mask_shuffle.csv"}
+
+
+def thesis_shuffle_density(extras: dict[str, torch.Tensor]) -> float:
+    """Expected density of a Gem-Miner run's mask-shuffle network as the thesis builds it.
+
+    The thesis permutes each layer's flags and ANDs them with the *unshuffled* rounded scores
+    (SPEC §8.3), and its log repeats the unshuffled density.  A permuted flag lands on a kept
+    score with probability mean(rounded) of its layer, so the expectation is
+    Σ_layers |flags| · mean(rounded) / Σ_layers numel.
+
+    ``extras``: the run's ``flag.<layer>`` and ``scores.<layer>`` (rounded scores, bool) tensors.
+
+    Example: one layer of 4 weights, flags 2, rounded scores 2 → 2 · 0.5 / 4 = 0.25.
+    """
+    layers = [k.removeprefix("flag.") for k in extras if k.startswith("flag.")]
+    kept = sum(float(extras[f"flag.{n}"].sum()) * float(extras[f"scores.{n}"].float().mean()) for n in layers)
+    return kept / sum(extras[f"flag.{n}"].numel() for n in layers)
+
+
+def _last_top1(table: pd.DataFrame | None, epochs: int) -> float:
+    """Final top-1 of a sanity log, NaN when it is missing or ends before ``epochs`` rows (a cut log)."""
+    return float(table["top1"].iloc[-1]) if table is not None and len(table) >= epochs else math.nan
+
+
+def gem_miner_sanity_table(ours_root: str | os.PathLike | None = None,
+                           thesis_store: str | os.PathLike | None = None,
+                           experiments: tuple[str, ...] = tuple(THESIS_OF)) -> pd.DataFrame:
+    """Gem-Miner's final test top-1 (%) next to its two sanity finetunes', ours and the thesis's, for
+    every experiment × density × seed where a store holds a sanity run.
+
+    Columns: experiment, density (target fraction), seed, source (``"ours"``/``"thesis"``), mined,
+    reinit, shuffle (final top-1; NaN for a missing or cut log), shuffle_density (fraction: ours as
+    stored; the thesis's the expectation of :func:`thesis_shuffle_density`, since its log does not
+    record it).  The pairs are within one store, so the gaps compare across data copies.  A thesis
+    run mined to another target's density (:func:`utils.runs.thesis.mislabelled_as`) is left out.
+    """
+    from utils.runs.thesis import mislabelled_as
+    ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
+    columns = ["experiment", "density", "seed", "source", "mined", "reinit", "shuffle", "shuffle_density"]
+    keys, mine = ["experiment", "density", "seed"], runs(ours_root)
+    mine = mine[mine["experiment"].isin(experiments) & mine["method"].str.startswith("gem-miner")]
+    frames = []
+    if not mine.empty:
+        top1 = mine.pivot_table(index=keys, columns="method", values="final_top1")
+        top1 = top1.reindex(columns=["gem-miner", *SANITY_LOGS]).dropna(subset=["gem-miner"])
+        ours = top1.dropna(how="all", subset=list(SANITY_LOGS)).set_axis(["mined", "reinit", "shuffle"], axis=1)
+        shuffled = mine[mine["method"] == "gem-miner-shuffle"].set_index(keys)["density_achieved"]
+        frames.append(ours.assign(source="ours", shuffle_density=shuffled).reset_index()[columns])
+    rows = []
+    theirs = runs(thesis_store)
+    wanted = {THESIS_OF[e]: e for e in experiments}
+    for row in theirs[(theirs["method"] == "gem-miner") & theirs["experiment"].isin(wanted)].itertuples():
+        if mislabelled_as(row.density_achieved, round(row.density * 100, 6)) is not None:
+            continue
+        run = load_run_dir(thesis_store / row.path)
+        logs = {m: run.table(f) if f in run.info["files"] else None for m, f in SANITY_LOGS.items()}
+        if all(log is None for log in logs.values()):
+            continue
+        epochs = len(run.history)
+        rows.append([wanted[row.experiment], row.density, row.seed, "thesis", row.final_top1,
+                     _last_top1(logs["gem-miner-reinit"], epochs), _last_top1(logs["gem-miner-shuffle"], epochs),
+                     thesis_shuffle_density(run.extras())])
+    frames += [pd.DataFrame(rows, columns=columns)] if rows else []
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return table.sort_values(["experiment", "density", "source", "seed"], ignore_index=True)
+
+
 def _nearest_125(value: float) -> float:
     """The value of the 1-2-5 series (…, 0.01, 0.02, 0.05, 0.1, …) nearest to ``value`` in log scale."""
     grid = [m * 10.0 ** e for e in range(-6, 2) for m in (1, 2, 5)]
