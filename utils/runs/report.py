@@ -37,6 +37,12 @@ def _only(table: pd.DataFrame, experiments: tuple[str, ...] | None) -> pd.DataFr
     return table if experiments is None or table.empty else table[table["experiment"].isin(experiments)]
 
 
+def _read(path: str | Path, experiments: tuple[str, ...] | None) -> pd.DataFrame:
+    """The rows of the store's CSV ``path`` of ``experiments`` (all if None); empty without the file."""
+    path = Path(path)
+    return _only(pd.read_csv(path), experiments) if path.is_file() else pd.DataFrame()
+
+
 def sections(root: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
     """Every explanatory section of the store at ``root`` (optionally of some experiments only):
     ours vs the thesis with the notes, Gem-Miner's per-layer profile and sanity checks, the JPEG
@@ -132,12 +138,10 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
     thesis's networks re-evaluated on our data copy), a sentence from ``notes`` for every cell more
     than 2 points away, and the ranking of the methods per density (also of the thesis's networks on
     our copy, where re-evaluated).  ``[]`` without the CSV."""
-    path = Path(path)
-    if not path.is_file():
-        return []
     notes = notes or {}
-    table = _only(pd.read_csv(path), experiments)
-    table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]      # sanity variants: not ranked
+    table = _read(path, experiments)
+    if not table.empty:
+        table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]  # sanity variants: not ranked
     if table.empty:
         return []
     table = thesis_at_label(table)
@@ -226,8 +230,7 @@ def gem_layer_section(path: str | Path, experiments: tuple[str, ...] | None = No
     """README section from ``thesis_gem_miner_layers.csv`` (written by ``compare-thesis``): Gem-Miner's
     mined flag density per layer, ours / the thesis's (mean over seeds), one column per target.
     ``[]`` without the CSV or rows."""
-    path = Path(path)
-    table = _only(pd.read_csv(path), experiments) if path.is_file() else pd.DataFrame()
+    table = _read(path, experiments)
     if table.empty:
         return []
     lines = ["## Gem-Miner's mined density per layer, ours / the thesis's", "",
@@ -253,8 +256,7 @@ def gem_sanity_section(path: str | Path, experiments: tuple[str, ...] | None = N
     target, the mined network's final top-1 minus each sanity finetune's, paired by seed, ours and
     the thesis's (``mean ± sd (seeds)``), and the density of each store's shuffled networks.
     ``[]`` without the CSV or rows."""
-    path = Path(path)
-    table = _only(pd.read_csv(path), experiments) if path.is_file() else pd.DataFrame()
+    table = _read(path, experiments)
     if table.empty:
         return []
     lines = ["## Gem-Miner's sanity checks, ours and the thesis's", "",
