@@ -289,7 +289,13 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     assert ("- **synflow 10 %** (ours 81.00, thesis 86.00, Δ -5.00): its nets score 76.00 here, ours +5.00"
             in text)
     assert "**random" not in text
+    assert "Ranking per density" in text
     assert thesis_sections(tmp_path / "missing.csv") == []
+    # a store of one method (e.g. results/thesis_quirks: Gem-Miner only) has nothing to rank
+    one = pd.read_csv(tmp_path / "c.csv").query("method == 'synflow'")
+    one.to_csv(tmp_path / "one.csv", index=False)
+    text = "\n".join(thesis_sections(tmp_path / "one.csv", notes))
+    assert "**synflow 10 %**" in text and "Ranking" not in text
 
 
 @pytest.mark.parametrize("method,density,expected", [
@@ -395,6 +401,12 @@ def test_gem_sanity_section_gives_the_paired_gaps_of_both_stores(tmp_path):
     # 50 %: no ours; the thesis's cut shuffle log (seed 21) is left out of the shuffle gap and density
     assert ("| 50 %     |                        |                         |                              "
             "| -0.18 ± 0.30 (2)         | 1.63 (1)                  | 24.60                          |") in text
+    assert not any("mode `thesis`" in line for line in lines)
+    # our networks mined in the thesis's mode get a sentence saying so
+    table = pd.read_csv(tmp_path / "s.csv").assign(mode=["thesis"] * 5)
+    table.to_csv(tmp_path / "s.csv", index=False)
+    assert any(line.startswith("Our networks here were mined in mode `thesis`")
+               for line in gem_sanity_section(tmp_path / "s.csv"))
 
 
 def test_summary_leaves_cells_without_runs_blank(tmp_path):

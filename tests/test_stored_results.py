@@ -30,6 +30,17 @@ def stored_ids(*experiments):
     return [pytest.param(path, id=path) for path in rows["path"]]
 
 
+#: a further store inside results/, with its own README and summary: FC Gem-Miner mined as the
+#: thesis ran it, bugs included (profile thesis-quirks, seed 21)
+QUIRKS = results.DEFAULT_ROOT / "thesis_quirks"
+
+
+def quirks_ids():
+    """The thesis-quirks store's runs, as paths under results/."""
+    paths = results.runs(QUIRKS)["path"] if QUIRKS.is_dir() else []
+    return [pytest.param(f"{QUIRKS.name}/{path}", id=f"{QUIRKS.name}/{path}") for path in paths]
+
+
 def resnet_sample():
     """(path, exact) of the sampled ResNet-20 runs: the first of each method and the first of each
     recorded precision (fp32 runs come from CPUs without native bf16); ``exact``: the latter,
@@ -50,7 +61,7 @@ def test_results_stay_small():
     assert total < MAX_RESULTS_BYTES, f"results/ holds {total / 1e6:.1f} MB"
 
 
-@pytest.mark.parametrize("path", stored_ids())
+@pytest.mark.parametrize("path", stored_ids() + quirks_ids())
 def test_run_loads_and_hits_its_density(path):
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     info = run.info
@@ -74,7 +85,7 @@ def test_no_gem_miner_layer_collapses(path):
     collapsed the classifier to 1 of 640 weights: 0.016 × its 10 % target, at 10 % accuracy.
     Global scope makes the per-layer profile a result, so the bound is loose: the thesis's own
     networks go down to 0.20 × (FC 2 %, first layer 0.40 %) and 0.43 × (ResNet-20 20 %, the
-    classifier at 8.59 %, mean of its 3 seeds; ours: 8.59 % too), and reaching every class is
+    classifier at 8.59 %, mean of its 3 seeds; ours: 7.81 %, 2 seeds), and reaching every class is
     not the invariant either (at 2 % a 640-weight classifier keeps 13 weights)."""
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     kept = {name: mask.double().mean().item() for name, mask in run.masks("effective").items()}
@@ -87,7 +98,7 @@ def mnist(real_data_dir):
     return load_dataset("mnist", real_data_dir, download=False)
 
 
-@pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static"))
+@pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static") + quirks_ids())
 def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
     with torch.no_grad():
@@ -196,3 +207,25 @@ def test_notebook_shows_each_experiments_explanations_alone(tmp_path, capsys):
     assert "### fc_mnist" in fc and "| 6 layers.5 |" in fc and "resnet20" not in fc
     assert F.show(F.ours_vs_thesis, F.Store(tmp_path), F.FC) is None
     assert capsys.readouterr().out.startswith("skipped ours_vs_thesis: ")
+
+
+def test_thesis_quirks_store_reproduces_the_thesis_gem_miner():
+    """Mined in the thesis's mode, our FC Gem-Miner (seed 21) does what the thesis's did: the
+    mask ends near 3 % for every target of 5 % and above (thesis: 2.9-3.0 %), the mask shuffle
+    keeps about the density the thesis's shuffle keeps and collapses where it did (2-10 %), and
+    the accuracies agree with the thesis's seed 21 within its own seed spread."""
+    import pandas as pd
+    table = results.runs(QUIRKS)
+    assert len(table) == 15 and set(table["profile"]) == {"thesis-quirks"} and set(table["seed"]) == {21}
+    mined = table[table["method"] == "gem-miner"].set_index("density")
+    assert mined.loc[[0.05, 0.1, 0.2, 0.5], "density_achieved"].between(0.0285, 0.0290).all()
+    sanity = pd.read_csv(QUIRKS / "thesis_gem_miner_sanity.csv").query("seed == 21")
+    ours, theirs = (sanity[sanity["source"] == who].set_index("density") for who in ("ours", "thesis"))
+    assert (ours["mode"] == "thesis").all()
+    # shuffled density: ours as stored, the thesis's expected from its flags and scores
+    assert ((ours["shuffle_density"] / theirs["shuffle_density"]).between(0.9, 1.1)).all()
+    assert (ours.loc[[0.02, 0.05, 0.1], "shuffle"] < 15).all()
+    assert (theirs.loc[[0.02, 0.05, 0.1], "shuffle"] < 19).all()
+    # within 1.5 points of the thesis's seed 21 (its three seeds span up to 1.94 points: reinit at 2 %)
+    assert ((ours["mined"] - theirs["mined"]).abs() < 1.5).all()
+    assert ((ours["reinit"] - theirs["reinit"]).abs() < 1.5).all()

@@ -453,6 +453,7 @@ def test_gem_miner_sanity_table_pairs_each_run_with_its_sanity_finetunes(thesis_
     assert cut.isna().tolist() == [True, False, True] and cut[42] == 92.55
     ours = table[table["source"] == "ours"]
     assert (ours["shuffle_density"] - ours["density"]).abs().max() < 1e-3     # ours keeps the target
+    assert set(ours["mode"]) == {"target"} and set(table.loc[table["source"] == "thesis", "mode"]) == {"thesis"}
     assert (table.loc[table["source"] == "thesis", "shuffle_density"] < 0.04).all()
     # the thesis's ResNet-20 10 % seed 42 is mined to 5 %: left out of the 10 % rows
     resnet = gem_miner_sanity_table(thesis_store=thesis_store, experiments=("resnet20_cifar10",))

@@ -169,13 +169,7 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
         if len(far):
             lines += ["Cells more than 2 points from the thesis:", ""]
             lines += [_explanation(cell, notes) for cell in far.itertuples()] + [""]
-        lines += ["Ranking per density (mean top-1, best first; `≈`: the two means differ by less than the "
-                  "larger of their seed standard deviations; only methods both stores hold). `same`: one "
-                  "order; `differs within seed noise`: no pair of methods is ordered one way in one store "
-                  "and the other way in the other beyond that margin; `differs`: some pair is. Where the "
-                  "thesis's networks were re-evaluated on our copy, `thesis nets here` ranks them there and "
-                  "compares that order with the thesis's recorded one: what the data copy alone does to the "
-                  "thesis's ranking.", ""]
+        rankings = []
         for density, cell in part[part["method"] != "dense"].groupby("density"):
             if cell["method"].nunique() < 2:
                 continue
@@ -187,8 +181,16 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
             if "here" in stats and stats["here"]["mean"].notna().all():
                 line += (f"; thesis nets here {ranking(stats['here'])} "
                          f"(vs the thesis: {ranking_agreement(stats['here'], stats['thesis'])})")
-            lines.append(line)
-        lines.append("")
+            rankings.append(line)
+        if not rankings:                            # one method per density: nothing to rank
+            continue
+        lines += ["Ranking per density (mean top-1, best first; `≈`: the two means differ by less than the "
+                  "larger of their seed standard deviations; only methods both stores hold). `same`: one "
+                  "order; `differs within seed noise`: no pair of methods is ordered one way in one store "
+                  "and the other way in the other beyond that margin; `differs`: some pair is. Where the "
+                  "thesis's networks were re-evaluated on our copy, `thesis nets here` ranks them there and "
+                  "compares that order with the thesis's recorded one: what the data copy alone does to the "
+                  "thesis's ranking.", ""] + rankings + [""]
     return lines
 
 
@@ -284,6 +286,9 @@ def gem_sanity_section(path: str | Path, experiments: tuple[str, ...] | None = N
                 row[f"{source}: shuffled density (%)"] = f"{100 * shuffled.mean():.2f}" if len(shuffled) else ""
             rows.append(row)
         lines += [f"### {experiment}", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+        if "mode" in part and (part.loc[part["source"] == "ours", "mode"] == "thesis").any():
+            lines += ["Our networks here were mined in mode `thesis` (profile `thesis-quirks`): their rounding "
+                      "and mask shuffle are the thesis's, bug included.", ""]
     return lines
 
 

@@ -256,12 +256,13 @@ def gem_miner_sanity_table(ours_root: str | os.PathLike | None = None,
     Columns: experiment, density (target fraction), seed, source (``"ours"``/``"thesis"``), mined,
     reinit, shuffle (final top-1; NaN for a missing or cut log), shuffle_density (fraction: ours as
     stored; the thesis's the expectation of :func:`thesis_shuffle_density`, since its log does not
-    record it).  The pairs are within one store, so the gaps compare across data copies.  A thesis
+    record it), mode (Gem-Miner's rounding and shuffle: ours as run.json records it, the thesis's
+    ``"thesis"``).  The pairs are within one store, so the gaps compare across data copies.  A thesis
     run mined to another target's density (:func:`utils.runs.thesis.mislabelled_as`) is left out.
     """
     from utils.runs.thesis import mislabelled_as
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
-    columns = ["experiment", "density", "seed", "source", "mined", "reinit", "shuffle", "shuffle_density"]
+    columns = ["experiment", "density", "seed", "source", "mined", "reinit", "shuffle", "shuffle_density", "mode"]
     keys, mine = ["experiment", "density", "seed"], runs(ours_root)
     mine = mine[mine["experiment"].isin(experiments) & mine["method"].str.startswith("gem-miner")]
     frames = []
@@ -270,7 +271,9 @@ def gem_miner_sanity_table(ours_root: str | os.PathLike | None = None,
         top1 = top1.reindex(columns=["gem-miner", *SANITY_LOGS]).dropna(subset=["gem-miner"])
         ours = top1.dropna(how="all", subset=list(SANITY_LOGS)).set_axis(["mined", "reinit", "shuffle"], axis=1)
         shuffled = mine[mine["method"] == "gem-miner-shuffle"].set_index(keys)["density_achieved"]
-        frames.append(ours.assign(source="ours", shuffle_density=shuffled).reset_index()[columns])
+        mined = mine[mine["method"] == "gem-miner"].set_index(keys)["path"]
+        mode = mined.map(lambda path: read_record(ours_root / path, verify=False)["info"].get("mode"))
+        frames.append(ours.assign(source="ours", shuffle_density=shuffled, mode=mode).reset_index()[columns])
     rows = []
     theirs = runs(thesis_store)
     wanted = {THESIS_OF[e]: e for e in experiments}
@@ -284,7 +287,7 @@ def gem_miner_sanity_table(ours_root: str | os.PathLike | None = None,
         epochs = len(run.history)
         rows.append([wanted[row.experiment], row.density, row.seed, "thesis", row.final_top1,
                      _last_top1(logs["gem-miner-reinit"], epochs), _last_top1(logs["gem-miner-shuffle"], epochs),
-                     thesis_shuffle_density(run.extras())])
+                     thesis_shuffle_density(run.extras()), "thesis"])
     frames += [pd.DataFrame(rows, columns=columns)] if rows else []
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return table.sort_values(["experiment", "density", "source", "seed"], ignore_index=True)
