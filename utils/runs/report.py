@@ -1,6 +1,6 @@
 """The README sections that explain the stored runs: ours next to the thesis cell by cell (with the
-reason for every cell more than 2 points away), Gem-Miner's mined per-layer density next to the
-thesis's, and the image-quality (JPEG) experiment.
+reason for every cell more than 2 points away), Gem-Miner's mined per-layer density and its sanity
+checks next to the thesis's, and the image-quality (JPEG) experiment.
 
 Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``,
 ``thesis_gem_miner_layers.csv``, ``thesis_gem_miner_sanity.csv``, the ``jpeg_effect/`` runs);
