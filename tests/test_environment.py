@@ -68,6 +68,27 @@ def test_every_run_of_every_profile_resolves(path):
             assert 0 < settings.density <= 1 and settings.train.epochs >= 1
 
 
+def test_the_thesis_quirks_profile_is_the_thesis_profile_with_gem_miners_thesis_mode():
+    """A YAML merge copies only the top level of a mapping: the thesis-quirks profile must still
+    hold every other setting of the thesis profile, and its runs differ from the thesis's only in
+    Gem-Miner's options (mode) and hence the recipe digest."""
+    import copy
+
+    from utils.runs.experiment import grid, load_config, recipe_record, run_settings
+    config = load_config("fc_mnist")
+    thesis, quirks = config["profiles"]["thesis"], copy.deepcopy(config["profiles"]["thesis-quirks"])
+    assert quirks["methods"]["gem-miner"]["options"].pop("mode") == "thesis"
+    assert quirks == thesis
+    specs = grid(config, "thesis"), grid(config, "thesis-quirks")
+    assert [s.label for s in specs[0]] == [s.label for s in specs[1]]
+    for a, b in zip(*specs):
+        sa, sb = run_settings(a, config), run_settings(b, config)
+        assert sa.train == sb.train and sa.density == sb.density
+        same_recipe = (recipe_record("thesis", thesis, sa)["settings_sha256"]
+                       == recipe_record("thesis-quirks", config["profiles"]["thesis-quirks"], sb)["settings_sha256"])
+        assert same_recipe == (a.method != "gem-miner"), a.label
+
+
 def test_a_profile_the_method_cannot_train_with_fails_before_training(tmp_path):
     from utils.errors import UserError
     from utils.runs.experiment import grid, load_config, sweep
