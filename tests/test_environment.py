@@ -184,3 +184,28 @@ def test_the_evaluation_batch_changes_neither_results_nor_recipe_nor_checkpoint_
     assert [r["epochs"] for r in scope.restored] == [1]
     pd_cols = ["epoch", "train_loss", "top1"]
     assert history[pd_cols].equals(first[pd_cols]) and torch.equal(again.fc.weight, model.fc.weight)
+
+
+def _recipe_search():
+    from utils.runs.experiment import load_config
+    config = load_config("resnet20_cifar10")
+    return config, config["recipe_search"]
+
+
+@pytest.mark.parametrize("entry", _recipe_search()[1], ids=lambda e: e["recipe"])
+def test_each_recorded_validation_run_agrees_with_its_own_curve(entry):
+    """The recipe search's summary numbers are read off its per-epoch validation curve: one value
+    per epoch of the recipe, the final value last, and the convergence measure val(E) − val(0.8·E)."""
+    epochs = int(re.search(r"(\d+) epochs", entry["recipe"]).group(1))
+    val = entry["val"]
+    assert len(val) == epochs
+    assert entry["final_val"] == val[-1]
+    assert entry["gain_last_fifth"] == pytest.approx(val[-1] - val[round(0.8 * epochs) - 1], abs=1e-9)
+
+
+def test_the_cpu_profile_is_one_of_the_recorded_validation_runs():
+    config, search = _recipe_search()
+    train = config["profiles"]["cpu"]["train"]
+    chosen = (f"{train['schedule']} ×{train['gamma']} at {'/'.join(map(str, train['milestones']))}, "
+              f"lr {train['lr']}, {train['epochs']} epochs")
+    assert chosen in [e["recipe"] for e in search]
