@@ -21,7 +21,7 @@ def test_thesis_notebook_writes_every_figure(tmp_path):
     nb, _ = execute(ROOT / "thesis_notebook.ipynb", {"FIGURES": str(tmp_path)}, output=tmp_path / "out.ipynb")
     text = outputs_text(nb)
     # a figure may be skipped only for runs not stored under the current recipe: while a grid is
-    # retrained (ResNet-20, recipe v2), its figures are skipped; once it is complete, none may be
+    # retrained (ResNet-20 under recipe v3), its figures are skipped; once it is complete, none may be
     skipped = set(re.findall(r"^skipped (\S+):.*$", text, flags=re.M))
     store = Store("results")
     incomplete = {e for e in (FC, RESNET) if any(not store.has(*key) for key in grid(e))}

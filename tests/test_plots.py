@@ -407,33 +407,41 @@ def test_notebook_covers_every_figure_in_order():
     assert len(F.FIGURE_NAMES) == 33
 
 
+def _store_of_stored_runs(tmp_path, monkeypatch, runs: dict[str, str], bf16: list[bool] | None = None):
+    """A store in ``tmp_path`` of copies of stored ResNet-20 runs (``{copy: stored run}``), relabelled
+    as recipe v2 of the cpu profile (30 epochs) and made the current recipe, so that the literal titles
+    below hold whichever recipe the stored grid is trained under.  ``bf16``: each copy's precision
+    (default: as stored)."""
+    import shutil
+
+    from utils.runs import results
+    for i, (copy, source) in enumerate(runs.items()):
+        run = tmp_path / "resnet20_cifar10" / copy
+        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / source, run)
+        record = json.loads((run / "run.json").read_text())
+        record["recipe"]["version"], record["config"]["train"]["epochs"] = 2, 30
+        if bf16 is not None:
+            record["compute"]["bf16"] = bf16[i]
+        (run / "run.json").write_text(json.dumps(record))
+    monkeypatch.setattr(F.Store, "recipe_version", lambda self, experiment: 2)
+    return F.Store(tmp_path)
+
+
 @pytest.mark.parametrize("bf16s,expected", [
     ([True, True], "cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"),
     ([True, False, True], "cpu profile v2, 30 epochs, bf16 autocast (2 runs) + fp32 (1 run); "
                           "CIFAR-10 copy: jpeg-q75"),
     ([False], "cpu profile v2, 30 epochs; CIFAR-10 copy: jpeg-q75"),       # fp32 alone: not named
 ])
-def test_the_recipe_note_names_the_precision_where_bf16_is_involved(tmp_path, bf16s, expected):
-    import shutil
-
-    from utils.runs import results
-    source = results.DEFAULT_ROOT / "resnet20_cifar10" / "dense" / "d100" / "s21"
-    for seed, bf16 in zip((21, 42, 63), bf16s):
-        run = tmp_path / "resnet20_cifar10" / "dense" / "d100" / f"s{seed}"
-        shutil.copytree(source, run)
-        record = json.loads((run / "run.json").read_text())
-        record["compute"]["bf16"] = bf16
-        (run / "run.json").write_text(json.dumps(record))
-    assert F.Store(tmp_path).recipe_note("resnet20_cifar10") == expected
+def test_the_recipe_note_names_the_precision_where_bf16_is_involved(tmp_path, monkeypatch, bf16s, expected):
+    copies = {f"dense/d100/s{seed}": "dense/d100/s21" for seed in (21, 42, 63)[:len(bf16s)]}
+    assert _store_of_stored_runs(tmp_path, monkeypatch, copies, bf16s).recipe_note("resnet20_cifar10") == expected
 
 
-def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path):
-    import shutil
-
-    from utils.runs import results
-    for run in ("dense/d100/s21", "synflow/d20/s42"):          # stored in bf16 and in fp32
-        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
-    store, copy = F.Store(tmp_path), "; CIFAR-10 copy: jpeg-q75"
+def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path, monkeypatch):
+    store = _store_of_stored_runs(tmp_path, monkeypatch, {run: run for run in ("dense/d100/s21", "synflow/d20/s42")},
+                                  bf16=[True, False])
+    copy = "; CIFAR-10 copy: jpeg-q75"
     assert store.recipe_note("resnet20_cifar10") == \
         "cpu profile v2, 30 epochs, bf16 autocast (1 run) + fp32 (1 run)" + copy
     assert store.recipe_note("resnet20_cifar10", ["dense"]) == "cpu profile v2, 30 epochs, bf16 autocast" + copy
@@ -446,14 +454,11 @@ def test_the_recipe_note_counts_only_the_methods_a_figure_shows(tmp_path):
     assert store.recipe_note("resnet20_cifar10", runs=[("synflow", 0.1, 42)]) == ""
 
 
-def test_the_gem_miner_mining_title_counts_only_the_densities_it_draws(tmp_path):
+def test_the_gem_miner_mining_title_counts_only_the_densities_it_draws(tmp_path, monkeypatch):
     """Gem-Miner 10 % × 3 seeds (bf16) is drawn; 20 % seed 42 alone (fp32) is not, nor counted."""
-    import shutil
-
-    from utils.runs import results
-    for run in ("gem-miner/d10/s21", "gem-miner/d10/s42", "gem-miner/d10/s63", "gem-miner/d20/s42"):
-        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
-    fig = F.gem_mining(F.Store(tmp_path), "resnet20_cifar10")
+    runs = ("gem-miner/d10/s21", "gem-miner/d10/s42", "gem-miner/d10/s63", "gem-miner/d20/s42")
+    store = _store_of_stored_runs(tmp_path, monkeypatch, {run: run for run in runs}, bf16=[True, True, True, False])
+    fig = F.gem_mining(store, "resnet20_cifar10")
     try:
         assert fig._suptitle.get_text().splitlines()[1] == \
             "cpu profile v2, 30 epochs, bf16 autocast; CIFAR-10 copy: jpeg-q75"
@@ -463,15 +468,11 @@ def test_the_gem_miner_mining_title_counts_only_the_densities_it_draws(tmp_path)
 
 
 def test_a_store_reads_the_run_records_once_for_its_tables(tmp_path, monkeypatch):
-    import shutil
-
     from utils.figures import store as store_module
     from utils.runs import results
-    for run in ("dense/d100/s21", "synflow/d20/s42"):
-        shutil.copytree(results.DEFAULT_ROOT / "resnet20_cifar10" / run, tmp_path / "resnet20_cifar10" / run)
+    store = _store_of_stored_runs(tmp_path, monkeypatch, {run: run for run in ("dense/d100/s21", "synflow/d20/s42")})
     reads = []
     monkeypatch.setattr(store_module, "runs", lambda root: reads.append(root) or results.runs(root))
-    store = F.Store(tmp_path)
     assert store.recipe_note("resnet20_cifar10", ["dense"]).startswith("cpu profile v2, 30 epochs")
     assert store.achieved("resnet20_cifar10", ["synflow"]).loc["synflow", 20.0] == 20.18
     assert store.inventory().loc[("resnet20_cifar10", "dense"), 100.0] == 1

@@ -166,6 +166,30 @@ def test_summary_says_which_precision_runs_trained_in(tmp_path):
     assert "## exp (profile: p; precision: bf16 ×1, fp32 ×2; trained" in (tmp_path / "README.md").read_text()
 
 
+def test_summary_never_averages_two_recipe_versions(tmp_path):
+    """While a grid is retrained under a new recipe, each version gets its own section, the newest
+    first, and the older one says that figures leave it out."""
+    stored(tmp_path, density=0.2, record={"recipe": {"version": 3}})
+    stored(tmp_path, density=0.5, record={"recipe": {"version": 2}})
+    stored(tmp_path, density=0.1, record={"recipe": {"version": 2}})
+    results.write_summary(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    v3, v2 = text.index("## exp (profile: p v3;"), text.index("## exp (profile: p v2;")
+    assert v3 < v2 and text.count("## exp (") == 2
+    assert "| 20 %" in text[v3:v2] and "| 10 %" not in text[v3:v2] and "| 20 %" not in text[v2:]
+    assert text.count("Runs of an earlier recipe version") == 1 and text.index("Runs of an earlier") > v2
+
+
+def test_the_thesis_comparison_reads_only_runs_of_the_current_recipe(tmp_path, monkeypatch):
+    from utils.figures.store import Store
+    from utils.runs.thesis_compare import current_runs
+    stored(tmp_path, density=0.2, record={"recipe": {"version": 2}})
+    stored(tmp_path, density=0.5, record={"recipe": {"version": 1}})     # not yet retrained under v2
+    monkeypatch.setattr(Store, "recipe_version", lambda self, experiment: 2)
+    assert current_runs(tmp_path, ("exp",))["density"].tolist() == [0.2]
+    assert current_runs(tmp_path, ("other",)).empty and current_runs(tmp_path, ()).empty
+
+
 @pytest.mark.parametrize("values,expected", [
     ([80.0, 82.0], "81.00 ± 1.41 (2)"),
     ([79.314], "79.31 (1)"),                 # one seed: no spread shown, not "± 0.00"

@@ -540,14 +540,22 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
              "shows its value alone.",
              "Densities are % of prunable weights remaining (target); `summary.csv` has the "
              "achieved densities, best accuracies and wall times of every run.", ""]
-    for experiment, part in table.groupby("experiment"):
+    # one section per recipe version, the newest first, so runs of two recipes are never averaged
+    # together while a grid is being retrained under a new one
+    newest_first = -table["recipe_version"].fillna(-1)
+    for (experiment, _), part in table.groupby([table["experiment"], newest_first]):
         profiles = ", ".join(sorted(part["profile"].dropna().unique()))
+        recipe = "" if pd.isna(part["recipe_version"].iloc[0]) else f" v{int(part['recipe_version'].iloc[0])}"
         copies = ", ".join(sorted(part["data_copy"].dropna().unique())) or "not recorded"
         counts = part["precision"].fillna("not recorded").value_counts().sort_index()
         precisions = ", ".join(f"{p} ×{n}" for p, n in counts.items())
-        lines += [f"## {experiment} (profile: {profiles}; precision: {precisions}; "
-                  f"trained and tested on: {copies})", "",
-                  accuracy_table(part).fillna("").to_markdown(), ""]
+        lines += [f"## {experiment} (profile: {profiles}{recipe}; precision: {precisions}; "
+                  f"trained and tested on: {copies})", ""]
+        if recipe and part["recipe_version"].iloc[0] < table.loc[table["experiment"] == experiment,
+                                                                 "recipe_version"].max():
+            lines += ["Runs of an earlier recipe version, kept until the newer one replaces them: "
+                      "figures leave them out and `sweep` retrains them.", ""]
+        lines += [accuracy_table(part).fillna("").to_markdown(), ""]
         lines += ["Achieved density (% remaining, mean over seeds):", "",
                   _mean_by_cell(part, part["density_achieved"] * 100, 2), "",
                   "Convergence: test top-1 gained over the last fifth of the final phase's epochs (points, "

@@ -96,6 +96,15 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
 SOURCES = ("ours_digest", "thesis_digest", "thesis_here_test_sha")
 
 
+def current_runs(ours_root: str | os.PathLike, experiments: tuple[str, ...]) -> pd.DataFrame:
+    """Our stored runs (:func:`utils.runs.results.runs`) of ``experiments`` under each one's current
+    recipe: runs of an older recipe version, kept while a grid is retrained, are left out, as the
+    figures leave them out, so a comparison never mixes two recipes."""
+    from utils.figures.store import Store  # the figures' recipe-aware store (imported on use)
+    store, table = Store(ours_root), runs(ours_root)
+    return pd.concat([store.current(table, e) for e in experiments]) if experiments else table.iloc[:0]
+
+
 def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store: str | os.PathLike | None = None,
                         data_dir: str | os.PathLike | None = None, progress: bool = True,
                         experiments: tuple[str, ...] = tuple(THESIS_OF),
@@ -112,7 +121,7 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
             (:data:`SOURCES`) are taken as they are.
     """
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
-    mine, theirs = runs(ours_root), runs(thesis_store)
+    mine, theirs = current_runs(ours_root, experiments), runs(thesis_store)
     keyed = {(THESIS_OF.get(r.experiment), r.method, round(r.density, 6), r.seed): r.path
              for r in mine.itertuples() if r.experiment in experiments and r.method in METHODS}
     pairs = [(keyed[k], r.path, k) for r in theirs.itertuples()
@@ -263,8 +272,8 @@ def gem_miner_sanity_table(ours_root: str | os.PathLike | None = None,
     from utils.runs.thesis import mislabelled_as
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
     columns = ["experiment", "density", "seed", "source", "mined", "reinit", "shuffle", "shuffle_density", "mode"]
-    keys, mine = ["experiment", "density", "seed"], runs(ours_root)
-    mine = mine[mine["experiment"].isin(experiments) & mine["method"].str.startswith("gem-miner")]
+    keys, mine = ["experiment", "density", "seed"], current_runs(ours_root, experiments)
+    mine = mine[mine["method"].str.startswith("gem-miner")]
     frames = []
     if not mine.empty:
         top1 = mine.pivot_table(index=keys, columns="method", values="final_top1")
