@@ -542,17 +542,18 @@ def write_summary(root: str | os.PathLike | None = None) -> pd.DataFrame:
              "achieved densities, best accuracies and wall times of every run.", ""]
     # one section per recipe version, the newest first, so runs of two recipes are never averaged
     # together while a grid is being retrained under a new one
-    newest_first = -table["recipe_version"].fillna(-1)
+    versions = pd.to_numeric(table["recipe_version"])     # None (unversioned) -> NaN
+    newest_first, latest = -versions.fillna(-1), versions.groupby(table["experiment"]).max()
     for (experiment, _), part in table.groupby([table["experiment"], newest_first]):
         profiles = ", ".join(sorted(part["profile"].dropna().unique()))
-        recipe = "" if pd.isna(part["recipe_version"].iloc[0]) else f" v{int(part['recipe_version'].iloc[0])}"
+        version = part["recipe_version"].iloc[0]
+        recipe = "" if pd.isna(version) else f" v{int(version)}"
         copies = ", ".join(sorted(part["data_copy"].dropna().unique())) or "not recorded"
         counts = part["precision"].fillna("not recorded").value_counts().sort_index()
         precisions = ", ".join(f"{p} ×{n}" for p, n in counts.items())
         lines += [f"## {experiment} (profile: {profiles}{recipe}; precision: {precisions}; "
                   f"trained and tested on: {copies})", ""]
-        if recipe and part["recipe_version"].iloc[0] < table.loc[table["experiment"] == experiment,
-                                                                 "recipe_version"].max():
+        if recipe and version < latest[experiment]:
             lines += ["Runs of an earlier recipe version, kept until the newer one replaces them: "
                       "figures leave them out and `sweep` retrains them.", ""]
         lines += [accuracy_table(part).fillna("").to_markdown(), ""]

@@ -101,7 +101,8 @@ def current_runs(ours_root: str | os.PathLike, experiments: tuple[str, ...]) -> 
     recipe: runs of an older recipe version, kept while a grid is retrained, are left out, as the
     figures leave them out, so a comparison never mixes two recipes."""
     from utils.figures.store import Store  # the figures' recipe-aware store (imported on use)
-    store, table = Store(ours_root), runs(ours_root)
+    store = Store(ours_root)
+    table = store.all_runs()
     return pd.concat([store.current(table, e) for e in experiments]) if experiments else table.iloc[:0]
 
 
@@ -123,7 +124,7 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
     ours_root, thesis_store = Path(ours_root or DEFAULT_ROOT), Path(thesis_store or thesis_root())
     mine, theirs = current_runs(ours_root, experiments), runs(thesis_store)
     keyed = {(THESIS_OF.get(r.experiment), r.method, round(r.density, 6), r.seed): r.path
-             for r in mine.itertuples() if r.experiment in experiments and r.method in METHODS}
+             for r in mine.itertuples() if r.method in METHODS}
     pairs = [(keyed[k], r.path, k) for r in theirs.itertuples()
              if (k := (r.experiment, r.method, round(r.density, 6), r.seed)) in keyed]
     cifar = None
