@@ -337,6 +337,44 @@ def test_cell_note_picks_the_most_specific_key_and_composes_general(method, dens
     assert cell_note(notes, "other", method, density) is None
 
 
+def test_cell_note_scoped_to_a_recipe_explains_only_that_recipes_cells():
+    """A note that quotes one recipe's runs ("<key> @ <recipe>") never explains a cell retrained
+    under another recipe; there the unscoped notes apply."""
+    from utils.runs.report import cell_note
+    notes = {"r": {"*": "all.", "gem-miner/20 @ cpu v2": "{general} v2's seed 21.",
+                   "gem-miner/* @ cpu v3": "{general} G3.", "random/2": "{general} R2."}}
+    assert cell_note(notes, "r", "gem-miner", 0.2, "cpu v2") == "all. v2's seed 21."
+    assert cell_note(notes, "r", "gem-miner", 0.2, "cpu v3") == "all. G3."
+    assert cell_note(notes, "r", "gem-miner", 0.2) == "all."
+    assert cell_note(notes, "r", "synflow", 0.2, "cpu v2") == "all."
+    assert cell_note(notes, "r", "random", 0.02, "cpu v3") == "all. R2."
+
+
+def test_cell_notes_quote_the_recipe_of_the_cells_own_runs(tmp_path):
+    """{recipe}, {epochs} and {dense} come from the summary.csv beside the comparison, for the
+    recipe the cell's runs were trained under (not another version's runs stored beside them);
+    "n/a" without a summary."""
+    from utils.runs.report import recipe_label, thesis_sections
+    assert (recipe_label("cpu", 3.0), recipe_label("thesis"), recipe_label("thesis", float("nan"))) == \
+        ("cpu v3", "thesis", "thesis")
+    pd.DataFrame([{"experiment": "e", "method": "synflow", "density": 0.1, "seed": s, "recipe": "cpu",
+                   "recipe_version": 3, "top1_ours": o, "top1_thesis": 90.0, "top1_thesis_here": 84.0,
+                   "density_thesis": 0.1}
+                  for s, o in ((21, 80.0), (42, 82.5))]).to_csv(tmp_path / "thesis_comparison.csv", index=False)
+    notes = {"e": {"*": "{recipe} trains {epochs} epochs; dense {dense}; seeds {ours_range}.",
+                   "* @ cpu v2": "{general} Only v2."}}
+    expected = "- **synflow 10 %** (ours 81.25, thesis 90.00, Δ -8.75): {}"
+    text = "\n".join(thesis_sections(tmp_path / "thesis_comparison.csv", notes))
+    assert expected.format("cpu v3 trains n/a epochs; dense n/a; seeds 80.00-82.50.") in text
+    runs = [("synflow", 0.1, 21, 3, 60, 80.0), ("synflow", 0.1, 42, 3, 60, 82.5), ("dense", 1.0, 21, 3, 60, 87.31),
+            ("dense", 1.0, 42, 3, 60, 87.44), ("dense", 1.0, 63, 2, 30, 85.83), ("synflow", 0.1, 63, 2, 30, 79.0)]
+    pd.DataFrame([{"experiment": "e", "method": m, "density": d, "seed": s, "profile": "cpu", "recipe_version": v,
+                   "epochs": n, "final_top1": t} for m, d, s, v, n, t in runs]).to_csv(tmp_path / "summary.csv",
+                                                                                       index=False)
+    text = "\n".join(thesis_sections(tmp_path / "thesis_comparison.csv", notes))
+    assert expected.format("cpu v3 trains 60 epochs; dense 87.38 % (mean of 2 seeds); seeds 80.00-82.50.") in text
+
+
 def test_cell_note_general_without_a_less_specific_note_is_an_error():
     from utils.runs.report import cell_note
     with pytest.raises(ValueError, match="random/2 uses {general}"):

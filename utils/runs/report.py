@@ -2,7 +2,7 @@
 reason for every cell more than 2 points away), Gem-Miner's mined per-layer density and its sanity
 checks next to the thesis's, and the image-quality (JPEG) experiment.
 
-Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``,
+Pure functions of files in the store (``thesis_comparison.csv``, ``cell_notes.yaml``, ``summary.csv``,
 ``thesis_gem_miner_layers.csv``, ``thesis_gem_miner_sanity.csv``, the ``jpeg_effect/`` runs);
 :func:`utils.runs.results.write_summary` puts them into ``README.md``.
 """
@@ -56,7 +56,8 @@ def sections(root: str | Path, experiments: tuple[str, ...] | None = None) -> li
 
 def load_cell_notes(path: str | Path) -> dict[str, dict[str, str]]:
     """``{experiment: {key: sentence}}`` from a YAML file (``{}`` if there is none); a key is
-    ``"<method>/<density %>"``, ``"<method>/*"`` or ``"*"`` (see :func:`cell_note`)."""
+    ``"<method>/<density %>"``, ``"<method>/*"`` or ``"*"``, optionally scoped to one recipe as
+    ``"<key> @ <recipe>"`` (see :func:`cell_note`)."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -66,19 +67,34 @@ def load_cell_notes(path: str | Path) -> dict[str, dict[str, str]]:
     return notes
 
 
-def cell_note(notes: dict, experiment: str, method: str, density: float) -> str | None:
+def recipe_label(profile, version=None) -> str:
+    """The name of a recipe as cell notes scope it: the profile, with its version where it has
+    one (``recipe_label("cpu", 3.0)`` is ``"cpu v3"``; ``recipe_label("thesis")`` is ``"thesis"``)."""
+    label = "" if profile is None or pd.isna(profile) else str(profile)
+    return label if version is None or pd.isna(version) else f"{label} v{int(version)}"
+
+
+def cell_note(notes: dict, experiment: str, method: str, density: float, recipe: str | None = None) -> str | None:
     """The sentence that explains one cell: the most specific of ``"<method>/<density %>"``,
     ``"<method>/*"`` and ``"*"`` under ``experiment``, else ``None``.  A note may hold
     ``{general}``: it is replaced by the next less specific note (so a cell adds its own cause to
-    the experiment-wide one instead of repeating it).
+    the experiment-wide one instead of repeating it).  A key ``"<key> @ <recipe>"`` applies only to
+    cells trained under that recipe (:func:`recipe_label` of their runs), where it is more specific
+    than ``<key>``: a note quoting one recipe's runs never explains another recipe's cell.
 
-    >>> notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "random/2": "{general} And d.", "*": "c."}}
+    >>> notes = {"fc": {"synflow/10": "a", "synflow/*": "b", "random/2": "{general} And d.", "*": "c.",
+    ...                 "synflow/10 @ cpu v2": "{general} Under v2."}}
     >>> [cell_note(notes, "fc", m, d) for m, d in [("synflow", 0.1), ("synflow", 0.5), ("random", 0.1),
     ...                                            ("random", 0.02)]]
     ['a', 'b', 'c.', 'c. And d.']
+    >>> cell_note(notes, "fc", "synflow", 0.1, recipe="cpu v2")
+    'a Under v2.'
     """
     part = notes.get(experiment) or {}
-    keys = [key for key in (f"{method}/{100 * density:g}", f"{method}/*", "*") if key in part]
+    keys = []
+    for key in (f"{method}/{100 * density:g}", f"{method}/*", "*"):
+        keys += ([f"{key} @ {recipe}"] if recipe else []) + [key]
+    keys = [key for key in keys if key in part]
     note = None
     for key in reversed(keys):                      # least specific first, so {general} can chain
         text = part[key]
@@ -106,11 +122,17 @@ def thesis_at_label(comparison: pd.DataFrame) -> pd.DataFrame:
 def cell_table(comparison: pd.DataFrame) -> pd.DataFrame:
     """One row per (experiment, method, density) of ``thesis_comparison.csv``: means over seeds of
     ours, the thesis's recorded top-1 and (CIFAR-10) the thesis's networks on our copy (runs at the
-    cell's label only, :func:`thesis_at_label`), and Δ."""
+    cell's label only, :func:`thesis_at_label`), Δ, the range of ours over seeds and our runs'
+    recipe (:func:`recipe_label`; ``""`` where the table does not record it)."""
     table = comparison[~comparison["method"].str.contains(r"-(?:reinit|shuffle)$")]   # sanity variants
     table = thesis_at_label(table)
+    missing = pd.Series(None, index=table.index, dtype=object)
+    table = table.assign(recipe=[recipe_label(p, v) for p, v in zip(table.get("recipe", missing),
+                                                                    table.get("recipe_version", missing))])
     cells = table.groupby(["experiment", "method", "density"]).agg(
-        ours=("top1_ours", "mean"), thesis=("top1_thesis", "mean"), here=("top1_thesis_here", "mean"))
+        ours=("top1_ours", "mean"), thesis=("top1_thesis", "mean"), here=("top1_thesis_here", "mean"),
+        ours_min=("top1_ours", "min"), ours_max=("top1_ours", "max"),
+        recipe=("recipe", lambda labels: " / ".join(sorted(set(labels)))))
     return cells.assign(diff=cells["ours"] - cells["thesis"]).reset_index()
 
 
@@ -119,13 +141,34 @@ def unexplained_cells(comparison: pd.DataFrame, notes: dict) -> list[str]:
     cells = cell_table(comparison)
     far = cells[cells["diff"].abs() > EXPLAIN_ABOVE]
     return [f"{c.experiment}/{c.method}/{100 * c.density:g}" for c in far.itertuples()
-            if cell_note(notes, c.experiment, c.method, c.density) is None]
+            if cell_note(notes, c.experiment, c.method, c.density, c.recipe) is None]
 
 
-def _explanation(cell, notes: dict) -> str:
+def recipe_facts(cell, runs: pd.DataFrame) -> dict[str, str]:
+    """What a note may quote about the recipe of a :func:`cell_table` row, from the store's
+    ``summary.csv`` (``runs``, :func:`utils.runs.results.runs`): ``{recipe}``, ``{epochs}`` (of the
+    cell's runs' last phase) and ``{dense}`` (our dense net of the experiment under the same recipe,
+    e.g. ``"87.38 % (mean of 2 seeds)"``); ``"n/a"`` where the summary has no such runs."""
+    facts = {"recipe": cell.recipe or "n/a", "epochs": "n/a", "dense": "n/a"}
+    if runs.empty:
+        return facts
+    labels = pd.Series([recipe_label(p, v) for p, v in zip(runs["profile"], runs["recipe_version"])], index=runs.index)
+    same = runs[(runs["experiment"] == cell.experiment) & (labels == cell.recipe)]
+    epochs = sorted(same.loc[(same["method"] == cell.method) & np.isclose(same["density"], cell.density), "epochs"]
+                    .unique())
+    dense = same.loc[same["method"] == "dense", "final_top1"]
+    if epochs:
+        facts["epochs"] = "/".join(f"{e:g}" for e in epochs)
+    if len(dense):
+        facts["dense"] = f"{dense.mean():.2f} % ({'1 seed' if len(dense) == 1 else f'mean of {len(dense)} seeds'})"
+    return facts
+
+
+def _explanation(cell, notes: dict, runs: pd.DataFrame) -> str:
     values = {"ours": f"{cell.ours:.2f}", "thesis": f"{cell.thesis:.2f}", "diff": f"{cell.diff:+.2f}",
-              "here": f"{cell.here:.2f}", "ours_minus_here": f"{cell.ours - cell.here:+.2f}"}
-    note = cell_note(notes, cell.experiment, cell.method, cell.density)
+              "here": f"{cell.here:.2f}", "ours_minus_here": f"{cell.ours - cell.here:+.2f}",
+              "ours_range": f"{cell.ours_min:.2f}-{cell.ours_max:.2f}", **recipe_facts(cell, runs)}
+    note = cell_note(notes, cell.experiment, cell.method, cell.density, cell.recipe)
     text = "no explanation recorded yet" if note is None else " ".join(note.split()).format(**values)
     return (f"- **{cell.method} {100 * cell.density:g} %** (ours {values['ours']}, thesis {values['thesis']}, "
             f"Δ {values['diff']}): {text}")
@@ -137,9 +180,11 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
     cell both stores hold, our top-1 next to the thesis's recorded one (and, for CIFAR-10, the
     thesis's networks re-evaluated on our data copy), a sentence from ``notes`` for every cell more
     than 2 points away, and the ranking of the methods per density (also of the thesis's networks on
-    our copy, where re-evaluated).  ``[]`` without the CSV."""
+    our copy, where re-evaluated).  ``[]`` without the CSV.  The notes' recipe facts
+    (:func:`recipe_facts`) come from the ``summary.csv`` beside it."""
     notes = notes or {}
     table = _read(path, experiments)
+    runs = _read(Path(path).with_name("summary.csv"), experiments)
     if not table.empty:
         table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]  # sanity variants: not ranked
     if table.empty:
@@ -168,7 +213,7 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
         far = cells[(cells["experiment"] == experiment) & (cells["diff"].abs() > EXPLAIN_ABOVE)]
         if len(far):
             lines += ["Cells more than 2 points from the thesis:", ""]
-            lines += [_explanation(cell, notes) for cell in far.itertuples()] + [""]
+            lines += [_explanation(cell, notes, runs) for cell in far.itertuples()] + [""]
         rankings = []
         for density, cell in part[part["method"] != "dense"].groupby("density"):
             if cell["method"].nunique() < 2:

@@ -149,6 +149,7 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
         a, b = load_run_dir(ours_root / our_path), load_run_dir(thesis_store / their_path)
         row = {"experiment": experiment.removeprefix("thesis_"), "method": method, "density": density,
                "seed": seed, "recipe": a.info.get("profile"),
+               "recipe_version": (a.info.get("recipe") or {}).get("version"),
                "data_copy": (a.info.get("data") or {}).get("copy", "unknown")}
         row.update(compare_pair(a, b, data))
         rows.append({**row, **dict(zip(SOURCES, source))})
