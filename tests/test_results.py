@@ -372,7 +372,7 @@ def test_cell_notes_quote_the_recipe_of_the_cells_own_runs(tmp_path):
                    "epochs": n, "final_top1": t} for m, d, s, v, n, t in runs]).to_csv(tmp_path / "summary.csv",
                                                                                        index=False)
     text = "\n".join(thesis_sections(tmp_path / "thesis_comparison.csv", notes))
-    assert expected.format("cpu v3 trains 60 epochs; dense 87.38 % (mean of 2 seeds); seeds 80.00-82.50.") in text
+    assert expected.format("cpu v3 trains 60 epochs; dense 87.38 %, mean of 2 seeds; seeds 80.00-82.50.") in text
 
 
 def test_cell_note_general_without_a_less_specific_note_is_an_error():

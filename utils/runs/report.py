@@ -148,7 +148,7 @@ def recipe_facts(cell, runs: pd.DataFrame) -> dict[str, str]:
     """What a note may quote about the recipe of a :func:`cell_table` row, from the store's
     ``summary.csv`` (``runs``, :func:`utils.runs.results.runs`): ``{recipe}``, ``{epochs}`` (of the
     cell's runs' last phase) and ``{dense}`` (our dense net of the experiment under the same recipe,
-    e.g. ``"87.38 % (mean of 2 seeds)"``); ``"n/a"`` where the summary has no such runs."""
+    e.g. ``"87.38 %, mean of 2 seeds"``); ``"n/a"`` where the summary has no such runs."""
     facts = {"recipe": cell.recipe or "n/a", "epochs": "n/a", "dense": "n/a"}
     if runs.empty:
         return facts
@@ -160,7 +160,7 @@ def recipe_facts(cell, runs: pd.DataFrame) -> dict[str, str]:
     if epochs:
         facts["epochs"] = "/".join(f"{e:g}" for e in epochs)
     if len(dense):
-        facts["dense"] = f"{dense.mean():.2f} % ({'1 seed' if len(dense) == 1 else f'mean of {len(dense)} seeds'})"
+        facts["dense"] = f"{dense.mean():.2f} %, " + ("1 seed" if len(dense) == 1 else f"mean of {len(dense)} seeds")
     return facts
 
 
