@@ -126,9 +126,7 @@ def cell_table(comparison: pd.DataFrame) -> pd.DataFrame:
     recipe (:func:`recipe_label`; ``""`` where the table does not record it)."""
     table = comparison[~comparison["method"].str.contains(r"-(?:reinit|shuffle)$")]   # sanity variants
     table = thesis_at_label(table)
-    missing = pd.Series(None, index=table.index, dtype=object)
-    table = table.assign(recipe=[recipe_label(p, v) for p, v in zip(table.get("recipe", missing),
-                                                                    table.get("recipe_version", missing))])
+    table = table.assign(recipe=recipe_labels(table, "recipe"))
     cells = table.groupby(["experiment", "method", "density"]).agg(
         ours=("top1_ours", "mean"), thesis=("top1_thesis", "mean"), here=("top1_thesis_here", "mean"),
         ours_min=("top1_ours", "min"), ours_max=("top1_ours", "max"),
@@ -144,16 +142,23 @@ def unexplained_cells(comparison: pd.DataFrame, notes: dict) -> list[str]:
             if cell_note(notes, c.experiment, c.method, c.density, c.recipe) is None]
 
 
+def recipe_labels(table: pd.DataFrame, profile: str) -> list[str]:
+    """:func:`recipe_label` of every row of ``table`` from its ``profile`` and ``recipe_version``
+    columns (a missing column counts as unrecorded)."""
+    missing = pd.Series(None, index=table.index, dtype=object)
+    return [recipe_label(p, v) for p, v in zip(table.get(profile, missing), table.get("recipe_version", missing))]
+
+
 def recipe_facts(cell, runs: pd.DataFrame) -> dict[str, str]:
     """What a note may quote about the recipe of a :func:`cell_table` row, from the store's
-    ``summary.csv`` (``runs``, :func:`utils.runs.results.runs`): ``{recipe}``, ``{epochs}`` (of the
+    ``summary.csv`` (``runs``, :func:`utils.runs.results.runs` with a ``recipe`` column of
+    :func:`recipe_labels`): ``{recipe}``, ``{epochs}`` (of the
     cell's runs' last phase) and ``{dense}`` (our dense net of the experiment under the same recipe,
     e.g. ``"87.38 %, mean of 2 seeds"``); ``"n/a"`` where the summary has no such runs."""
     facts = {"recipe": cell.recipe or "n/a", "epochs": "n/a", "dense": "n/a"}
     if runs.empty:
         return facts
-    labels = pd.Series([recipe_label(p, v) for p, v in zip(runs["profile"], runs["recipe_version"])], index=runs.index)
-    same = runs[(runs["experiment"] == cell.experiment) & (labels == cell.recipe)]
+    same = runs[(runs["experiment"] == cell.experiment) & (runs["recipe"] == cell.recipe)]
     epochs = sorted(same.loc[(same["method"] == cell.method) & np.isclose(same["density"], cell.density), "epochs"]
                     .unique())
     dense = same.loc[same["method"] == "dense", "final_top1"]
@@ -185,6 +190,7 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
     notes = notes or {}
     table = _read(path, experiments)
     runs = _read(Path(path).with_name("summary.csv"), experiments)
+    runs = runs.assign(recipe=recipe_labels(runs, "profile"))      # labelled once, not per cell
     if not table.empty:
         table = table[~table["method"].str.contains(r"-(?:reinit|shuffle)$")]  # sanity variants: not ranked
     if table.empty:
