@@ -381,10 +381,11 @@ def test_cell_note_general_without_a_less_specific_note_is_an_error():
         cell_note({"fc": {"random/2": "{general} x"}}, "fc", "random", 0.02)
 
 
-def _fake_run(path, *, top1, data, seed=21):
+def _fake_run(path, *, top1, data, seed=21, recipe_version=None):
     path.mkdir(parents=True)
+    recipe = {} if recipe_version is None else {"recipe": {"profile": "cpu", "version": recipe_version}}
     (path / "run.json").write_text(json.dumps({"experiment": "resnet20_cifar10", "method": "dense", "seed": seed,
-                                               "data": data}))
+                                               "data": data, **recipe}))
     pd.DataFrame({"top1": [10.0, top1]}).to_csv(path / "history.csv", index=False)
 
 
@@ -406,12 +407,36 @@ def test_jpeg_section_sets_each_reencoded_run_beside_its_source_run(tmp_path):
             "-2.00 pt; "
             "least squares over the 2 copies: -0.19 pt per 10 units of pixel MSE.") in text
     assert "the original images would give about +2.00 pt (that step alone) to +2.00 pt (the fit)." in text
-    row = "| dense    | 21     | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 83.00       | -2.00         |"
+    row = ("| dense    | 21     |          | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 83.00       "
+           "| -2.00         |")
     assert row in text
     # with more seeds of the cell on the source copy, their spread is given next to the change
     _fake_run(tmp_path / "resnet20_cifar10/dense/d100/s42", top1=85.4, data={"copy": "jpeg-q75"}, seed=42)
-    assert ("-2.00 pt (sd over the 2 seeds of this cell on the source copy: 0.28 pt); least squares"
+    assert ("-2.00 pt (sd over the 2 seeds of this cell and recipe on the source copy: 0.28 pt); least squares"
             in "\n".join(jpeg_section(tmp_path)))
+
+
+def test_jpeg_effect_compares_only_runs_of_the_same_recipe(tmp_path):
+    """Once the main grid is retrained under recipe v3, a v2 run on a re-encoded copy is compared
+    with the v2 run kept in ``jpeg_effect/source``, never with the v3 run; without it, no change."""
+    from utils.runs.report import jpeg_effect, jpeg_section
+    reencoded = {"copy": "jpeg-q75 re-encoded at q50",
+                 "reencoding": {"quality": 50, "source_copy": "jpeg-q75", "psnr_db": 28.0}}
+    _fake_run(tmp_path / "resnet20_cifar10/dense/d100/s21", top1=87.0, data={"copy": "jpeg-q75"}, recipe_version=3)
+    _fake_run(tmp_path / "jpeg_effect/q50/resnet20_cifar10/dense/d100/s21", top1=84.0, data=reencoded,
+              recipe_version=2)
+    table = jpeg_effect(tmp_path)
+    assert table["recipe"].tolist() == ["cpu v2"] and table["top1_change"].isna().all()
+    text = "\n".join(jpeg_section(tmp_path))
+    assert ("| dense    | 21     | cpu v2   | jpeg-q75 re-encoded at q50 | 28.00       | 103.1 | 84.00       "
+            "| n/a") in text
+    assert "- resnet20_cifar10 dense s21 (cpu v2): no run of this recipe on the source copy is stored" in text
+    _fake_run(tmp_path / "jpeg_effect/source/resnet20_cifar10/dense/d100/s21", top1=85.5,
+              data={"copy": "jpeg-q75"}, recipe_version=2)
+    table = jpeg_effect(tmp_path)
+    assert table["top1"].tolist() == [85.5, 84.0] and table["top1_change"].tolist() == [0.0, -1.5]
+    assert "- resnet20_cifar10 dense s21 (cpu v2): top-1 change per re-encoding: q50 (MSE 103.1, PSNR 28.0 dB) " \
+           "-1.50 pt; least squares" in "\n".join(jpeg_section(tmp_path))
 
 
 def test_gem_layer_section_is_ours_over_the_thesis_per_layer_and_target(tmp_path):

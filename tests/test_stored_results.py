@@ -196,6 +196,26 @@ def test_jpeg_effect_runs_load_and_record_their_copy(path):
     assert run.info["config"]["overrides"] == {"jpeg_quality": quality}
 
 
+@pytest.mark.parametrize("path", [pytest.param(p.parent, id=str(p.parent.relative_to(results.DEFAULT_ROOT)))
+                                  for p in sorted(results.DEFAULT_ROOT.glob("jpeg_effect/source/*/*/d*/s*/run.json"))])
+def test_jpeg_effect_source_runs_load_and_are_the_source_copy(path):
+    """The experiment's own baselines (kept after the main grid moved to another recipe): verified
+    checksums, trained and tested on the unmodified JPEG copy."""
+    run = results.load_run_dir(path)
+    assert run.info["data"]["copy"] == "jpeg-q75" and "reencoding" not in run.info["data"]
+
+
+def test_every_reencoded_run_is_compared_with_a_source_run_of_its_own_recipe():
+    """No change in the JPEG table mixes recipes: each re-encoded run has the run of its own recipe,
+    cell and seed on the source copy (the main grid's or one in ``jpeg_effect/source``)."""
+    from utils.runs.report import jpeg_effect
+    table = jpeg_effect(results.DEFAULT_ROOT)
+    if table.empty:
+        pytest.skip("no JPEG experiment stored")
+    assert table["top1_change"].notna().all()
+    assert (table.groupby(["cell", "seed", "recipe"])["quality"].apply(lambda q: q.isna().sum()) == 1).all()
+
+
 def test_notebook_shows_each_experiments_explanations_alone(tmp_path, capsys):
     """plot_acc's `F.show(F.ours_vs_thesis, store, experiment)`: the README's sections of that
     experiment only, as Markdown; without a comparison, one `skipped` line."""

@@ -365,42 +365,70 @@ def _final_top1(run_dir: Path) -> float:
     return float(pd.read_csv(run_dir / "history.csv")["top1"].iloc[-1])
 
 
+def _run_recipe(run_dir: Path) -> str:
+    """:func:`recipe_label` of the run stored in ``run_dir`` (``""`` where it records none)."""
+    record = json.loads((run_dir / "run.json").read_text())
+    recipe = record.get("recipe") or {}
+    return recipe_label(recipe.get("profile", record.get("profile")), recipe.get("version"))
+
+
+#: where the JPEG experiment keeps its runs on the source copy once the main store's run of the same
+#: cell and seed has been retrained under another recipe (a baseline must share the recipe)
+JPEG_SOURCE_DIR = "jpeg_effect/source"
+
+
+def _source_runs(root: Path, cell: str, recipe: str) -> dict[int, Path]:
+    """The runs of ``cell`` on the source copy trained under ``recipe``, by seed: the main store's
+    where its recipe matches, else :data:`JPEG_SOURCE_DIR`'s."""
+    found = {}
+    for base in (root / JPEG_SOURCE_DIR / cell, root / cell):        # the main store wins a tie
+        for record_file in sorted(base.glob("s*/run.json")):
+            if _run_recipe(record_file.parent) == recipe:
+                found[int(record_file.parent.name[1:])] = record_file.parent
+    return found
+
+
 def jpeg_effect(root: str | Path) -> pd.DataFrame:
     """The image-quality experiment: every run under ``<root>/jpeg_effect/q<Q>/`` (trained with
-    ``--jpeg-quality Q``) and the same run of the main store ``<root>`` on the source copy.
+    ``--jpeg-quality Q``) and the same run (cell, seed and recipe) on the source copy, from the main
+    store ``<root>`` or, once that one was retrained under another recipe, :data:`JPEG_SOURCE_DIR`.
 
-    Columns: experiment, method, seed, cell (``<experiment>/<method>/d<density>``), copy, quality
-    (``NaN`` for the source copy), psnr_db and mse (the training images against the source copy's:
-    ``inf`` and 0 for the source), top1, top1_change (against the source copy).
+    Columns: experiment, method, seed, cell (``<experiment>/<method>/d<density>``), recipe
+    (:func:`recipe_label`), copy, quality (``NaN`` for the source copy), psnr_db and mse (the
+    training images against the source copy's: ``inf`` and 0 for the source), top1, top1_change
+    (against the source copy; ``NaN`` when no source-copy run of the same recipe is stored).
     """
     root = Path(root)
-    columns = ["experiment", "method", "seed", "cell", "copy", "quality", "psnr_db", "mse", "top1", "top1_change"]
+    columns = ["experiment", "method", "seed", "cell", "recipe", "copy", "quality", "psnr_db", "mse", "top1",
+               "top1_change"]
     rows, sources = [], {}
     for record_file in sorted(root.glob("jpeg_effect/q*/*/*/d*/s*/run.json")):
         record = json.loads(record_file.read_text())
         cell = record_file.parent.parent.relative_to(record_file.parents[4]).as_posix()
-        key = (record["experiment"], record["method"], record["seed"], cell)
+        recipe = _run_recipe(record_file.parent)
+        key = (record["experiment"], record["method"], record["seed"], cell, recipe)
         reencoding = record["data"]["reencoding"]
         rows.append({"copy": record["data"]["copy"], "quality": reencoding["quality"],
                      "psnr_db": reencoding["psnr_db"], "top1": _final_top1(record_file.parent), "key": key})
-        source = root / record_file.parent.relative_to(record_file.parents[4])
-        if (source / "run.json").is_file():
+        source = _source_runs(root, cell, recipe).get(record["seed"])
+        if source is not None:
             sources[key] = {"copy": reencoding["source_copy"], "quality": math.nan, "psnr_db": math.inf,
                             "top1": _final_top1(source), "key": key}
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows + list(sources.values()))
-    table[["experiment", "method", "seed", "cell"]] = pd.DataFrame(
-        table["key"].tolist(), index=table.index, columns=["experiment", "method", "seed", "cell"])
+    key_columns = ["experiment", "method", "seed", "cell", "recipe"]
+    table[key_columns] = pd.DataFrame(table["key"].tolist(), index=table.index, columns=key_columns)
     table["mse"] = 255.0 ** 2 / 10 ** (table["psnr_db"].astype(float) / 10)
     source_top1 = {key: row["top1"] for key, row in sources.items()}
     table["top1_change"] = [row.top1 - source_top1.get(row.key, math.nan) for row in table.itertuples()]
-    return table.sort_values(["experiment", "method", "seed", "mse"], ignore_index=True)[columns]
+    return table.sort_values(["experiment", "method", "seed", "recipe", "mse"], ignore_index=True)[columns]
 
 
 def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -> list[str]:
     """README section of :func:`jpeg_effect`: the table, the least-squares slope of top-1 against
     the pixel MSE, and what the slope implies for the original images (``[]`` without runs)."""
+    root = Path(root)
     table = _only(jpeg_effect(root), experiments)
     if table.empty:
         return []
@@ -409,19 +437,24 @@ def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -
              "that costs, the same run was retrained on further-compressed copies "
              "(`python -m utils.cli train ... --jpeg-quality Q --results results/jpeg_effect/qQ`: every training "
              "and test image re-encoded at quality Q). PSNR and MSE are the training images' pixel distance "
-             "from the source copy.", "",
+             "from the source copy. Each re-encoded run is compared with the run of the same recipe on the "
+             f"source copy (kept in `{JPEG_SOURCE_DIR}/` once the main grid moved on to another recipe).", "",
              _jpeg_display(table).to_markdown(index=False, disable_numparse=True), ""]
-    for (experiment, method, seed, cell), part in table.groupby(["experiment", "method", "seed", "cell"]):
-        if part["quality"].isna().sum() != 1 or len(part) < 2:
+    for (experiment, method, seed, cell, recipe), part in table.groupby(
+            ["experiment", "method", "seed", "cell", "recipe"]):
+        name = f"{experiment} {method} s{seed}" + (f" ({recipe})" if recipe else "")
+        if part["quality"].isna().sum() != 1:
+            lines.append(f"- {name}: no run of this recipe on the source copy is stored, so the re-encoded "
+                         f"runs measure nothing yet (retrain them under the main grid's recipe).")
             continue
         slope = float(np.polyfit(part["mse"], part["top1"], 1)[0])
         first = part[part["quality"].notna()].iloc[0]          # the finest re-encoding (least MSE)
-        seeds = [_final_top1(d.parent) for d in sorted((root / cell).glob("s*/run.json"))]
-        spread = (f" (sd over the {len(seeds)} seeds of this cell on the source copy: "
+        seeds = [_final_top1(run) for run in _source_runs(root, cell, recipe).values()]
+        spread = (f" (sd over the {len(seeds)} seeds of this cell and recipe on the source copy: "
                   f"{np.std(seeds, ddof=1):.2f} pt)") if len(seeds) > 1 else ""
         steps = ", ".join(f"q{int(r.quality)} (MSE {r.mse:.1f}, PSNR {r.psnr_db:.1f} dB) {r.top1_change:+.2f} pt"
                           for r in part[part["quality"].notna()].itertuples())
-        lines.append(f"- {experiment} {method} s{seed}: top-1 change per re-encoding: {steps}{spread}; least "
+        lines.append(f"- {name}: top-1 change per re-encoding: {steps}{spread}; least "
                      f"squares over the {len(part)} copies: {10 * slope:+.2f} pt per 10 units of pixel MSE. If the "
                      f"q75 copy is as far from the original images as its q{int(first.quality)} re-encoding is "
                      f"from it (a rough upper estimate, since quality 75 quantises more finely), the original "
@@ -433,7 +466,7 @@ def jpeg_section(root: str | Path, experiments: tuple[str, ...] | None = None) -
 def _jpeg_display(table: pd.DataFrame) -> pd.DataFrame:
     source = table["quality"].isna()
     return pd.DataFrame({
-        "method": table["method"], "seed": table["seed"].astype(str), "copy": table["copy"],
+        "method": table["method"], "seed": table["seed"].astype(str), "recipe": table["recipe"], "copy": table["copy"],
         "PSNR (dB)": ["source" if s else f"{p:.2f}" for s, p in zip(source, table["psnr_db"])],
         "MSE": [f"{m:.1f}" for m in table["mse"]], "top-1 (%)": [f"{t:.2f}" for t in table["top1"]],
-        "change (pt)": [f"{c:+.2f}" for c in table["top1_change"]]})
+        "change (pt)": ["n/a" if math.isnan(c) else f"{c:+.2f}" for c in table["top1_change"]]})
