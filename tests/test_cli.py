@@ -242,6 +242,58 @@ def test_verify_detects_tampering_and_versions(smoke_run, capsys, tmp_path):
     assert_one_line_error(code, err, "format version 0")
 
 
+def test_verify_evaluate_gets_each_runs_top1_back(smoke_run, real_data_dir, capsys):
+    """``verify --evaluate``: the stored run, evaluated afresh on the test set it recorded, gives
+    its recorded top-1 back, to the hundredth."""
+    run_path = results.run_dir("fc_mnist", "random", 0.5, 21, smoke_run)
+    recorded = results.load_run_dir(run_path).history["top1"].iloc[-1]
+    code, out, _ = run_cli(capsys, "verify", "--evaluate", "--data-dir", real_data_dir, "--results", smoke_run,
+                           "--quiet")
+    assert code == 0
+    assert out.splitlines() == [f"{run_path}: recorded {recorded:.2f}, fresh {recorded:.2f} (+0.00 pt, fp32)",
+                                f"1 stored run(s) verified under {smoke_run}; 1 evaluate to their record within 0.1 pt"]
+    code, out, _ = run_cli(capsys, "verify", run_path)
+    assert code == 0 and out == "1 stored run(s) verified\n"
+
+
+def test_verify_evaluate_fails_a_run_off_its_record(smoke_run, real_data_dir, capsys, monkeypatch):
+    """A run whose fresh top-1 is off its record by more than the tolerance: exit 1, named."""
+    from utils.runs import reevaluate
+    monkeypatch.setattr(reevaluate, "reevaluate", lambda run, data: reevaluate.Reevaluation(90.0, 89.8, False))
+    run_path = results.run_dir("fc_mnist", "random", 0.5, 21, smoke_run)
+    code, out, err = run_cli(capsys, "verify", "--evaluate", "--data-dir", real_data_dir, run_path, "--quiet")
+    assert code == 1 and f"{run_path}: recorded 90.00, fresh 89.80 (-0.20 pt, fp32)  OFF" in out
+    assert err == f"error: 1 run(s) off their recorded top-1 by more than 0.1 pt: {run_path}\n"
+    code, out, _ = run_cli(capsys, "verify", "--evaluate", "--data-dir", real_data_dir, run_path, "--quiet",
+                           "--tolerance", "0.25")
+    assert code == 0 and out.endswith("1 evaluate to their record within 0.25 pt\n")
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["verify", "{tmp}/nowhere"], "not a stored run (no run.json): {tmp}/nowhere"),
+    (["verify", "--results", "{tmp}/nowhere"], "no runs store at {tmp}/nowhere"),
+    (["verify", "--tolerance", "-1", "--results", "{tmp}"], "tolerance must be at least 0, got -1.0"),
+])
+def test_bad_verify_arguments(capsys, tmp_path, argv, pattern):
+    code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert_one_line_error(code, err, pattern.format(tmp=tmp_path))
+
+
+def test_reevaluation_refuses_another_copy_of_the_test_set(smoke_run, real_data_dir):
+    """A stored run is evaluated only on the test arrays it recorded: one changed pixel is
+    another copy, named with both digests."""
+    from utils.runs.reevaluate import recorded_test_data, reevaluate
+    run = results.load_run_dir(results.run_dir("fc_mnist", "random", 0.5, 21, smoke_run))
+    mnist = D.load_dataset("mnist", real_data_dir, download=False)
+    assert recorded_test_data(run, mnist) is mnist
+    changed = mnist.test_x.clone()
+    changed[0, 0, 0, 0] ^= 1
+    from dataclasses import replace
+    with pytest.raises(D.DataError, match=r"the run was tested on official \(test digest [0-9a-f]{16}\); "
+                                          r"the data given is official \(test digest [0-9a-f]{16}\)"):
+        reevaluate(run, replace(mnist, test_x=changed))
+
+
 @pytest.mark.parametrize("method", ["synflow", "deepr"])
 def test_resnet_path_end_to_end_on_tiny_cifar(capsys, tmp_path, method):
     """ResNet-20 through the same runner: prune (SynFlow) or rewire (DEEPR, channels_last convs),

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from utils.engine.data import load_dataset
-from utils.engine.train import evaluate
 from utils.runs import results
 
 STORED = results.runs()
@@ -100,10 +99,11 @@ def mnist(real_data_dir):
 
 @pytest.mark.parametrize("path", stored_ids("fc_mnist", "fc_mnist_dnw_static") + quirks_ids())
 def test_fc_accuracy_matches_fresh_evaluation(path, mnist):
-    run = results.load_run_dir(results.DEFAULT_ROOT / path)
-    with torch.no_grad():
-        fresh = evaluate(run.model, mnist.test_x, mnist.test_y, mnist, batch_size=2000)
-    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=0.1)
+    """``verify --evaluate`` of every stored FC run: on the test set it recorded (checked by
+    digest), within 0.1 pt of its record."""
+    from utils.runs.reevaluate import reevaluate
+    check = reevaluate(results.load_run_dir(results.DEFAULT_ROOT / path), mnist)
+    assert check.difference == pytest.approx(0.0, abs=0.1)
 
 
 @pytest.mark.parametrize("path,exact", resnet_sample())
@@ -112,18 +112,15 @@ def test_resnet_accuracy_matches_fresh_evaluation(path, exact, cifar_data_dir):
     within 0.1 pt.  A CPU without native bf16 emulates bf16 autocast, 8× slower than fp32 (150 s
     per run on a 2-core AMD EPYC, 14 of CI's 26 minutes there): on such a CPU only the ``exact``
     runs are evaluated in bf16, the other bf16 runs in fp32, within :data:`FP32_OF_BF16_TOLERANCE`."""
-    from utils.engine.train import TrainConfig, cpu_has_native_bf16
+    from utils.engine.train import cpu_has_native_bf16
+    from utils.runs.reevaluate import reevaluate
     cifar = load_dataset("cifar10", cifar_data_dir, download=False)
     run = results.load_run_dir(results.DEFAULT_ROOT / path)
-    cfg = TrainConfig.from_dict(run.info["config"]["train"])
-    bf16, channels_last = run.precision()
-    tolerance = 0.1
-    if bf16 and not exact and not cpu_has_native_bf16():
+    bf16, tolerance = None, 0.1                          # None: as the run trained
+    if run.precision()[0] and not exact and not cpu_has_native_bf16():
         bf16, tolerance = False, FP32_OF_BF16_TOLERANCE
-    if channels_last:
-        run.model.to(memory_format=torch.channels_last)
-    fresh = evaluate(run.model, cifar.test_x, cifar.test_y, cifar, cfg.eval_batch_size, "cpu", bf16, channels_last)
-    assert fresh["top1"] == pytest.approx(run.history["top1"].iloc[-1], abs=tolerance)
+    check = reevaluate(run, cifar, bf16=bf16)
+    assert check.difference == pytest.approx(0.0, abs=tolerance)
 
 
 def test_summary_lists_every_stored_run():

@@ -65,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--results", help="runs store root")
 
     verify = sub.add_parser("verify", help="check the checksums of every stored run and load it "
-                                           "(final and init weights)")
+                                           "(final and init weights); --evaluate: and get its top-1 back")
+    verify.add_argument("runs", nargs="*", help="run directories to verify (default: every run of the store)")
     verify.add_argument("--results", help="runs store root")
+    verify.add_argument("--evaluate", action="store_true",
+                        help="also evaluate each run on the test set it recorded (the same copy: checked by "
+                             "digest) in the precision it trained in, against its recorded final top-1")
+    verify.add_argument("--data-dir", help="dataset directory for --evaluate")
+    verify.add_argument("--tolerance", type=float, default=0.1,
+                        help="largest |fresh - recorded| top-1 allowed, in points (default 0.1)")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compact = sub.add_parser("compact", help="drop from stored init files the values each run's seed "
                                              "regenerates bit for bit (checked on load)")
@@ -209,14 +217,7 @@ def _dispatch(args) -> int:
             print(table.drop(columns="path").to_string(index=False))
         return 0
     if args.command == "verify":
-        root = _existing_store(args)
-        paths = [file.parent for file in results.run_files(root)]
-        for path in paths:
-            run = results.load_run_dir(path)
-            if "init.safetensors" in run.info["files"]:
-                run.init_model()
-        print(f"{len(paths)} stored run(s) verified under {root}")
-        return 0
+        return _verify(args)
     if args.command == "compact":
         from utils.progress import tqdm
 
@@ -277,6 +278,51 @@ def _dispatch(args) -> int:
         print(f"summary of {len(table)} runs written")
         return 0
     raise AssertionError(args.command)
+
+
+def _verify(args) -> int:
+    """``verify``: checksums and loading of every run (or the ``runs`` named); with ``--evaluate``
+    a line per run, recorded against fresh top-1, and exit 1 when one is off by more than the tolerance."""
+    from pathlib import Path
+
+    from utils.progress import tqdm
+    from utils.runs import results
+    if args.runs:
+        paths = [Path(p) for p in args.runs]
+        missing = [str(p) for p in paths if not (p / "run.json").is_file()]
+        if missing:
+            raise UserError(f"not a stored run (no run.json): {', '.join(missing)}")
+        where = ""
+    else:
+        root = _existing_store(args)
+        paths, where = [file.parent for file in results.run_files(root)], f" under {root}"
+    if args.tolerance < 0:
+        raise UserError(f"tolerance must be at least 0, got {args.tolerance}")
+    datasets, off = {}, []
+    for path in tqdm(paths, desc="verify", disable=args.quiet or not args.evaluate):
+        run = results.load_run_dir(path)
+        if "init.safetensors" in run.info["files"]:
+            run.init_model()
+        if args.evaluate:
+            from utils.engine.data import load_dataset
+            from utils.runs.reevaluate import reevaluate
+            name = run.info["dataset"]
+            if name not in datasets:
+                datasets[name] = load_dataset(name, args.data_dir, download=False)
+            check = reevaluate(run, datasets[name])
+            flag = "" if abs(check.difference) <= args.tolerance else "  OFF"
+            tqdm.write(f"{path}: recorded {check.recorded:.2f}, fresh {check.fresh:.2f} "
+                       f"({check.difference:+.2f} pt, {'bf16' if check.bf16 else 'fp32'}){flag}")
+            if flag:
+                off.append(str(path))
+    print(f"{len(paths)} stored run(s) verified{where}"
+          + (f"; {len(paths) - len(off)} evaluate to their record within {args.tolerance:g} pt" if args.evaluate
+             else ""))
+    if off:
+        print(f"error: {len(off)} run(s) off their recorded top-1 by more than {args.tolerance:g} pt: "
+              f"{', '.join(off)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _earlier_table(file, dtype=None):

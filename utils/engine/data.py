@@ -145,9 +145,9 @@ class Dataset:
         return replace(self, train_x=train_x, test_x=jpeg(self.test_x), val_x=val_x,
                        copy=f"{source} re-encoded at q{quality}", reencoding=reencoding)
 
-    def digest(self) -> dict[str, str]:
-        """sha256 (first 16 hex digits) of the training and the test arrays, images and labels:
-        what a run trained and was tested on, whichever files they came from.
+    def digest(self, splits: tuple[str, ...] = ("train", "test")) -> dict[str, str]:
+        """sha256 (first 16 hex digits) of the training and the test arrays (or only the ``splits``
+        named), images and labels: what a run trained and was tested on, whichever files they came from.
 
         >>> Dataset(DATASETS["mnist"], *(torch.zeros(1, 1, 28, 28, dtype=torch.uint8),
         ...         torch.zeros(1, dtype=torch.int64)) * 2).digest()["train"]
@@ -157,7 +157,8 @@ class Dataset:
             h = hashlib.sha256(x.contiguous().numpy().tobytes())
             h.update(y.to(torch.int64).contiguous().numpy().tobytes())
             return h.hexdigest()[:16]
-        return {"train": sha(self.train_x, self.train_y), "test": sha(self.test_x, self.test_y)}
+        arrays = {"train": (self.train_x, self.train_y), "test": (self.test_x, self.test_y)}
+        return {split: sha(*arrays[split]) for split in splits}
 
     def provenance(self) -> dict:
         """``{"dataset", "copy", "train_sha256", "test_sha256", "train_size", "test_size"}`` (and
