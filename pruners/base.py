@@ -307,6 +307,12 @@ class Method:
         """Raise :class:`UserError` if this method cannot train with ``train_cfg`` (checked for
         every run before a sweep starts, so a bad profile fails in seconds, not hours in)."""
 
+    def epochs(self, train_cfg, seed: int) -> int:
+        """Passes over the training data one run of this method makes, every phase counted
+        (``sweep --dry-run`` estimates from it the time of a run whose kind has no stored run yet):
+        the training config's epochs; a method with more phases adds theirs."""
+        return train_cfg.epochs
+
     def run(self, model: nn.Module, data, density: float, train_cfg, *, seed: int,
             progress: bool = True) -> dict[str, MethodResult]:
         """Prune, then train with the shared engine. Returns ``{stored method name: result}``."""

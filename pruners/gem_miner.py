@@ -349,11 +349,18 @@ class GemMiner(Method):
     def _mining_epochs(self, train_cfg) -> int:
         return self.options.mining_epochs if self.options.mining_epochs is not None else train_cfg.epochs
 
+    def _trains_sanity(self, seed: int) -> bool:
+        o = self.options
+        return o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds)
+
+    def epochs(self, train_cfg, seed: int) -> int:
+        """The mining epochs, then the finetune of the mined network and of each sanity variant."""
+        return self._mining_epochs(train_cfg) + train_cfg.epochs * (1 + len(self.variants) * self._trains_sanity(seed))
+
     def _round(self, model: nn.Module, density: float, seed: int) -> dict:
         """After mining: round the scores, fix the mask, build the sanity variants. Returns the nets
         to finetune (``{stored name: (model, flag density, description)}``), their init copies and
         what the results record."""
-        o = self.options
         mined = {n: p.scores.detach().clone() for n, p in gem_masks(model).items()}
         mask, flags, rounded = self.round_masks(model, density, seed)
         total = sum(f.numel() for f in flags.values())
@@ -362,7 +369,7 @@ class GemMiner(Method):
         set_masks(model, mask, zero_pruned=False)
         base = copy.deepcopy(model)            # post-rounding: init weights + final mask
         sanity = (self._sanity_variants(base, mask, flags, rounded, seed=seed, total=total)
-                  if o.sanity_checks and (o.sanity_seeds is None or seed in o.sanity_seeds) else {})
+                  if self._trains_sanity(seed) else {})
         nets = {self.name: (model, flag_density, "gem-miner finetune"),
                 **{name: (v["model"], v["flag_density"], v["desc"]) for name, v in sanity.items()}}
         inits = {name: copy.deepcopy(net) for name, (net, _, _) in nets.items()}

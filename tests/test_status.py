@@ -5,7 +5,15 @@ import torch
 
 from utils.engine import checkpoint
 from utils.runs import experiment
-from utils.runs.status import Estimate, RunState, estimate_remaining, precision_warning, run_kind, sweep_status
+from utils.runs.status import (
+    Estimate,
+    RunState,
+    estimate_remaining,
+    precision_warning,
+    run_epochs,
+    run_kind,
+    sweep_status,
+)
 
 RESNET = experiment.load_config("resnet20_cifar10")
 
@@ -42,7 +50,42 @@ def test_the_estimate_is_the_median_of_the_stored_runs_of_each_kind_minus_the_ch
                                 unknown={"gem-miner": 1, "random": 1, "deepr": 1})
     assert estimate.line(jobs=2) == (
         "left: 7 run(s); 4 of them about 1.5 h of run time (about 0.8 h with 2 at a time), from the stored "
-        "runs' median times; not estimated (no stored run of their kind yet): deepr ×1, gem-miner ×1, random ×1")
+        "runs' median times; not estimated (no stored run of their kind or recipe yet): deepr ×1, gem-miner ×1, "
+        "random ×1")
+
+
+def test_run_epochs_counts_every_phase_of_the_current_recipe():
+    """cpu v3: 60 epochs of training; Gem-Miner mines 30 first, and its sanity seed (21) also
+    finetunes the two sanity variants for 60 each."""
+    v3 = {method: experiment.RunSpec("resnet20_cifar10", method, 0.1, seed, "cpu", 3)
+          for method, seed in [("synflow", 21), ("deepr", 21), ("dense", 42), ("gem-miner", 42)]}
+    assert {method: run_epochs(RESNET, s) for method, s in v3.items()} == \
+        {"synflow": 60, "deepr": 60, "dense": 60, "gem-miner": 90}
+    assert run_epochs(RESNET, experiment.RunSpec("resnet20_cifar10", "gem-miner", 0.1, 21, "cpu", 3)) == 30 + 3 * 60
+
+
+def test_a_kind_without_stored_runs_is_timed_by_its_epochs_at_its_recipes_seconds_per_epoch():
+    """Stored v3 runs: SynFlow 6000 s and dense 6600 s over 60 epochs each, so 105 s per epoch (the
+    median); runs of kinds not stored yet take their epoch count times that."""
+    def v3(method, density, seed):
+        return experiment.RunSpec("resnet20_cifar10", method, density, seed, "cpu", 3)
+    stored = stored_rows(("synflow", 0.1, 21, 6000.0), ("dense", 1.0, 21, 6600.0), ("gem-miner-reinit", 0.1, 21, 1.0),
+                         version=3.0)
+    states = [RunState(v3("synflow", 0.5, 21), "todo"),                        # its kind's median: 6000
+              RunState(v3("gem-miner", 0.5, 21), "todo"),                      # 210 epochs × 105
+              RunState(v3("gem-miner", 0.5, 42), "busy", "mining 5/30", 450.0),  # 90 × 105 − 450
+              RunState(v3("random", 0.5, 42), "todo")]                         # 60 × 105
+    estimate = estimate_remaining(states, RESNET, stored)
+    assert estimate == Estimate(4, 4, 6000.0 + 22050.0 + 9000.0 + 6300.0, from_epochs={"gem-miner": 2, "random": 1})
+    assert estimate.line(jobs=2) == (
+        "left: 4 run(s); 4 of them about 12.0 h of run time (about 6.0 h with 2 at a time), from the stored runs' "
+        "median times; of kinds with no stored run yet, from their epoch count at the median seconds per epoch of "
+        "their recipe's stored runs: gem-miner ×2, random ×1")
+    # this machine's precision only: the stored runs recorded bf16, so an fp32 machine has no rate
+    stored["precision"] = "bf16"
+    assert estimate_remaining(states[3:], RESNET, stored, {"cpu": "fp32"}) == Estimate(1, 0, 0.0, {"random": 1})
+    assert estimate_remaining(states[3:], RESNET, stored, {"cpu": "bf16"}) == \
+        Estimate(1, 1, 6300.0, from_epochs={"random": 1})
 
 
 def test_runs_in_this_machines_precision_are_preferred_and_the_others_scaled_by_the_measured_ratio():

@@ -5,7 +5,9 @@ left (:func:`estimate_remaining`).  The estimate takes each run's kind (method, 
 trains Gem-Miner's sanity checks) and the median ``wall_time_s`` of the stored runs of that kind
 under the same profile and recipe version, minus what a run's checkpoints already hold.  Those
 times include whatever else the machine ran beside them (the median keeps one slowed run from
-moving it); the estimate says which runs it cannot estimate.  Runs that trained in this machine's
+moving it).  A kind with no stored run yet is timed by its epoch count (:func:`run_epochs`, every
+phase counted) at the median seconds per epoch of the stored runs of its profile's current version;
+the estimate says which runs it timed so, and which it cannot estimate.  Runs that trained in this machine's
 precision (bf16 autocast or fp32: :func:`precisions_here`) are preferred.  A kind stored only in the
 other precision is estimated from those runs times the median ratio of this precision's time to the
 other's over the kinds stored in both (fp32 vs bf16 on a CPU without native bf16 is several times
@@ -26,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from utils.engine.checkpoint import held
+from utils.errors import UserError
 from utils.runs import results
 from utils.runs.claims import is_claimed
 from utils.runs.experiment import (
@@ -72,6 +75,31 @@ def run_kind(config: dict, method: str, density: float, seed: int, profile: str)
     return method, bool(options.get("sanity_checks"))
 
 
+def run_epochs(config: dict, spec: RunSpec) -> int:
+    """Passes over the training data ``spec`` makes under its profile, every phase counted
+    (:meth:`pruners.base.Method.epochs`: e.g. Gem-Miner's mining, finetune and sanity finetunes)."""
+    settings = run_settings(spec, config)
+    return settings.method.epochs(settings.train, spec.seed)
+
+
+def _epoch_seconds(config: dict, rows: pd.DataFrame) -> dict[tuple, dict[str | None, list[float]]]:
+    """(profile, version) → precision → seconds per epoch of each stored run of the profile's
+    current version (an older version's epochs are not in the config any more)."""
+    rates: dict[tuple, dict[str | None, list[float]]] = {}
+    for row in rows.itertuples():
+        version = None if pd.isna(row.recipe_version) else int(row.recipe_version)
+        if version != profile_of(config, row.profile)[1].get("version"):
+            continue
+        spec = RunSpec(config["experiment"], row.method, row.density, row.seed, row.profile, version)
+        try:
+            epochs = run_epochs(config, spec)
+        except UserError:          # a stored variant (Gem-Miner's sanity runs) is not a method of its own
+            continue
+        precision = None if pd.isna(getattr(row, "precision", None)) else row.precision
+        rates.setdefault((row.profile, version), {}).setdefault(precision, []).append(row.wall_time_s / epochs)
+    return rates
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Training time left: ``seconds`` of run time over the ``estimated`` runs of the ``left``
@@ -79,13 +107,16 @@ class Estimate:
     ``other_precision``: per precision, estimated runs whose kind is stored only in that precision,
     which is not the one they will train in here; ``scaled``: per such precision, the time ratio
     (here / there) their stored times were multiplied by and how many kinds, stored in both, it
-    comes from (missing: none was, the times are used as they are)."""
+    comes from (missing: none was, the times are used as they are); ``from_epochs``: per method,
+    estimated runs whose kind has no stored run, timed by their epoch count (:func:`run_epochs`)
+    at the median seconds per epoch of the stored runs of their recipe and precision."""
     left: int
     estimated: int
     seconds: float
     unknown: dict[str, int] = field(default_factory=dict)
     other_precision: dict[str, int] = field(default_factory=dict)
     scaled: dict[str, tuple[float, int]] = field(default_factory=dict)
+    from_epochs: dict[str, int] = field(default_factory=dict)
 
     def line(self, jobs: int) -> str:
         hours = self.seconds / 3600
@@ -103,8 +134,12 @@ class Estimate:
                 how = (f"while this machine trains in {here}: expect them to take "
                        f"{'longer' if here == 'fp32' else 'less'}")
             text += f" ({n} of them from runs that trained in {precision} only, {how})"
+        if self.from_epochs:
+            text += ("; of kinds with no stored run yet, from their epoch count at the median seconds per epoch of "
+                     "their recipe's stored runs: " + ", ".join(f"{method} ×{n}"
+                                                                for method, n in sorted(self.from_epochs.items())))
         if self.unknown:
-            text += "; not estimated (no stored run of their kind yet): " + ", ".join(
+            text += "; not estimated (no stored run of their kind or recipe yet): " + ", ".join(
                 f"{method} ×{n}" for method, n in sorted(self.unknown.items()))
         return text
 
@@ -116,8 +151,11 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
     left = [s for s in states if s.state != "done"]
     here = here or {}
     times: dict[tuple, dict[str | None, list[float]]] = {}
+    rates: dict[tuple, dict[str | None, list[float]]] = {}
     if len(stored):
         rows = stored[(stored["experiment"] == config["experiment"]) & stored["wall_time_s"].notna()]
+        rows = rows[rows["profile"].isin(list(config.get("profiles") or {}))]
+        rates = _epoch_seconds(config, rows)
         for row in rows.itertuples():
             if row.profile in (config.get("profiles") or {}):
                 version = None if pd.isna(row.recipe_version) else int(row.recipe_version)
@@ -125,16 +163,23 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
                 precision = getattr(row, "precision", None)
                 precision = None if pd.isna(precision) else precision
                 times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
-    seconds, counted, unknown, other, scaled = 0.0, 0, Counter(), Counter(), {}
+    seconds, counted, unknown, other, scaled, from_epochs = 0.0, 0, Counter(), Counter(), {}, Counter()
     ratios: dict[tuple[str, str], tuple[float, int] | None] = {}    # (here, there) → once per pair, not per run
     for s in left:
         spec = s.spec
         by_precision = times.get((spec.profile, spec.version,
                                   *run_kind(config, spec.method, spec.density, spec.seed, spec.profile)))
-        if not by_precision:
-            unknown[spec.method] += 1
-            continue
         precision_here = here.get(spec.profile)
+        if not by_precision:
+            by_rate = rates.get((spec.profile, spec.version), {})
+            rate = by_rate.get(precision_here) if precision_here else [r for rs in by_rate.values() for r in rs]
+            if not rate:
+                unknown[spec.method] += 1
+                continue
+            seconds += max(statistics.median(rate) * run_epochs(config, spec) - s.trained_s, 0.0)
+            counted += 1
+            from_epochs[spec.method] += 1
+            continue
         mine, factor = by_precision.get(precision_here), 1.0
         if precision_here and not mine and (recorded := sorted(p for p in by_precision if p)):
             other["/".join(recorded)] += 1      # stored only in the other precision: scale those, say so
@@ -148,7 +193,7 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
         same = mine or [t for ts in by_precision.values() for t in ts]
         seconds += max(statistics.median(same) * factor - s.trained_s, 0.0)
         counted += 1
-    return Estimate(len(left), counted, seconds, dict(unknown), dict(other), scaled)
+    return Estimate(len(left), counted, seconds, dict(unknown), dict(other), scaled, dict(from_epochs))
 
 
 def _precision_ratio(times: dict[tuple, dict[str | None, list[float]]], here: str,
