@@ -311,10 +311,11 @@ def _verify(args) -> int:
                 datasets[name] = load_dataset(name, args.data_dir, download=False)
             check = reevaluate(run, datasets[name])
             flag = "" if abs(check.difference) <= args.tolerance else "  OFF"
-            tqdm.write(f"{path}: recorded {check.recorded:.2f}, fresh {check.fresh:.2f} "
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            tqdm.write(f"{shown}: recorded {check.recorded:.2f}, fresh {check.fresh:.2f} "
                        f"({check.difference:+.2f} pt, {'bf16' if check.bf16 else 'fp32'}){flag}")
             if flag:
-                off.append(str(path))
+                off.append(str(shown))
     print(f"{len(paths)} stored run(s) verified{where}"
           + (f"; {len(paths) - len(off)} evaluate to their record within {args.tolerance:g} pt" if args.evaluate
              else ""))
