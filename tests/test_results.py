@@ -322,6 +322,21 @@ def test_readme_section_puts_our_cells_next_to_the_thesis_and_ranks_them(tmp_pat
     assert "**synflow 10 %**" in text and "Ranking" not in text
 
 
+def test_a_cell_whose_thesis_runs_are_all_mislabelled_is_shown_but_not_compared(tmp_path):
+    """Our Gem-Miner 10 % holds only seed 42, whose thesis run is a 5 % network: the cell shows ours
+    with empty thesis columns and no Δ, and the ranking leaves the method out (with one method left,
+    there is no ranking)."""
+    from utils.runs.report import thesis_sections
+    rows = [("synflow", 0.1, 42, 81.0, 86.0, 0.1), ("gem-miner", 0.1, 42, 81.6, 80.0, 0.049982)]
+    pd.DataFrame([{"experiment": "resnet20_cifar10", "method": m, "density": d, "seed": s, "top1_ours": o,
+                   "top1_thesis": t, "density_thesis": dt} for m, d, s, o, t, dt in rows]).to_csv(
+        tmp_path / "c.csv", index=False)
+    text = "\n".join(thesis_sections(tmp_path / "c.csv", {}))
+    assert "| gem-miner | 10          | 81.60 (1) |           |       |          |" in text
+    assert "| synflow   | 10          | 81.00 (1) | 86.00 (1) | -5.00 | yes      |" in text
+    assert "nan" not in text and "Ranking" not in text
+
+
 @pytest.mark.parametrize("method,density,expected", [
     ("synflow", 0.1, "a"),                        # the most specific key wins
     ("synflow", 0.5, "b"),

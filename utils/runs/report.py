@@ -211,7 +211,8 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
             rows.append({"method": method, "density %": f"{100 * density:g}", "ours": mean_sd(cell["top1_ours"]),
                          "thesis": mean_sd(cell["top1_thesis"]),
                          "thesis nets here": mean_sd(cell.get("top1_thesis_here", pd.Series(dtype=float))),
-                         "Δ": f"{diff:+.2f}", "> 2 pt": "yes" if abs(diff) > EXPLAIN_ABOVE else ""})
+                         "Δ": "" if math.isnan(diff) else f"{diff:+.2f}",
+                         "> 2 pt": "yes" if abs(diff) > EXPLAIN_ABOVE else ""})
         frame = pd.DataFrame(rows)
         if not frame["thesis nets here"].any():
             frame = frame.drop(columns="thesis nets here")
@@ -222,11 +223,14 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
             lines += [_explanation(cell, notes, runs) for cell in far.itertuples()] + [""]
         rankings = []
         for density, cell in part[part["method"] != "dense"].groupby("density"):
-            if cell["method"].nunique() < 2:
-                continue
             stats = {who: cell.groupby("method")[col].agg(["mean", "std"])
                      for who, col in (("ours", "top1_ours"), ("thesis", "top1_thesis"),
                                       ("here", "top1_thesis_here")) if col in cell}
+            # a method whose thesis runs at this label are all left out (mislabelled) is not ranked
+            both = stats["ours"].index[stats["ours"]["mean"].notna() & stats["thesis"]["mean"].notna()]
+            if len(both) < 2:
+                continue
+            stats = {who: table.loc[both] for who, table in stats.items()}
             line = (f"- {100 * density:g} %: ours {ranking(stats['ours'])}; thesis {ranking(stats['thesis'])} "
                     f"({ranking_agreement(stats['ours'], stats['thesis'])})")
             if "here" in stats and stats["here"]["mean"].notna().all():
