@@ -285,8 +285,10 @@ def _verify(args) -> int:
     a line per run, recorded against fresh top-1, and exit 1 when one is off by more than the tolerance."""
     from pathlib import Path
 
+    from utils.engine.data import load_dataset
     from utils.progress import tqdm
     from utils.runs import results
+    from utils.runs.reevaluate import reevaluate
     if args.runs:
         paths = [Path(p) for p in args.runs]
         missing = [str(p) for p in paths if not (p / "run.json").is_file()]
@@ -304,8 +306,6 @@ def _verify(args) -> int:
         if "init.safetensors" in run.info["files"]:
             run.init_model()
         if args.evaluate:
-            from utils.engine.data import load_dataset
-            from utils.runs.reevaluate import reevaluate
             name = run.info["dataset"]
             if name not in datasets:
                 datasets[name] = load_dataset(name, args.data_dir, download=False)

@@ -230,7 +230,7 @@ def thesis_sections(path: str | Path, notes: dict | None = None,
             both = stats["ours"].index[stats["ours"]["mean"].notna() & stats["thesis"]["mean"].notna()]
             if len(both) < 2:
                 continue
-            stats = {who: table.loc[both] for who, table in stats.items()}
+            stats = {who: by_method.loc[both] for who, by_method in stats.items()}
             line = (f"- {100 * density:g} %: ours {ranking(stats['ours'])}; thesis {ranking(stats['thesis'])} "
                     f"({ranking_agreement(stats['ours'], stats['thesis'])})")
             if "here" in stats and stats["here"]["mean"].notna().all():
@@ -369,9 +369,8 @@ def _final_top1(run_dir: Path) -> float:
     return float(pd.read_csv(run_dir / "history.csv")["top1"].iloc[-1])
 
 
-def _run_recipe(run_dir: Path) -> str:
-    """:func:`recipe_label` of the run stored in ``run_dir`` (``""`` where it records none)."""
-    record = json.loads((run_dir / "run.json").read_text())
+def _record_recipe(record: dict) -> str:
+    """:func:`recipe_label` of a ``run.json`` record (``""`` where it records none)."""
     recipe = record.get("recipe") or {}
     return recipe_label(recipe.get("profile", record.get("profile")), recipe.get("version"))
 
@@ -387,7 +386,7 @@ def _source_runs(root: Path, cell: str, recipe: str) -> dict[int, Path]:
     found = {}
     for base in (root / JPEG_SOURCE_DIR / cell, root / cell):        # the main store wins a tie
         for record_file in sorted(base.glob("s*/run.json")):
-            if _run_recipe(record_file.parent) == recipe:
+            if _record_recipe(json.loads(record_file.read_text())) == recipe:
                 found[int(record_file.parent.name[1:])] = record_file.parent
     return found
 
@@ -405,16 +404,18 @@ def jpeg_effect(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     columns = ["experiment", "method", "seed", "cell", "recipe", "copy", "quality", "psnr_db", "mse", "top1",
                "top1_change"]
-    rows, sources = [], {}
+    rows, sources, source_runs = [], {}, {}
     for record_file in sorted(root.glob("jpeg_effect/q*/*/*/d*/s*/run.json")):
         record = json.loads(record_file.read_text())
         cell = record_file.parent.parent.relative_to(record_file.parents[4]).as_posix()
-        recipe = _run_recipe(record_file.parent)
+        recipe = _record_recipe(record)
         key = (record["experiment"], record["method"], record["seed"], cell, recipe)
         reencoding = record["data"]["reencoding"]
         rows.append({"copy": record["data"]["copy"], "quality": reencoding["quality"],
                      "psnr_db": reencoding["psnr_db"], "top1": _final_top1(record_file.parent), "key": key})
-        source = _source_runs(root, cell, recipe).get(record["seed"])
+        if (cell, recipe) not in source_runs:           # once per cell and recipe, not per re-encoding
+            source_runs[cell, recipe] = _source_runs(root, cell, recipe)
+        source = source_runs[cell, recipe].get(record["seed"])
         if source is not None:
             sources[key] = {"copy": reencoding["source_copy"], "quality": math.nan, "psnr_db": math.inf,
                             "top1": _final_top1(source), "key": key}

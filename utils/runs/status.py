@@ -82,12 +82,19 @@ def run_epochs(config: dict, spec: RunSpec) -> int:
     return settings.method.epochs(settings.train, spec.seed)
 
 
+def _version_and_precision(row) -> tuple[int | None, str | None]:
+    """A ``results.runs`` row's recipe version and precision, ``None`` where it records none."""
+    precision = getattr(row, "precision", None)
+    return (None if pd.isna(row.recipe_version) else int(row.recipe_version),
+            None if pd.isna(precision) else precision)
+
+
 def _epoch_seconds(config: dict, rows: pd.DataFrame) -> dict[tuple, dict[str | None, list[float]]]:
     """(profile, version) → precision → seconds per epoch of each stored run of the profile's
     current version (an older version's epochs are not in the config any more)."""
     rates: dict[tuple, dict[str | None, list[float]]] = {}
     for row in rows.itertuples():
-        version = None if pd.isna(row.recipe_version) else int(row.recipe_version)
+        version, precision = _version_and_precision(row)
         if version != profile_of(config, row.profile)[1].get("version"):
             continue
         spec = RunSpec(config["experiment"], row.method, row.density, row.seed, row.profile, version)
@@ -95,7 +102,6 @@ def _epoch_seconds(config: dict, rows: pd.DataFrame) -> dict[tuple, dict[str | N
             epochs = run_epochs(config, spec)
         except UserError:          # a stored variant (Gem-Miner's sanity runs) is not a method of its own
             continue
-        precision = None if pd.isna(getattr(row, "precision", None)) else row.precision
         rates.setdefault((row.profile, version), {}).setdefault(precision, []).append(row.wall_time_s / epochs)
     return rates
 
@@ -157,12 +163,9 @@ def estimate_remaining(states: list[RunState], config: dict, stored: pd.DataFram
         rows = rows[rows["profile"].isin(list(config.get("profiles") or {}))]
         rates = _epoch_seconds(config, rows)
         for row in rows.itertuples():
-            if row.profile in (config.get("profiles") or {}):
-                version = None if pd.isna(row.recipe_version) else int(row.recipe_version)
-                key = (row.profile, version, *run_kind(config, row.method, row.density, row.seed, row.profile))
-                precision = getattr(row, "precision", None)
-                precision = None if pd.isna(precision) else precision
-                times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
+            version, precision = _version_and_precision(row)
+            key = (row.profile, version, *run_kind(config, row.method, row.density, row.seed, row.profile))
+            times.setdefault(key, {}).setdefault(precision, []).append(row.wall_time_s)
     seconds, counted, unknown, other, scaled, from_epochs = 0.0, 0, Counter(), Counter(), {}, Counter()
     ratios: dict[tuple[str, str], tuple[float, int] | None] = {}    # (here, there) → once per pair, not per run
     for s in left:
