@@ -305,7 +305,37 @@ def test_a_train_state_packs_to_safetensors_and_back_unchanged():
     data = checkpoint.pack(state)
     assert _same(checkpoint.unpack(data), state)
     momentum = len(list(model.parameters()))
-    assert len(safetensors.torch.load(data)) == len(model.state_dict()) + momentum + 2 + 3   # generators, hooks
+    stored = [k for k in safetensors.torch.load(data) if not k.endswith((".nz", ".neg0"))]   # maps of sparse ones
+    assert len(stored) == len(model.state_dict()) + momentum + 2 + 3   # generators, hooks
+
+
+def test_a_pruned_state_packs_compactly_and_back_bit_exact():
+    """A 50 % pruned conv's weight, its momentum and its bool mask: the weight and momentum keep only
+    their nonzero entries plus a 1-bit map, the mask 1 bit per entry; -0.0 survives; a dense tensor
+    stays whole; a file of the earlier dense format 1 still reads."""
+    import safetensors.torch
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.rand(64, 64, 3, 3, generator=gen) < 0.5
+    weight = torch.where(mask, torch.randn(64, 64, 3, 3, generator=gen), 0.0)
+    weight.view(-1)[mask.view(-1).nonzero()[0]] = -0.0
+    state = {"w": weight, "momentum": weight.bfloat16(), "mask": mask, "dense": torch.randn(7, generator=gen)}
+    data = checkpoint.pack(state)
+    back = checkpoint.unpack(data)
+    for key, value in state.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape
+        assert torch.equal(back[key].view(torch.uint8) if value.dtype != torch.bool else back[key],
+                           value.view(torch.uint8) if value.dtype != torch.bool else value)
+    stored = safetensors.torch.load(data)
+    nonzero = int(mask.sum()) - 1                       # one kept entry is -0.0: in the .neg0 map
+    assert stored["t0"].numel() == nonzero and stored["t0.nz"].numel() == 64 * 64 * 9 // 8
+    assert int(checkpoint.unpack_bool(stored["t0.neg0"], (64 * 64 * 9,)).sum()) == 1
+    assert stored["t1"].dtype == torch.bfloat16 and stored["t1"].numel() == nonzero
+    assert stored["t2"].dtype == torch.uint8 and stored["t2"].numel() == 64 * 64 * 9 // 8
+    assert stored["t3"].numel() == 7 and "t3.nz" not in stored
+    assert len(data) < 0.53 * (weight.nbytes + weight.bfloat16().nbytes) + 4 * mask.numel() / 8 + 4096
+    old = safetensors.torch.save({"t0": weight}, metadata={"format": "sparse-network-analysis checkpoint 1",
+                                                           "state": '{"w": {"$t": "t0"}}'})
+    assert torch.equal(checkpoint.unpack(old)["w"], weight)
 
 
 @pytest.mark.parametrize("value", [object(), {1.5: 2}.keys(), pd.DataFrame()])

@@ -14,15 +14,17 @@ not, which enters the settings) leaves the other machine's progress intact for w
 
 A checkpoint is one safetensors file: its tensors, and the plain values around them (numbers,
 strings, lists, dicts with int or str keys, tuples) as JSON in the file's metadata
-(:func:`pack` / :func:`unpack`).  Nothing in it is executable, so a run's checkpoints may be
-committed and carried to another machine, where the same run resumes from them.  Files of the
-earlier ``torch.save`` format (``call<k>-<phase>.pt``) are read with
+(:func:`pack` / :func:`unpack`); bool tensors are bit-packed and tensors that are mostly zero (a
+pruned layer's weights, their momentum) keep only their nonzero entries.  Nothing in it is
+executable, so a run's checkpoints may be committed and carried to another machine, where the
+same run resumes from them.  Files of the earlier ``torch.save`` format (``call<k>-<phase>.pt``) are read with
 ``torch.load(weights_only=True)`` and rewritten in the safetensors format when loaded.  Writes are
 atomic (temporary file, then rename).
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -38,13 +40,16 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
 from utils.files import write_atomic
+from utils.runs.encoding import pack_bool, unpack_bool
 
 #: least seconds between two saves of one ``train`` call (its last epoch is always saved)
 SAVE_EVERY_S = 30.0
 #: the checkpoint scope of the run being trained (None: no checkpoints)
 _SCOPE: ContextVar[Checkpoints | None] = ContextVar("checkpoint_scope", default=None)
 #: the safetensors metadata entry naming the format of :func:`pack`
-FORMAT = "sparse-network-analysis checkpoint 1"
+FORMAT = "sparse-network-analysis checkpoint 2"
+#: the formats :func:`unpack` reads (1: every tensor dense; its skeleton is a subset of 2's)
+READABLE_FORMATS = (FORMAT, "sparse-network-analysis checkpoint 1")
 #: the file suffixes of a checkpoint, the current one first (``.pt``: read only, then rewritten)
 SUFFIXES = (".safetensors", ".pt")
 #: the subdirectory of a run's checkpoints where files of another key wait (``aside/<key>/<file>``)
@@ -54,9 +59,13 @@ ASIDE = "aside"
 def pack(state) -> bytes:
     """``state`` (nested dicts, lists and tuples of tensors and plain values) as safetensors bytes.
 
-    Tensors are stored under ``t0, t1, …`` and replaced in the JSON skeleton by ``{"$t": name}``;
-    tuples become ``{"$tuple": [...]}`` and dicts whose keys are not all plain strings
-    ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal values of equal types
+    Tensors are stored under ``t0, t1, …`` and replaced in the JSON skeleton by ``{"$t": name}``.  A bool
+    tensor is stored bit-packed (``{"$t": name, "bits": shape}``); a floating tensor mostly zero (a pruned
+    layer's weights and momentum) as its nonzero entries, a bit map of them under ``<name>.nz`` and, if
+    it has any, one of its ``-0.0`` entries under ``<name>.neg0`` (``{"$t": name, "nonzero": shape}``), so
+    the round trip is bit-exact.  Tuples become ``{"$tuple": [...]}`` and dicts whose keys
+    are not all plain strings ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal
+    values of equal types
     (floats as Python's JSON writes them: NaN and ±Infinity included, as a history's first row has).
 
     >>> s = {"epochs_done": 3, "rows": [{"top1": 9.5}], 0: (torch.ones(2), None)}
@@ -65,13 +74,11 @@ def pack(state) -> bytes:
     (3, [{'top1': 9.5}], [1.0, 1.0], None)
     """
     tensors: dict[str, Tensor] = {}
+    names = itertools.count()
 
     def encode(value):
         if isinstance(value, Tensor):
-            name = f"t{len(tensors)}"
-            # a copy: safetensors refuses tensors that share storage (e.g. views of one buffer)
-            tensors[name] = value.detach().cpu().contiguous().clone()
-            return {"$t": name}
+            return _encode_tensor(value.detach().cpu(), f"t{next(names)}", tensors)
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, tuple):
@@ -95,7 +102,7 @@ def unpack(data: bytes):
         metadata = _metadata(data)
     except (SafetensorError, ValueError) as exc:
         raise ValueError(f"not a checkpoint: {exc}") from None
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") not in READABLE_FORMATS:
         raise ValueError(f"not a checkpoint of format {FORMAT!r}")
 
     def decode(value):
@@ -104,7 +111,7 @@ def unpack(data: bytes):
         if not isinstance(value, dict):
             return value
         if "$t" in value:
-            return tensors[value["$t"]]
+            return _decode_tensor(value, tensors)
         if "$tuple" in value:
             return tuple(decode(v) for v in value["$tuple"])
         if "$dict" in value:
@@ -112,6 +119,43 @@ def unpack(data: bytes):
         return {k: decode(v) for k, v in value.items()}
 
     return decode(json.loads(metadata["state"]))
+
+
+def _encode_tensor(value: Tensor, name: str, tensors: dict[str, Tensor]) -> dict:
+    """Store ``value`` in ``tensors`` under ``name`` (compactly, see :func:`pack`); its skeleton entry."""
+    shape = list(value.shape)
+    if value.dtype == torch.bool:
+        tensors[name] = pack_bool(value)
+        return {"$t": name, "bits": shape}
+    if value.is_floating_point() and value.numel():
+        nonzero = value != 0
+        if int(nonzero.sum()) * value.element_size() + 2 * ((value.numel() + 7) // 8) < value.nbytes:
+            tensors[name] = value[nonzero].contiguous()
+            tensors[f"{name}.nz"] = pack_bool(nonzero)
+            # masking by multiplication leaves -0.0 where a pruned weight was negative; its bits enter the
+            # state digest that keys the next call, so they are kept
+            negative_zero = ~nonzero & torch.signbit(value)
+            if negative_zero.any():
+                tensors[f"{name}.neg0"] = pack_bool(negative_zero)
+            return {"$t": name, "nonzero": shape}
+    # a copy: safetensors refuses tensors that share storage (e.g. views of one buffer)
+    tensors[name] = value.contiguous().clone()
+    return {"$t": name}
+
+
+def _decode_tensor(entry: dict, tensors: dict[str, Tensor]) -> Tensor:
+    """Inverse of :func:`_encode_tensor`."""
+    stored = tensors[entry["$t"]]
+    if "bits" in entry:
+        return unpack_bool(stored, tuple(entry["bits"]))
+    if "nonzero" in entry:
+        nonzero = unpack_bool(tensors[entry["$t"] + ".nz"], tuple(entry["nonzero"]))
+        value = torch.zeros(nonzero.shape, dtype=stored.dtype)
+        value[nonzero] = stored
+        if entry["$t"] + ".neg0" in tensors:
+            value[unpack_bool(tensors[entry["$t"] + ".neg0"], tuple(entry["nonzero"]))] = -0.0
+        return value
+    return stored
 
 
 def _metadata(data: bytes) -> dict:
