@@ -62,11 +62,10 @@ def pack(state) -> bytes:
     Tensors are stored under ``t0, t1, …`` and replaced in the JSON skeleton by ``{"$t": name}``.  A bool
     tensor is stored bit-packed (``{"$t": name, "bits": shape}``); a floating tensor mostly zero (a pruned
     layer's weights and momentum) as its nonzero entries, a bit map of them under ``<name>.nz`` and, if
-    it has any, one of its ``-0.0`` entries under ``<name>.neg0`` (``{"$t": name, "nonzero": shape}``), so
-    the round trip is bit-exact.  Tuples become ``{"$tuple": [...]}`` and dicts whose keys
-    are not all plain strings ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal
-    values of equal types
-    (floats as Python's JSON writes them: NaN and ±Infinity included, as a history's first row has).
+    it has ``-0.0`` entries, a bit map of those under ``<name>.neg0`` (``{"$t": name, "nonzero": shape}``),
+    so the round trip is bit-exact.  Tuples become ``{"$tuple": [...]}`` and dicts whose keys are not all
+    plain strings ``{"$dict": [[key, value], ...]}``, so :func:`unpack` gives back equal values of equal
+    types (floats as Python's JSON writes them: NaN and ±Infinity included, as a history's first row has).
 
     >>> s = {"epochs_done": 3, "rows": [{"top1": 9.5}], 0: (torch.ones(2), None)}
     >>> back = unpack(pack(s))
