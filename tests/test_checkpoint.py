@@ -9,6 +9,7 @@ import torch
 from utils.engine import checkpoint
 from utils.engine.train import Hooks, TrainConfig, train
 from utils.runs import experiment, results
+from utils.runs.encoding import unpack_bool
 
 
 class Killed(Exception):
@@ -328,7 +329,7 @@ def test_a_pruned_state_packs_compactly_and_back_bit_exact():
     stored = safetensors.torch.load(data)
     nonzero = int(mask.sum()) - 1                       # one kept entry is -0.0: in the .neg0 map
     assert stored["t0"].numel() == nonzero and stored["t0.nz"].numel() == 64 * 64 * 9 // 8
-    assert int(checkpoint.unpack_bool(stored["t0.neg0"], (64 * 64 * 9,)).sum()) == 1
+    assert int(unpack_bool(stored["t0.neg0"], (64 * 64 * 9,)).sum()) == 1
     assert stored["t1"].dtype == torch.bfloat16 and stored["t1"].numel() == nonzero
     assert stored["t2"].dtype == torch.uint8 and stored["t2"].numel() == 64 * 64 * 9 // 8
     assert stored["t3"].numel() == 7 and "t3.nz" not in stored

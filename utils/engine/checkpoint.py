@@ -17,9 +17,9 @@ strings, lists, dicts with int or str keys, tuples) as JSON in the file's metada
 (:func:`pack` / :func:`unpack`); bool tensors are bit-packed and tensors that are mostly zero (a
 pruned layer's weights, their momentum) keep only their nonzero entries.  Nothing in it is
 executable, so a run's checkpoints may be committed and carried to another machine, where the
-same run resumes from them.  Files of the earlier ``torch.save`` format (``call<k>-<phase>.pt``) are read with
-``torch.load(weights_only=True)`` and rewritten in the safetensors format when loaded.  Writes are
-atomic (temporary file, then rename).
+same run resumes from them.  Files of the earlier ``torch.save`` format (``call<k>-<phase>.pt``)
+are read with ``torch.load(weights_only=True)`` and rewritten in the safetensors format when
+loaded.  Writes are atomic (temporary file, then rename).
 """
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ def _encode_tensor(value: Tensor, name: str, tensors: dict[str, Tensor]) -> dict
         return {"$t": name, "bits": shape}
     if value.is_floating_point() and value.numel():
         nonzero = value != 0
-        if int(nonzero.sum()) * value.element_size() + 2 * ((value.numel() + 7) // 8) < value.nbytes:
+        map_bytes = (value.numel() + 7) // 8          # one bit map; two at most (.nz, .neg0)
+        if int(nonzero.sum()) * value.element_size() + 2 * map_bytes < value.nbytes:
             tensors[name] = value[nonzero].contiguous()
             tensors[f"{name}.nz"] = pack_bool(nonzero)
             # masking by multiplication leaves -0.0 where a pruned weight was negative; its bits enter the
@@ -144,15 +145,16 @@ def _encode_tensor(value: Tensor, name: str, tensors: dict[str, Tensor]) -> dict
 
 def _decode_tensor(entry: dict, tensors: dict[str, Tensor]) -> Tensor:
     """Inverse of :func:`_encode_tensor`."""
-    stored = tensors[entry["$t"]]
+    name = entry["$t"]
+    stored = tensors[name]
     if "bits" in entry:
         return unpack_bool(stored, tuple(entry["bits"]))
     if "nonzero" in entry:
-        nonzero = unpack_bool(tensors[entry["$t"] + ".nz"], tuple(entry["nonzero"]))
-        value = torch.zeros(nonzero.shape, dtype=stored.dtype)
-        value[nonzero] = stored
-        if entry["$t"] + ".neg0" in tensors:
-            value[unpack_bool(tensors[entry["$t"] + ".neg0"], tuple(entry["nonzero"]))] = -0.0
+        shape = tuple(entry["nonzero"])
+        value = torch.zeros(shape, dtype=stored.dtype)
+        value[unpack_bool(tensors[f"{name}.nz"], shape)] = stored
+        if f"{name}.neg0" in tensors:
+            value[unpack_bool(tensors[f"{name}.neg0"], shape)] = -0.0
         return value
     return stored
 
