@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from utils.engine import checkpoint
-from utils.engine.train import Hooks, TrainConfig, train
+from utils.engine.train import Hooks, TrainConfig, device_name, train
 from utils.runs import experiment, results
 from utils.runs.encoding import unpack_bool
 
@@ -91,7 +91,12 @@ def test_a_killed_resnet_run_resumes_to_the_same_weights_and_history(monkeypatch
     def record(root):
         return results.read_record(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed, root))
     # run.json says what was restored; the uninterrupted run has nothing to say
-    assert [(r["call"], r["epochs"]) for r in record(tmp_path / "resumed")["compute"]["resumed"]] == [(1, kill_at)]
+    compute = record(tmp_path / "resumed")["compute"]
+    assert [(r["call"], r["epochs"]) for r in compute["resumed"]] == [(1, kill_at)]
+    # ...and where the restored epochs trained (this machine here), as the whole run says where it trained
+    here = device_name(torch.device("cpu"))
+    assert compute["resumed"][0]["trained_on"] == [[here, kill_at]]
+    assert compute["device_name"] == record(tmp_path / "whole")["compute"]["device_name"] == here
     assert "resumed" not in record(tmp_path / "whole")["compute"]
 
 

@@ -3,9 +3,11 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from utils.cli import main
 from utils.engine import data as D
+from utils.engine.train import device_name
 from utils.runs import results
 
 
@@ -199,7 +201,9 @@ def test_end_to_end_smoke(smoke_run, capsys):
     assert run.info["config"]["overrides"] == {"train_subset": 5000}
     assert run.info["profile"] == "smoke" and run.info["config"]["train"]["epochs"] == 2
     assert results.load_probe("mnist", smoke_run)[0].shape == (600, 1, 28, 28)
-    assert run.info["compute"] == {"device": "cpu", "threads": 1, "bf16": False, "channels_last": False}
+    here = device_name(torch.device("cpu"))
+    assert run.info["compute"] == {"device": "cpu", "device_name": here, "threads": 1, "bf16": False,
+                                   "channels_last": False}
     assert run.precision() == (False, False)
     code, out, _ = run_cli(capsys, *TRAIN, "--profile", "smoke", "--results", smoke_run)
     assert code == 0 and "already stored" in out

@@ -123,6 +123,34 @@ def test_precision_defaults_follow_the_cpu(monkeypatch, native):
     assert train.use_channels_last(resnet, train.TrainConfig(bf16=True), cuda) is True
 
 
+SAPPHIRE_RAPIDS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+                   "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+
+
+@pytest.mark.parametrize("cpuinfo,capability,expected", [
+    (SAPPHIRE_RAPIDS, "AVX512", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (AVX512, amx_bf16)"),
+    ("model name : AMD EPYC 9B14\nflags : avx2 avx512f avx512_bf16\n", "AVX512", "AMD EPYC 9B14 (AVX512, avx512_bf16)"),
+    ("model name : AMD EPYC 7B13\nflags : avx2 fma\n", "AVX2", "AMD EPYC 7B13 (AVX2)"),
+])
+def test_the_cpu_description_names_the_model_the_isa_and_the_bf16_kernels(cpuinfo, capability, expected):
+    """AMX wins over AVX-512 bf16 when a CPU has both (oneDNN uses AMX); no bf16 flag, no suffix."""
+    from utils.engine.train import cpu_description
+    assert cpu_description(cpuinfo, capability) == expected
+
+
+def test_training_segments_join_on_one_device_and_keep_the_order():
+    """A call killed on A after 18 epochs and finished on B; a legacy checkpoint's unknown device."""
+    from utils.engine.train import trained_on
+    assert trained_on([], "A", 18) == [["A", 18]]
+    assert trained_on([["A", 18]], "B", 42) == [["A", 18], ["B", 42]]
+    assert trained_on([["A", 18], ["B", 3]], "B", 4) == [["A", 18], ["B", 7]]
+    assert trained_on([[None, 16]], "B", 44) == [[None, 16], ["B", 44]]
+    assert trained_on([["A", 5]], "B", 0) == [["A", 5]]
+    earlier = [["A", 18]]
+    trained_on(earlier, "A", 2)
+    assert earlier == [["A", 18]]                   # the restored state is not changed in place
+
+
 def test_evaluation_batch_defaults_follow_the_model_and_device():
     """64 for conv nets on CPU (2.2x faster per image than 1000: benchmarks/bench_evaluation.py),
     1000 for FC nets and on other devices; an explicit size always wins."""

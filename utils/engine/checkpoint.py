@@ -199,7 +199,8 @@ class Checkpoints:
         self.context = context or {}
         self.calls = 0
         #: what the calls so far restored instead of training: ``{"call", "file", "epochs", "seconds"}``
-        #: (``seconds``: the training time those epochs took before the kill, from their history)
+        #: (``seconds``: the training time those epochs took before the kill, from their history) and,
+        #: from checkpoints that say, ``"trained_on"``: ``[device name, epochs]`` segments, oldest first
         self.restored: list[dict] = []
 
     def slot(self, phase: str, settings: dict, model: nn.Module, earlier: Sequence[dict] = ()) -> Slot:
@@ -264,8 +265,11 @@ class Slot:
             self.save({k: v for k, v in state.items() if k != "key"})
         if self.owner is not None:
             seconds = sum(float(row.get("seconds", 0.0)) for row in state.get("rows", []))
-            self.owner.restored.append({"call": self.owner.calls, "file": self.path.name,
-                                        "epochs": int(state.get("epochs_done", 0)), "seconds": seconds})
+            restored = {"call": self.owner.calls, "file": self.path.name,
+                        "epochs": int(state.get("epochs_done", 0)), "seconds": seconds}
+            if "trained_on" in state:
+                restored["trained_on"] = state["trained_on"]
+            self.owner.restored.append(restored)
         return state
 
     def due(self, final: bool) -> bool:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
@@ -132,6 +134,50 @@ def torch_threads(threads: int):
 
 def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def cpu_description(cpuinfo: str, capability: str) -> str:
+    r"""The CPU named by ``cpuinfo`` (the text of Linux's ``/proc/cpuinfo``), with torch's vector ISA
+    ``capability`` and the CPU flag of its bf16 kernels (AMX before AVX-512 bf16, as oneDNN picks):
+    bf16 training gives slightly different numbers on the two, so a run records which it had.
+
+    >>> cpu_description("model name\t: AMD EPYC\nflags\t\t: avx512f avx512_bf16\n", "AVX512")
+    'AMD EPYC (AVX512, avx512_bf16)'
+    """
+    entries = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    entries = {key.strip(): value.strip() for key, value in entries.items()}
+    flags = set(entries.get("flags", "").split())
+    kernels = next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+    name = entries.get("model name") or platform.processor() or platform.machine()
+    return f"{name} ({capability}{', ' + kernels if kernels else ''})"
+
+
+def device_name(device: torch.device) -> str:
+    """What computes on ``device``: the GPU's name, or :func:`cpu_description` of this machine's CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:                                  # not Linux: the name platform gives
+        cpuinfo = ""
+    return cpu_description(cpuinfo, torch.backends.cpu.get_cpu_capability())
+
+
+def trained_on(earlier: list, here: str, epochs: int) -> list[list]:
+    """The ``[device name, epochs]`` segments of a call's training: ``earlier`` ones (restored from a
+    checkpoint) then ``epochs`` trained ``here``, joined when ``here`` trained the last segment too.
+
+    >>> trained_on([["A", 18]], "B", 42)
+    [['A', 18], ['B', 42]]
+    >>> trained_on([["A", 18]], "A", 2)
+    [['A', 20]]
+    """
+    segments = [list(segment) for segment in earlier]
+    if segments and segments[-1][0] == here:
+        segments[-1][1] += epochs
+    elif epochs:
+        segments.append([here, epochs])
+    return segments
 
 
 def has_conv(model: nn.Module) -> bool:
@@ -368,10 +414,13 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     rows: list[dict] = []
     slot = _checkpoint_slot(model, cfg, seed, phase, epoch_offset, log_initial, hooks, optimizer,
                             custom_optimizer=optimizer_given)
-    done = 0
+    done, earlier = 0, []
     if slot is not None and (saved := slot.load()) is not None:
         done, rows = _restore(saved, model, optimizer, scheduler, data_gen, hooks,
                               steps_per_epoch if per_step else 1)
+        # checkpoints written before 2026-12-07 do not say where their epochs trained
+        earlier = saved.get("trained_on", [[None, done]] if done else [])
+    here = device_name(device) if slot is not None else None
 
     def log(epoch: int, train_loss: float, seconds: float, extra: dict | None = None) -> None:
         test = evaluate(model, data.test_x, data.test_y, data, cfg.eval_batch_size, device, bf16,
@@ -417,7 +466,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "data_gen": data_gen.get_state(),
                        "global_rng": torch.get_rng_state(),
-                       "hooks": hooks.state.state_dict() if hooks.state is not None else {}})
+                       "hooks": hooks.state.state_dict() if hooks.state is not None else {},
+                       "trained_on": trained_on(earlier, here, epoch + 1 - done)})
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return pd.DataFrame(rows)

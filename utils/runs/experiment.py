@@ -31,7 +31,15 @@ from pruners.base import check_density
 from utils.engine.checkpoint import resume_from
 from utils.engine.data import Dataset, load_dataset, probe_images
 from utils.engine.seeding import seed_init
-from utils.engine.train import TrainConfig, available_cores, pick_device, torch_threads, use_bf16, use_channels_last
+from utils.engine.train import (
+    TrainConfig,
+    available_cores,
+    device_name,
+    pick_device,
+    torch_threads,
+    use_bf16,
+    use_channels_last,
+)
 from utils.errors import UserError
 from utils.progress import tqdm
 from utils.runs import results
@@ -338,11 +346,12 @@ def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Datas
 
 
 def compute_record(model: torch.nn.Module, train_cfg: TrainConfig, threads: int) -> dict:
-    """Where and in what precision ``model`` trains here: device, threads, bf16, channels_last.
-    The defaults depend on the hardware (native bf16 or not), so the record keeps what ran."""
+    """Where and in what precision ``model`` trains here: device (and its name), threads, bf16,
+    channels_last.  The defaults depend on the hardware (native bf16 or not), and bf16 numbers on
+    the hardware's kernels, so the record keeps what ran."""
     device = pick_device(train_cfg.device)
-    return {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
-            "channels_last": use_channels_last(model, train_cfg, device)}
+    return {"device": device.type, "device_name": device_name(device), "threads": threads,
+            "bf16": use_bf16(model, train_cfg, device), "channels_last": use_channels_last(model, train_cfg, device)}
 
 
 def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, model_kwargs: dict, data: Dataset,
