@@ -139,7 +139,7 @@ def pick_device(device: str | None = None) -> torch.device:
 def cpu_description(cpuinfo: str, capability: str) -> str:
     r"""The CPU named by ``cpuinfo`` (the text of Linux's ``/proc/cpuinfo``), with torch's vector ISA
     ``capability`` and the CPU flag of its bf16 kernels (AMX before AVX-512 bf16, as oneDNN picks):
-    bf16 training gives slightly different numbers on the two, so a run records which it had.
+    bf16 training can round differently on the two, so a run records which it had.
 
     >>> cpu_description("model name\t: AMD EPYC\nflags\t\t: avx512f avx512_bf16\n", "AVX512")
     'AMD EPYC (AVX512, avx512_bf16)'
