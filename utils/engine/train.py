@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -156,6 +157,12 @@ def device_name(device: torch.device) -> str:
     """What computes on ``device``: the GPU's name, or :func:`cpu_description` of this machine's CPU."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return _this_cpu()
+
+
+@lru_cache(maxsize=1)
+def _this_cpu() -> str:
+    """This machine's :func:`cpu_description`, read once per process (every checkpointed call asks)."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:                                  # not Linux: the name platform gives
