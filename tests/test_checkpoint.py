@@ -189,6 +189,41 @@ def test_a_checkpoint_of_the_other_precision_waits_aside_and_resumes_when_that_m
     assert not saves.exists()
 
 
+def test_a_checkpoint_carried_to_another_cpu_of_the_same_precision_resumes(monkeypatch, tmp_path):
+    """Killed after epoch 1 on "CPU A", rerun on "CPU B" (both bf16): the rerun resumes from the same
+    file under the same key (the device's name is not part of the key) and stores what an
+    uninterrupted run stores; run.json says where the restored epoch and the rest trained."""
+    from test_data import write_tiny_cifar
+
+    import utils.engine.train as engine
+    write_tiny_cifar(tmp_path / "data", n=16)
+    spec = experiment.RunSpec("resnet20_cifar10", "synflow", 0.1, 21, "smoke", None)
+    kwargs = dict(config=experiment.load_config("resnet20_cifar10"), data_dir=tmp_path / "data",
+                  overrides=experiment.Overrides(epochs=2), progress=False, threads=1)
+    saves = experiment.checkpoint_dir(spec, tmp_path / "carried")
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_this_cpu", lambda: "CPU A")
+        kill_after_saves(patch, 1)
+        with pytest.raises(Killed):
+            experiment.execute(spec, root=tmp_path / "carried", **kwargs)
+    state = checkpoint.read(saves / "call1-train.safetensors")
+    assert state["epochs_done"] == 1 and state["trained_on"] == [["CPU A", 1]]
+    loaded = []
+    real_load = checkpoint.Slot.load
+    monkeypatch.setattr(checkpoint.Slot, "load", lambda slot: loaded.append(r := real_load(slot)) or r)
+    monkeypatch.setattr(engine, "_this_cpu", lambda: "CPU B")
+    experiment.execute(spec, root=tmp_path / "carried", **kwargs)
+    assert loaded[0]["key"] == state["key"] and loaded[0]["epochs_done"] == 1
+    assert not (saves / "aside").exists() and not saves.exists()
+    compute = results.read_record(results.run_dir(spec.experiment, spec.method, spec.density, spec.seed,
+                                                  tmp_path / "carried"))["compute"]
+    assert compute["device_name"] == "CPU B" and compute["bf16"] is True
+    assert [(r["epochs"], r["trained_on"]) for r in compute["resumed"]] == [(1, [["CPU A", 1]])]
+    experiment.execute(spec, root=tmp_path / "whole", **kwargs)
+    assert_same_runs(stored(tmp_path / "whole", spec), stored(tmp_path / "carried", spec))
+
+
 def test_a_file_of_another_key_is_set_aside_and_taken_back_by_its_key(tmp_path):
     """Slot level: load() moves a foreign-key file to ``aside/<key>/`` and brings back the one
     of its own key; empty aside folders go; a torn file is not set aside."""

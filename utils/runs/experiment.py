@@ -315,11 +315,13 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     start = time.perf_counter()
     # a killed run resumes from its last checkpoint (utils.engine.checkpoint); the key holds the
     # data and the overrides, so a validation or re-encoded run never resumes from another, and
-    # the device and precision, so a checkpoint carried to a CPU without native bf16 (or to CUDA)
-    # trains afresh instead of finishing in another precision
+    # the device type and precision, so a checkpoint carried to a CPU without native bf16 (or to
+    # CUDA) trains afresh instead of finishing in another precision; not the device's name, so it
+    # resumes on another CPU of the same precision (run.json's compute.resumed says where its epochs trained)
     saves = checkpoint_dir(spec, root)
+    compute = {k: v for k, v in compute_record(model, settings.train, threads).items() if k != "device_name"}
     with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
-                                     "compute": compute_record(model, settings.train, threads)}) as scope:
+                                     "compute": compute}) as scope:
         outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed,
                                       progress=progress)
     # a resumed run's time includes the epochs trained before the kill (their logged seconds)
