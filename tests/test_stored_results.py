@@ -248,3 +248,52 @@ def test_thesis_quirks_store_reproduces_the_thesis_gem_miner():
     # within 1.5 points of the thesis's seed 21 (its three seeds span up to 1.94 points: reinit at 2 %)
     assert ((ours["mined"] - theirs["mined"]).abs() < 1.5).all()
     assert ((ours["reinit"] - theirs["reinit"]).abs() < 1.5).all()
+
+
+def in_flight_ids():
+    """The committed checkpoints of runs in flight (``<method>/d<percent>/.s<seed>.ckpt``, first
+    call's file), as paths under results/."""
+    files = sorted(results.DEFAULT_ROOT.glob("*/*/d*/.s*.ckpt/call1-*.safetensors"))
+    return [pytest.param(path.relative_to(results.DEFAULT_ROOT).as_posix(),
+                         id=path.parent.relative_to(results.DEFAULT_ROOT).as_posix()) for path in files]
+
+
+@pytest.mark.parametrize("path", in_flight_ids())
+def test_a_committed_checkpoint_resumes_under_this_code(path, cifar_data_dir, tmp_path, monkeypatch):
+    """A fresh clone's sweep resumes the runs in flight: the current code reaches the run's first
+    ``train`` call with the checkpoint's key (settings, data digest, precision, the model it starts
+    from), in one of the two precisions, on one thread each (``sweep --jobs 2`` on 2 cores).  A change
+    that alters the key (2026-12-07: the CPU's name entered it) would silently retrain them from
+    epoch 0; stopped at that call, ~20 s per precision tried."""
+    import shutil
+
+    import utils.engine.train as engine
+    from utils.engine import checkpoint
+    from utils.runs import experiment
+
+    class Reached(Exception):
+        """The first ``train`` call looked for its checkpoint: nothing to train for this test."""
+
+    file = results.DEFAULT_ROOT / path
+    experiment_name, method, density, ckpt = file.parent.relative_to(results.DEFAULT_ROOT).parts
+    config = experiment.load_config(experiment_name)
+    seed = int(ckpt.removeprefix(".s").removesuffix(".ckpt"))
+    spec, = experiment.grid(config, methods=[method], densities=[float(density[1:])], seeds=[seed])
+    saved = checkpoint.read(file)
+    real_load, loaded = checkpoint.Slot.load, []
+
+    def load(slot):
+        loaded.append(real_load(slot))
+        raise Reached
+
+    monkeypatch.setattr(checkpoint.Slot, "load", load)
+    for bf16 in (True, False):
+        root = tmp_path / f"bf16-{bf16}"
+        shutil.copytree(file.parent, experiment.checkpoint_dir(spec, root))
+        monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda bf16=bf16: bf16)
+        with pytest.raises(Reached):
+            experiment.execute(spec, config, data_dir=cifar_data_dir, root=root, progress=False, threads=1)
+        if loaded[-1] is not None:
+            break
+    assert loaded[-1] is not None, f"{path}: no precision reaches its key {saved['key']}"
+    assert loaded[-1]["key"] == saved["key"] and loaded[-1]["epochs_done"] == saved["epochs_done"]
