@@ -224,14 +224,17 @@ def test_a_checkpoint_carried_to_another_cpu_of_the_same_precision_resumes(monke
     assert_same_runs(stored(tmp_path / "whole", spec), stored(tmp_path / "carried", spec))
 
 
-def test_a_file_of_another_key_is_set_aside_and_taken_back_by_its_key(tmp_path):
-    """Slot level: load() moves a foreign-key file to ``aside/<key>/`` and brings back the one
-    of its own key; empty aside folders go; a torn file is not set aside."""
+def test_a_file_of_another_key_is_set_aside_and_taken_back_by_its_key(tmp_path, capsys):
+    """Slot level: load() moves a foreign-key file to ``aside/<key>/`` (and says so on stderr) and
+    brings back the one of its own key; empty aside folders go; a torn file is not set aside."""
     model = torch.nn.Linear(3, 2)
     first = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.1}, model)
     first.save({"epochs_done": 4})
     second = checkpoint.Checkpoints(tmp_path).slot("train", {"lr": 0.2}, model)
     assert second.load() is None and not first.path.exists()
+    assert capsys.readouterr().err == (f"warning: {first.path} (4 epochs done) has another key (a changed setting, "
+                                       f"data copy, precision or code): set aside in {tmp_path / 'aside' / first.key}, "
+                                       f"this call trains from its start\n")
     assert checkpoint.read(first.aside(first.key))["epochs_done"] == 4
     second.save({"epochs_done": 1})
     assert first.load()["epochs_done"] == 4 and checkpoint.read(first.path)["key"] == first.key
@@ -240,6 +243,7 @@ def test_a_file_of_another_key_is_set_aside_and_taken_back_by_its_key(tmp_path):
     assert second.load()["epochs_done"] == 1 and first.aside(first.key).is_file()
     assert first.load()["epochs_done"] == 4
     assert second.load()["epochs_done"] == 1
+    assert capsys.readouterr().err.count("warning: ") == 4     # each of the four moves aside
     first.path.write_bytes(b"torn")                  # a torn file (second's progress is lost) ...
     assert first.load()["epochs_done"] == 4          # ... gives way to the file waiting aside
     assert not (tmp_path / "aside").exists()

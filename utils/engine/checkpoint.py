@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -252,6 +253,10 @@ class Slot:
             moved = self.aside(state["key"]).with_name(found.name)
             moved.parent.mkdir(parents=True, exist_ok=True)
             os.replace(found, moved)
+            # said aloud: a run that was meant to resume and trains from its start instead costs hours
+            print(f"warning: {found} ({state.get('epochs_done', 0)} epochs done) has another key (a changed "
+                  f"setting, data copy, precision or code): set aside in {moved.parent}, "
+                  f"this call trains from its start", file=sys.stderr, flush=True)
             found = state = None
         if state is None and (waiting := self.aside(self.key)).is_file():
             state = _read_state(waiting)
