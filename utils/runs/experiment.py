@@ -319,9 +319,8 @@ def _execute(spec: RunSpec, config: dict, *, data_dir, root, overrides, progress
     # CUDA) trains afresh instead of finishing in another precision; not the device's name, so it
     # resumes on another CPU of the same precision (run.json's compute.resumed says where its epochs trained)
     saves = checkpoint_dir(spec, root)
-    compute = {k: v for k, v in compute_record(model, settings.train, threads).items() if k != "device_name"}
     with resume_from(saves, context={"data": data.provenance(), "overrides": overrides.as_dict(),
-                                     "compute": compute}) as scope:
+                                     "compute": compute_settings(model, settings.train, threads)}) as scope:
         outputs = settings.method.run(model, data, settings.density, settings.train, seed=spec.seed,
                                       progress=progress)
     # a resumed run's time includes the epochs trained before the kill (their logged seconds)
@@ -347,13 +346,18 @@ def _fresh_model(spec: RunSpec, config: dict, settings: RunSettings, data: Datas
     return build_model(config["model"], **model_kwargs), model_kwargs
 
 
-def compute_record(model: torch.nn.Module, train_cfg: TrainConfig, threads: int) -> dict:
-    """Where and in what precision ``model`` trains here: device (and its name), threads, bf16,
-    channels_last.  The defaults depend on the hardware (native bf16 or not), and bf16 numbers on
-    the hardware's kernels, so the record keeps what ran."""
+def compute_settings(model: torch.nn.Module, train_cfg: TrainConfig, threads: int) -> dict:
+    """How ``model`` trains here: device type, threads, bf16, channels_last.  The defaults depend
+    on the hardware (native bf16 or not); these decide the numbers, so a checkpoint's key holds them."""
     device = pick_device(train_cfg.device)
-    return {"device": device.type, "device_name": device_name(device), "threads": threads,
-            "bf16": use_bf16(model, train_cfg, device), "channels_last": use_channels_last(model, train_cfg, device)}
+    return {"device": device.type, "threads": threads, "bf16": use_bf16(model, train_cfg, device),
+            "channels_last": use_channels_last(model, train_cfg, device)}
+
+
+def compute_record(model: torch.nn.Module, train_cfg: TrainConfig, threads: int) -> dict:
+    """``run.json``'s record: :func:`compute_settings` and the device's name (bf16 rounding can follow its kernels)."""
+    settings = compute_settings(model, train_cfg, threads)
+    return {"device": settings["device"], "device_name": device_name(pick_device(train_cfg.device)), **settings}
 
 
 def _store(spec: RunSpec, config: dict, settings: RunSettings, outputs: dict, model_kwargs: dict, data: Dataset,

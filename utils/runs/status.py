@@ -34,7 +34,7 @@ from utils.runs.claims import is_claimed
 from utils.runs.experiment import (
     RunSpec,
     checkpoint_dir,
-    compute_record,
+    compute_settings,
     method_settings,
     profile_of,
     run_settings,
@@ -216,7 +216,7 @@ def precisions_here(config: dict, specs: list[RunSpec], threads: int = 1) -> dic
     from models import build_model
     model = build_model(config["model"])
     first_of_profile = {spec.profile: spec for spec in reversed(specs)}      # one resolution per profile
-    return {profile: "bf16" if compute_record(model, run_settings(spec, config).train, threads)["bf16"] else "fp32"
+    return {profile: "bf16" if compute_settings(model, run_settings(spec, config).train, threads)["bf16"] else "fp32"
             for profile, spec in first_of_profile.items()}
 
 
