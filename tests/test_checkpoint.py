@@ -124,6 +124,9 @@ def test_a_killed_gem_miner_run_resumes_in_mining_or_in_a_finetune(monkeypatch, 
     assert_same_runs(whole, resumed)
     assert len(whole) == 3
     assert [state["epochs_done"] for state in loaded if state is not None] == restored
+    # a finished call keeps no optimizer state (its optimizer ends with it); one in progress does
+    assert [("optimizer" in state) == (state["epochs_done"] < state["epochs_total"])
+            for state in loaded if state is not None] == [True] * len(restored)
 
 
 def test_a_checkpoint_carried_to_a_cpu_without_native_bf16_trains_afresh(monkeypatch, tmp_path):

@@ -369,7 +369,8 @@ def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torc
             warnings.simplefilter("ignore", UserWarning)   # "scheduler.step() before optimizer.step()"
             for _ in range(done * scheduler_steps_per_epoch):
                 scheduler.step()
-    optimizer.load_state_dict(saved["optimizer"])
+    if done < int(saved["epochs_total"]) or "optimizer" in saved:   # a finished call's may be left out
+        optimizer.load_state_dict(saved["optimizer"])
     data_gen.set_state(saved["data_gen"])
     torch.set_rng_state(saved["global_rng"])
     if hooks.state is not None:
@@ -468,9 +469,15 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         train_loss = loss_sum.item() / max(seen, 1)
         log(epoch_offset + epoch + 1, train_loss, time.perf_counter() - start, extra)
         bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{rows[-1]['top1']:.2f}")
-        if slot is not None and slot.due(final=epoch + 1 == cfg.epochs):
+        final = epoch + 1 == cfg.epochs
+        if slot is not None and slot.due(final):
+            # an optimizer made here ends with the call: once the call is finished nothing steps it
+            # again, and leaving its state out halves the file a finished call keeps while later
+            # calls of the run train (Gem-Miner's mining: 3.3 MB -> 2.2 MB); a caller's stays
+            keeps_optimizer = optimizer_given or not final
             slot.save({"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "rows": rows,
-                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "model": model.state_dict(),
+                       **({"optimizer": optimizer.state_dict()} if keeps_optimizer else {}),
                        "data_gen": data_gen.get_state(),
                        "global_rng": torch.get_rng_state(),
                        "hooks": hooks.state.state_dict() if hooks.state is not None else {},
