@@ -10,7 +10,8 @@ from models.masks import mask_of, raw_weight
 from utils.engine.batched import StackedFC, train_batched
 from utils.engine.train import TrainConfig
 from utils.runs import results
-from utils.runs.experiment import Overrides, RunSpec, execute, execute_batch, load_config, plan_tasks, run_settings
+from utils.runs.experiment import Overrides, RunSpec, execute, execute_batch, load_config, run_settings
+from utils.runs.sweep import plan_tasks
 
 SPECS = [RunSpec("fc_mnist", "random", 0.5, 21, "thesis"), RunSpec("fc_mnist", "synflow", 0.1, 42, "thesis"),
          RunSpec("fc_mnist", "dense", 1.0, 63, "thesis")]

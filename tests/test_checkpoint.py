@@ -8,7 +8,7 @@ import torch
 
 from utils.engine import checkpoint
 from utils.engine.train import Hooks, TrainConfig, device_name, train
-from utils.runs import experiment, results
+from utils.runs import experiment, results, sweep
 from utils.runs.encoding import unpack_bool
 
 
@@ -311,12 +311,12 @@ def test_a_restarted_sweep_resumes_its_runs_in_flight_before_new_ones(tmp_path, 
     slot = checkpoint.Slot(experiment.checkpoint_dir(specs[2], tmp_path) / "call1-train.safetensors", "k", 0.0)
     slot.save({"epochs_done": 3, "epochs_total": 25})
     order = []
-    monkeypatch.setattr(experiment, "_cached_dataset", lambda *a, **k: None)
-    monkeypatch.setattr(experiment, "run_claimed", lambda task, *a, **k: order.extend(s.seed for s in task) or [])
-    experiment.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, progress=False)
+    monkeypatch.setattr(experiment, "cached_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(sweep, "run_claimed", lambda task, *a, **k: order.extend(s.seed for s in task) or [])
+    sweep.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, progress=False)
     assert order == [63, 21, 42]
     order.clear()
-    experiment.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, max_runs=1, progress=False)
+    sweep.sweep(config, specs, root=tmp_path, jobs=1, batch_runs=1, max_runs=1, progress=False)
     assert order == [63]
 
 

@@ -91,7 +91,8 @@ def test_the_thesis_quirks_profile_is_the_thesis_profile_with_gem_miners_thesis_
 
 def test_a_profile_the_method_cannot_train_with_fails_before_training(tmp_path):
     from utils.errors import UserError
-    from utils.runs.experiment import grid, load_config, sweep
+    from utils.runs.experiment import grid, load_config
+    from utils.runs.sweep import sweep
     config = load_config("resnet20_cifar10")
     config["profiles"]["cpu"]["methods"]["deepr"] = {}          # inherits SGD 0.9 Nesterov
     specs = grid(config, "cpu", methods=["synflow", "deepr"], densities=[10], seeds=[21])

@@ -139,12 +139,13 @@ def scratch_dir(prefix: str = "sparse-runs-") -> Path:
 
 def train_grid(config: dict, specs: list, root: str | os.PathLike, *, epochs: int | None = None,
                train_subset: int | None = None, max_runs: int | None = None, jobs: int = 1) -> list:
-    """Train the runs of ``specs`` not stored under ``root`` yet (:func:`utils.runs.experiment.sweep`,
+    """Train the runs of ``specs`` not stored under ``root`` yet (:func:`utils.runs.sweep.sweep`,
     resumable), optionally with fewer epochs or training images; returns the specs trained.
 
     Without the dataset (offline, not on disk) it prints one line saying so and trains nothing.
     """
-    from utils.runs.experiment import Overrides, sweep
+    from utils.runs.experiment import Overrides
+    from utils.runs.sweep import sweep
     overrides = Overrides(epochs=epochs, train_subset=train_subset)
     try:
         done = sweep(config, specs, root=root, overrides=overrides, max_runs=max_runs, jobs=jobs)

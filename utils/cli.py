@@ -149,7 +149,6 @@ def _dispatch(args) -> int:
 
     from utils.runs import results
     from utils.runs.experiment import (
-        BATCH_RUNS,
         RunSpec,
         default_jobs,
         execute,
@@ -158,8 +157,8 @@ def _dispatch(args) -> int:
         load_config,
         percent_to_fraction,
         profile_of,
-        sweep,
     )
+    from utils.runs.sweep import BATCH_RUNS, sweep
     if args.command == "train":
         config = load_config(args.experiment)
         profile, values = profile_of(config, args.profile)

@@ -68,7 +68,8 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 def run_job(spec, config: dict, *, data_dir: str | None, root: str, overrides, threads: int | None) -> dict:
     """Body of one job: train and store ``spec`` unless it is stored already."""
     from utils.engine.train import available_cores
-    from utils.runs.experiment import is_done, run_claimed
+    from utils.runs.experiment import is_done
+    from utils.runs.sweep import run_claimed
     root_path = Path(root)
     if is_done(spec, root_path):
         return {"label": spec.label, "status": "already stored"}
