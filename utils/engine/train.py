@@ -472,8 +472,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
         final = epoch + 1 == cfg.epochs
         if slot is not None and slot.due(final):
             # an optimizer made here ends with the call: once the call is finished nothing steps it
-            # again, and leaving its state out halves the file a finished call keeps while later
-            # calls of the run train (Gem-Miner's mining: 3.3 MB -> 2.2 MB); a caller's stays
+            # again, and leaving its state out shrinks the file a finished call keeps while later
+            # calls of the run train by a third to a half (Gem-Miner: mining 3.3 -> 2.25 MB,
+            # finetune 2.25 -> 1.16 MB); a caller's optimizer stays, the caller may go on with it
             keeps_optimizer = optimizer_given or not final
             slot.save({"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "rows": rows,
                        "model": model.state_dict(),
