@@ -358,8 +358,8 @@ def _checkpoint_slot(model: nn.Module, cfg: TrainConfig, seed: int, phase: str, 
 
 
 def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torch.Generator, hooks: Hooks,
-             scheduler_steps_per_epoch: int) -> tuple[int, list[dict]]:
-    """Put a checkpoint's state back; returns (epochs done, history rows so far)."""
+             scheduler_steps_per_epoch: int, epochs: int) -> tuple[int, list[dict]]:
+    """Put a checkpoint of a call of ``epochs`` epochs back; returns (epochs done, history rows so far)."""
     import warnings
     done = int(saved["epochs_done"])
     model.load_state_dict(saved["model"])
@@ -369,7 +369,7 @@ def _restore(saved: dict, model: nn.Module, optimizer, scheduler, data_gen: torc
             warnings.simplefilter("ignore", UserWarning)   # "scheduler.step() before optimizer.step()"
             for _ in range(done * scheduler_steps_per_epoch):
                 scheduler.step()
-    if done < int(saved["epochs_total"]) or "optimizer" in saved:   # a finished call's may be left out
+    if done < epochs or "optimizer" in saved:       # a finished call's may be left out (see train)
         optimizer.load_state_dict(saved["optimizer"])
     data_gen.set_state(saved["data_gen"])
     torch.set_rng_state(saved["global_rng"])
@@ -425,7 +425,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int,
     done, earlier = 0, []
     if slot is not None and (saved := slot.load()) is not None:
         done, rows = _restore(saved, model, optimizer, scheduler, data_gen, hooks,
-                              steps_per_epoch if per_step else 1)
+                              steps_per_epoch if per_step else 1, cfg.epochs)
         # checkpoints written before 2026-12-07 do not say where their epochs trained
         earlier = saved.get("trained_on", [[None, done]] if done else [])
     here = device_name(device) if slot is not None else None
