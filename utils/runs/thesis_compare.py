@@ -73,6 +73,23 @@ def mask_agreement(ours: Run, theirs: Run) -> tuple[float, dict[str, float]]:
     return same / total, per_layer
 
 
+def chance_agreement(ours: Run, theirs: Run) -> float:
+    """The agreement :func:`mask_agreement` would expect of two masks drawn independently at
+    random with each layer's densities: per layer ``d_a d_b + (1 - d_a)(1 - d_b)``, weighted by
+    the layer's size.  At low density two unrelated masks agree on most weights (both off), so an
+    agreement means something only next to this.
+
+    Example: one 100-weight layer at density 0.1 in both: 0.1 * 0.1 + 0.9 * 0.9 = 0.82.
+    """
+    a, b = ours.masks("effective"), theirs.masks("effective")
+    expected = total = 0.0
+    for name in a.keys() & b.keys():
+        d_a, d_b, size = a[name].float().mean(), b[name].float().mean(), a[name].numel()
+        expected += float(d_a * d_b + (1 - d_a) * (1 - d_b)) * size
+        total += size
+    return expected / total
+
+
 def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
     """One row of the comparison (see the module docstring); ``data`` re-evaluates the thesis's
     network on our copy of the test set (``top1_thesis_here``, NaN without it)."""
@@ -80,7 +97,8 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
     agreement, per_layer = mask_agreement(ours, theirs)
     diff = init_difference(ours, theirs)
     row = {"init_identical": diff == 0.0, "init_max_abs_diff": diff,
-           "mask_agreement": agreement, "mask_agreement_min_layer": min(per_layer.values()),
+           "mask_agreement": agreement, "mask_agreement_chance": chance_agreement(ours, theirs),
+           "mask_agreement_min_layer": min(per_layer.values()),
            "mask_agreement_layers": ";".join(f"{v:.4f}" for v in per_layer.values()),
            "density_ours": ours.info["density_achieved"], "density_thesis": theirs.info["density_achieved"],
            "nnstd": network_distance(ours.model, theirs.model, "nnstd", both_directions=False).value,
@@ -92,6 +110,11 @@ def compare_pair(ours: Run, theirs: Run, data=None) -> dict:
     return row
 
 
+#: the columns :func:`compare_pair` writes; an earlier table without one of them (written before
+#: it was added) is computed again rather than reused
+PAIR_COLUMNS = ("init_identical", "init_max_abs_diff", "mask_agreement", "mask_agreement_chance",
+                "mask_agreement_min_layer", "mask_agreement_layers", "density_ours", "density_thesis", "nnstd",
+                "top1_ours", "top1_thesis", "top1_thesis_here")
 #: the columns that name what a row was computed from (see the module docstring)
 SOURCES = ("ours_digest", "thesis_digest", "thesis_here_test_sha")
 
@@ -161,9 +184,9 @@ def compare_with_thesis(ours_root: str | os.PathLike | None = None, thesis_store
 
 
 def _rows_by_source(previous: pd.DataFrame | None) -> dict[tuple, dict]:
-    """The rows of an earlier table by their :data:`SOURCES` (none for a table without them),
-    without the derived ``top1_diff``."""
-    if previous is None or not len(previous) or not set(SOURCES) <= set(previous.columns):
+    """The rows of an earlier table by their :data:`SOURCES` (none for a table without them or
+    without one of :data:`PAIR_COLUMNS`), without the derived ``top1_diff``."""
+    if previous is None or not len(previous) or not {*SOURCES, *PAIR_COLUMNS} <= set(previous.columns):
         return {}
     rows = previous.drop(columns=["top1_diff"], errors="ignore")
     rows[list(SOURCES)] = rows[list(SOURCES)].fillna("").astype(str)
@@ -171,11 +194,13 @@ def _rows_by_source(previous: pd.DataFrame | None) -> dict[tuple, dict]:
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment × method: cells, init identical, mean/min mask agreement, mean NNSTD, mean
+    """Per experiment × method: cells, init identical, mean/min mask agreement and the mean agreement
+    of unrelated masks of the same layer densities (:func:`chance_agreement`), mean NNSTD, mean
     accuracy difference (ours − thesis recorded)."""
     return table.groupby(["experiment", "method"]).agg(
         cells=("seed", "size"), init_identical=("init_identical", "sum"),
         mask_agreement_mean=("mask_agreement", "mean"), mask_agreement_min=("mask_agreement", "min"),
+        mask_agreement_chance_mean=("mask_agreement_chance", "mean"),
         nnstd_mean=("nnstd", "mean"), top1_diff_mean=("top1_diff", "mean")).round(4)
 
 
