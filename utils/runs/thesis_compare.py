@@ -83,7 +83,7 @@ def chance_agreement(ours: Run, theirs: Run) -> float:
     """
     a, b = ours.masks("effective"), theirs.masks("effective")
     expected = total = 0.0
-    for name in a.keys() & b.keys():
+    for name in (n for n in a if n in b):  # in layer order: the same sum, bit for bit, every time
         d_a, d_b, size = a[name].float().mean(), b[name].float().mean(), a[name].numel()
         expected += float(d_a * d_b + (1 - d_a) * (1 - d_b)) * size
         total += size
